@@ -1,0 +1,1 @@
+//! The Criterion suite lives in `benches/`; this library is empty on purpose.

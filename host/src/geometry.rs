@@ -1,0 +1,42 @@
+//! # Launch geometry, shared by the emulator and CUDA backends
+//!
+//! Each kernel's grid and block shape is computed once here, so the emulator
+//! runs exactly the configuration the GPU runs.
+
+/// Grid, block and dynamic shared memory of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Blocks in x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per block in x, y, z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory per block, bytes.
+    pub shared_bytes: u32,
+}
+
+impl Geometry {
+    /// Enough 1-D blocks of `block` threads to cover `threads` threads.
+    pub fn cover(threads: usize, block: u32) -> Self {
+        let grid = threads.div_ceil(block as usize).max(1) as u32;
+        Geometry { grid: [grid, 1, 1], block: [block, 1, 1], shared_bytes: 0 }
+    }
+
+    /// For the emulator.
+    pub fn emu(self) -> kernels_gpu::emu::LaunchConfig {
+        kernels_gpu::emu::LaunchConfig { grid: self.grid, block: self.block, shared_bytes: self.shared_bytes }
+    }
+
+    /// For cudarc.
+    pub fn cuda(self) -> cudarc::driver::LaunchConfig {
+        cudarc::driver::LaunchConfig {
+            grid_dim: (self.grid[0], self.grid[1], self.grid[2]),
+            block_dim: (self.block[0], self.block[1], self.block[2]),
+            shared_mem_bytes: self.shared_bytes,
+        }
+    }
+}
+
+/// The unpack kernels: one thread per packed word, 256 threads per block.
+pub fn unpack(words: usize) -> Geometry {
+    Geometry::cover(words, 256)
+}

@@ -1,0 +1,236 @@
+//! # Ternary weights on the host: quantization, packing, import checks
+//!
+//! [`PackedTernary`] holds a weight matrix `W[rows, cols]` in the packed
+//! format v1 documented in [`kernels_gpu::format`]: 2-bit codes (`trit + 1`),
+//! 16 per little-endian `u32`, rows padded to whole words with the zero code,
+//! one `f32` absmean scale per tensor.
+//!
+//! - [`absmean_ternarize`]: BitNet b1.58's weight quantizer,
+//!   `scale = mean|W|`, `W_t = clamp(round(W / scale), −1, 1)`.
+//! - [`PackedTernary::pack`] / [`PackedTernary::unpack`]: trits ↔ words.
+//! - [`PackedTernary::from_words`]: import of stored words, rejecting the
+//!   invalid code `0b11`, wrong lengths and non-zero padding.
+
+use kernels_gpu::format::{self, CODE_INVALID, CODE_ZERO, WEIGHTS_PER_WORD, ZERO_WORD};
+
+/// Errors of the packed format.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormatError {
+    /// A trit outside {−1, 0, +1}.
+    #[error("value {value} at ({row}, {col}) is not a trit (−1, 0, +1)")]
+    NotATrit {
+        /// Row.
+        row: usize,
+        /// Column.
+        col: usize,
+        /// The offending value.
+        value: i8,
+    },
+    /// The invalid code `0b11` in stored words.
+    #[error(
+        "invalid ternary code 0b11 at ({row}, {col}) of a {rows}×{cols} matrix (format v1 allows 0b00, 0b01, 0b10)"
+    )]
+    InvalidCode {
+        /// Row.
+        row: usize,
+        /// Column.
+        col: usize,
+        /// Rows of the matrix.
+        rows: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
+    /// Padding past the last column is not the zero code.
+    #[error("row {row} has non-zero padding past column {cols} (format v1 pads with code 0b01)")]
+    BadPadding {
+        /// Row.
+        row: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
+    /// A buffer of the wrong length for the shape.
+    #[error("{what}: expected {expected} elements for a {rows}×{cols} matrix, got {got}")]
+    Length {
+        /// Which buffer.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+    },
+    /// The scale is not a finite positive number.
+    #[error("scale {0} is not finite and positive")]
+    BadScale(f32),
+}
+
+/// A ternary weight matrix in packed format v1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedTernary {
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    words: Vec<u32>,
+}
+
+impl PackedTernary {
+    /// Packs `rows × cols` trits (row-major) with a tensor scale.
+    pub fn pack(trits: &[i8], rows: usize, cols: usize, scale: f32) -> Result<Self, FormatError> {
+        check_len("trits", trits.len(), rows * cols, rows, cols)?;
+        check_scale(scale)?;
+        let wpr = format::words_per_row(cols);
+        let mut words = vec![ZERO_WORD; rows * wpr];
+        for (r, row) in trits.chunks(cols.max(1)).enumerate().take(rows) {
+            for (c, &t) in row.iter().enumerate() {
+                if !(-1..=1).contains(&t) {
+                    return Err(FormatError::NotATrit { row: r, col: c, value: t });
+                }
+                let w = &mut words[r * wpr + c / WEIGHTS_PER_WORD];
+                let shift = 2 * (c % WEIGHTS_PER_WORD);
+                *w = (*w & !(3 << shift)) | (format::encode(t) << shift);
+            }
+        }
+        Ok(PackedTernary { rows, cols, scale, words })
+    }
+
+    /// Imports stored words, validating every code and the padding.
+    pub fn from_words(words: Vec<u32>, rows: usize, cols: usize, scale: f32) -> Result<Self, FormatError> {
+        let wpr = format::words_per_row(cols);
+        check_len("words", words.len(), rows * wpr, rows, cols)?;
+        check_scale(scale)?;
+        for r in 0..rows {
+            for wi in 0..wpr {
+                let w = words[r * wpr + wi];
+                for j in 0..WEIGHTS_PER_WORD {
+                    let col = wi * WEIGHTS_PER_WORD + j;
+                    let code = (w >> (2 * j)) & 3;
+                    if code == CODE_INVALID {
+                        return Err(FormatError::InvalidCode { row: r, col, rows, cols });
+                    }
+                    if col >= cols && code != CODE_ZERO {
+                        return Err(FormatError::BadPadding { row: r, cols });
+                    }
+                }
+            }
+        }
+        Ok(PackedTernary { rows, cols, scale, words })
+    }
+
+    /// Unpacks to `rows × cols` trits, row-major.
+    pub fn unpack(&self) -> Vec<i8> {
+        let wpr = self.words_per_row();
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            let row = &self.words[r * wpr..(r + 1) * wpr];
+            out.extend(
+                (0..self.cols).map(|c| format::decode(row[c / WEIGHTS_PER_WORD] >> (2 * (c % WEIGHTS_PER_WORD)))),
+            );
+        }
+        out
+    }
+
+    /// Rows (N, output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns (K, input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The absmean scale.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+    /// Words per row, padding included.
+    pub fn words_per_row(&self) -> usize {
+        format::words_per_row(self.cols)
+    }
+    /// The packed words.
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
+    /// Bytes of packed storage.
+    pub fn packed_bytes(&self) -> usize {
+        self.words.len() * 4
+    }
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize, rows: usize, cols: usize) -> Result<(), FormatError> {
+    if got == expected { Ok(()) } else { Err(FormatError::Length { what, expected, got, rows, cols }) }
+}
+
+fn check_scale(scale: f32) -> Result<(), FormatError> {
+    if scale.is_finite() && scale > 0.0 { Ok(()) } else { Err(FormatError::BadScale(scale)) }
+}
+
+/// BitNet b1.58 absmean ternarization of latent weights: returns the trits
+/// and the scale `mean|W|` (1.0 for an all-zero tensor, so it stays valid).
+pub fn absmean_ternarize(weights: &[f32]) -> (Vec<i8>, f32) {
+    let mean = weights.iter().map(|w| w.abs() as f64).sum::<f64>() / weights.len().max(1) as f64;
+    let scale = if mean > 0.0 { mean as f32 } else { 1.0 };
+    let trits = weights.iter().map(|w| (w / scale).round().clamp(-1.0, 1.0) as i8).collect();
+    (trits, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, RngExt, SeedableRng};
+
+    fn random_trits(rng: &mut impl Rng, n: usize) -> Vec<i8> {
+        (0..n).map(|_| rng.random_range(-1i8..=1)).collect()
+    }
+
+    #[test]
+    fn pack_unpack_round_trips_many_shapes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..300 {
+            let rows = rng.random_range(1..9);
+            let cols = rng.random_range(1..100);
+            let trits = random_trits(&mut rng, rows * cols);
+            let p = PackedTernary::pack(&trits, rows, cols, 0.5).unwrap();
+            assert_eq!(p.words().len(), rows * cols.div_ceil(16));
+            assert_eq!(p.unpack(), trits, "shape {rows}x{cols}");
+            let back = PackedTernary::from_words(p.words().to_vec(), rows, cols, 0.5).unwrap();
+            assert_eq!(back, p);
+        }
+    }
+
+    #[test]
+    fn bit_layout_is_the_documented_one() {
+        // Weight k sits at bits 2k of word k/16, code = trit + 1; padding is 0b01.
+        let p = PackedTernary::pack(&[-1, 0, 1], 1, 3, 1.0).unwrap();
+        assert_eq!(p.words(), &[0b10_01_00 | (ZERO_WORD & !0b11_11_11)]);
+    }
+
+    #[test]
+    fn code_three_is_rejected_on_import() {
+        let mut words = PackedTernary::pack(&[0; 40], 2, 20, 1.0).unwrap().words().to_vec();
+        words[2] |= 3 << 6; // row 1, column 3
+        let err = PackedTernary::from_words(words, 2, 20, 1.0).unwrap_err();
+        assert_eq!(err, FormatError::InvalidCode { row: 1, col: 3, rows: 2, cols: 20 });
+        assert!(err.to_string().contains("0b11"));
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        assert!(matches!(PackedTernary::pack(&[2], 1, 1, 1.0), Err(FormatError::NotATrit { value: 2, .. })));
+        assert!(matches!(PackedTernary::pack(&[0; 5], 2, 3, 1.0), Err(FormatError::Length { .. })));
+        assert!(matches!(PackedTernary::pack(&[0], 1, 1, f32::NAN), Err(FormatError::BadScale(_))));
+        assert!(matches!(PackedTernary::from_words(vec![0x5555_5554], 1, 17, 1.0), Err(FormatError::Length { .. })));
+        // Column 17 of a 17-wide row is padding and must be the zero code.
+        let err = PackedTernary::from_words(vec![ZERO_WORD, ZERO_WORD ^ 0b11 << 2], 1, 17, 1.0).unwrap_err();
+        assert_eq!(err, FormatError::BadPadding { row: 0, cols: 17 });
+    }
+
+    #[test]
+    fn absmean_matches_bitnet_definition() {
+        let (t, s) = absmean_ternarize(&[0.1, -0.5, 2.0, -0.02]);
+        assert!((s - 0.655).abs() < 1e-6);
+        assert_eq!(t, vec![0, -1, 1, 0]);
+        assert_eq!(absmean_ternarize(&[0.0; 4]), (vec![0; 4], 1.0));
+    }
+}

@@ -1,0 +1,168 @@
+//! The host side of [`crate::device`]: every call goes to the SIMT emulator's
+//! per-thread context ([`crate::emu`]).
+
+use crate::emu;
+
+/// A read-only view of global memory; on the host it carries its length so
+/// that every access is bounds-checked.
+#[derive(Clone, Copy, Debug)]
+pub struct In<T> {
+    ptr: *const T,
+    len: usize,
+}
+
+/// A writable view of global memory; bounds-checked on the host.
+#[derive(Clone, Copy, Debug)]
+pub struct Out<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the views are handed to emulated GPU threads, which, like GPU
+// threads, share the buffers; races are the kernel's contract to avoid.
+unsafe impl<T> Send for In<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for In<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for Out<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Out<T> {}
+
+impl<T> In<T> {
+    /// A view of a host slice for an emulator launch.
+    pub fn from_slice(s: &[T]) -> Self {
+        In { ptr: s.as_ptr(), len: s.len() }
+    }
+}
+
+impl<T> Out<T> {
+    /// A view of a host slice for an emulator launch.
+    pub fn from_slice(s: &mut [T]) -> Self {
+        Out { ptr: s.as_mut_ptr(), len: s.len() }
+    }
+}
+
+fn check(kind: &str, i: usize, len: usize) {
+    if i >= len {
+        emu::fault(format!("{kind} of element {i} out of bounds of a {len}-element buffer"));
+    }
+}
+
+impl<T: Copy> In<T> {
+    /// Reads element `i` (bounds-checked).
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn get(self, i: usize) -> T {
+        check("global read", i, self.len);
+        // SAFETY: in bounds of a live buffer.
+        unsafe { *self.ptr.add(i) }
+    }
+}
+
+impl In<u32> {
+    /// Reads four consecutive words (the device's 128-bit load; checked for bounds and alignment).
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn get4(self, i: usize) -> [u32; 4] {
+        check("128-bit global read", i + 3, self.len);
+        if !(self.ptr as usize + 4 * i).is_multiple_of(16) {
+            emu::fault(format!("misaligned 128-bit global read at element {i}"));
+        }
+        // SAFETY: in bounds.
+        unsafe { [*self.ptr.add(i), *self.ptr.add(i + 1), *self.ptr.add(i + 2), *self.ptr.add(i + 3)] }
+    }
+}
+
+impl<T: Copy> Out<T> {
+    /// Writes element `i` (bounds-checked).
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn set(self, i: usize, v: T) {
+        check("global write", i, self.len);
+        // SAFETY: in bounds of a live buffer.
+        unsafe { *self.ptr.add(i) = v }
+    }
+
+    /// Reads element `i` back (bounds-checked).
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn get(self, i: usize) -> T {
+        check("global read", i, self.len);
+        // SAFETY: in bounds of a live buffer.
+        unsafe { *self.ptr.add(i) }
+    }
+}
+
+impl Out<u32> {
+    /// Atomic minimum on element `i`; returns the previous value.
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn atomic_min(self, i: usize, v: u32) -> u32 {
+        check("atomic", i, self.len);
+        // SAFETY: in bounds and aligned.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.add(i)) }
+            .fetch_min(v, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Atomic add on element `i`; returns the previous value.
+    ///
+    /// # Safety
+    /// The view describes live memory.
+    pub unsafe fn atomic_add(self, i: usize, v: u32) -> u32 {
+        check("atomic", i, self.len);
+        // SAFETY: in bounds and aligned.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.add(i)) }
+            .fetch_add(v, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub fn thread_idx(axis: usize) -> u32 {
+    emu::with_thread(|t| t.thread_idx[axis])
+}
+pub fn block_idx(axis: usize) -> u32 {
+    emu::with_thread(|t| t.block_idx[axis])
+}
+pub fn block_dim(axis: usize) -> u32 {
+    emu::with_thread(|t| t.block_dim[axis])
+}
+pub fn grid_dim(axis: usize) -> u32 {
+    emu::with_thread(|t| t.grid_dim[axis])
+}
+pub fn sync_threads() {
+    emu::sync_threads()
+}
+pub fn shfl_xor(v: u32, lane_mask: u32) -> u32 {
+    emu::shuffle(v, |lane| Some(lane ^ (lane_mask & 31)))
+}
+pub fn shfl_down(v: u32, delta: u32) -> u32 {
+    emu::shuffle(v, |lane| lane.checked_add(delta).filter(|&s| s < 32))
+}
+pub fn shfl_idx(v: u32, src: u32) -> u32 {
+    emu::shuffle(v, |_| Some(src % 32))
+}
+pub fn dp4a(a: u32, b: u32, c: i32) -> i32 {
+    crate::device::dp4a_reference(a, b, c)
+}
+pub fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
+    emu::mma_m16n8k32_s8(a, b, c)
+}
+pub fn clock64() -> u64 {
+    emu::clock64()
+}
+pub fn dynamic_shared() -> *mut u8 {
+    emu::with_thread(|t| t.shared)
+}
+pub fn trap() -> ! {
+    emu::fault("trap".to_owned())
+}
+pub fn f16_to_f32(bits: u16) -> f32 {
+    crate::device::f16_to_f32_soft(bits)
+}
+pub fn f32_to_f16(v: f32) -> u16 {
+    crate::device::f32_to_f16_soft(v)
+}

@@ -1,0 +1,238 @@
+//! The device side of [`crate::device`]: special registers, intrinsics and inline PTX.
+
+use core::arch::asm;
+use core::arch::nvptx;
+
+core::arch::global_asm!(".extern .shared .align 16 .b8 TRINITY_DYNAMIC_SMEM[];");
+
+/// A read-only view of global memory: on the device, just the pointer.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct In<T>(*const T);
+
+/// A writable view of global memory: on the device, just the pointer.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct Out<T>(*mut T);
+
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct Align16<T>(T);
+
+impl<T: Copy> In<T> {
+    /// Reads element `i`.
+    ///
+    /// # Safety
+    /// `i` is within the buffer the launch passed.
+    #[inline(always)]
+    pub unsafe fn get(self, i: usize) -> T {
+        // SAFETY: forwarded.
+        unsafe { *self.0.add(i) }
+    }
+}
+
+impl In<u32> {
+    /// Reads four consecutive words with one 128-bit load (`ld.global.v4.u32`).
+    ///
+    /// # Safety
+    /// `i..i+4` is within the buffer and `i` is a multiple of 4 from a 16-byte aligned base.
+    #[inline(always)]
+    pub unsafe fn get4(self, i: usize) -> [u32; 4] {
+        // SAFETY: forwarded; the alignment makes the 128-bit load legal.
+        unsafe { (*(self.0.add(i) as *const Align16<[u32; 4]>)).0 }
+    }
+}
+
+impl<T: Copy> Out<T> {
+    /// Writes element `i`.
+    ///
+    /// # Safety
+    /// `i` is within the buffer the launch passed, and no other thread writes it concurrently.
+    #[inline(always)]
+    pub unsafe fn set(self, i: usize, v: T) {
+        // SAFETY: forwarded.
+        unsafe { *self.0.add(i) = v }
+    }
+
+    /// Reads element `i` back.
+    ///
+    /// # Safety
+    /// As [`Out::set`].
+    #[inline(always)]
+    pub unsafe fn get(self, i: usize) -> T {
+        // SAFETY: forwarded.
+        unsafe { *self.0.add(i) }
+    }
+}
+
+impl Out<u32> {
+    /// Atomic minimum on element `i`; returns the previous value.
+    ///
+    /// # Safety
+    /// `i` is within the buffer.
+    #[inline(always)]
+    pub unsafe fn atomic_min(self, i: usize, v: u32) -> u32 {
+        // SAFETY: forwarded; u32 is 4-byte aligned in the buffer.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr(self.0.add(i)) }
+            .fetch_min(v, core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Atomic add on element `i`; returns the previous value.
+    ///
+    /// # Safety
+    /// `i` is within the buffer.
+    #[inline(always)]
+    pub unsafe fn atomic_add(self, i: usize, v: u32) -> u32 {
+        // SAFETY: forwarded.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr(self.0.add(i)) }
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[inline(always)]
+pub fn thread_idx(axis: usize) -> u32 {
+    // SAFETY: reading special registers has no preconditions.
+    unsafe {
+        (match axis {
+            0 => nvptx::_thread_idx_x(),
+            1 => nvptx::_thread_idx_y(),
+            _ => nvptx::_thread_idx_z(),
+        }) as u32
+    }
+}
+
+#[inline(always)]
+pub fn block_idx(axis: usize) -> u32 {
+    // SAFETY: as above.
+    unsafe {
+        (match axis {
+            0 => nvptx::_block_idx_x(),
+            1 => nvptx::_block_idx_y(),
+            _ => nvptx::_block_idx_z(),
+        }) as u32
+    }
+}
+
+#[inline(always)]
+pub fn block_dim(axis: usize) -> u32 {
+    // SAFETY: as above.
+    unsafe {
+        (match axis {
+            0 => nvptx::_block_dim_x(),
+            1 => nvptx::_block_dim_y(),
+            _ => nvptx::_block_dim_z(),
+        }) as u32
+    }
+}
+
+#[inline(always)]
+pub fn grid_dim(axis: usize) -> u32 {
+    // SAFETY: as above.
+    unsafe {
+        (match axis {
+            0 => nvptx::_grid_dim_x(),
+            1 => nvptx::_grid_dim_y(),
+            _ => nvptx::_grid_dim_z(),
+        }) as u32
+    }
+}
+
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: the caller follows the barrier rule in the module docs.
+    unsafe { nvptx::_syncthreads() }
+}
+
+#[inline(always)]
+pub fn shfl_xor(v: u32, lane_mask: u32) -> u32 {
+    let r: u32;
+    // SAFETY: a full-warp shuffle; the module docs require all lanes present.
+    unsafe {
+        asm!("shfl.sync.bfly.b32 {r}, {v}, {m}, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v, m = in(reg32) lane_mask)
+    };
+    r
+}
+
+#[inline(always)]
+pub fn shfl_down(v: u32, delta: u32) -> u32 {
+    let r: u32;
+    // SAFETY: as above.
+    unsafe {
+        asm!("shfl.sync.down.b32 {r}, {v}, {d}, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v, d = in(reg32) delta)
+    };
+    r
+}
+
+#[inline(always)]
+pub fn shfl_idx(v: u32, src: u32) -> u32 {
+    let r: u32;
+    // SAFETY: as above.
+    unsafe {
+        asm!("shfl.sync.idx.b32 {r}, {v}, {s}, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v, s = in(reg32) src)
+    };
+    r
+}
+
+#[inline(always)]
+pub fn dp4a(a: u32, b: u32, c: i32) -> i32 {
+    let r: i32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("dp4a.s32.s32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c)
+    };
+    r
+}
+
+#[inline(always)]
+pub fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
+    let (d0, d1, d2, d3): (i32, i32, i32, i32);
+    // SAFETY: a full-warp tensor-core op; the module docs require all lanes present.
+    unsafe {
+        asm!(
+            "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{c0}, {c1}, {c2}, {c3}}};",
+            d0 = out(reg32) d0, d1 = out(reg32) d1, d2 = out(reg32) d2, d3 = out(reg32) d3,
+            a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+            b0 = in(reg32) b[0], b1 = in(reg32) b[1],
+            c0 = in(reg32) c[0], c1 = in(reg32) c[1], c2 = in(reg32) c[2], c3 = in(reg32) c[3],
+        )
+    };
+    [d0, d1, d2, d3]
+}
+
+#[inline(always)]
+pub fn clock64() -> u64 {
+    let r: u64;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u64 {r}, %clock64;", r = out(reg64) r) };
+    r
+}
+
+#[inline(always)]
+pub fn dynamic_shared() -> *mut u8 {
+    let r: u64;
+    // SAFETY: takes the address of the block's dynamic shared memory window.
+    unsafe { asm!("mov.u64 {r}, TRINITY_DYNAMIC_SMEM;", "cvta.shared.u64 {r}, {r};", r = out(reg64) r) };
+    r as *mut u8
+}
+
+#[inline(always)]
+pub fn trap() -> ! {
+    // SAFETY: aborts the kernel.
+    unsafe { nvptx::trap() }
+}
+
+#[inline(always)]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let r: f32;
+    // SAFETY: pure conversion.
+    unsafe { asm!("cvt.f32.f16 {r}, {h};", r = out(reg32) r, h = in(reg16) bits) };
+    r
+}
+
+#[inline(always)]
+pub fn f32_to_f16(v: f32) -> u16 {
+    let r: u16;
+    // SAFETY: pure conversion.
+    unsafe { asm!("cvt.rn.f16.f32 {r}, {v};", r = out(reg16) r, v = in(reg32) v) };
+    r
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Assembles the embedded PTX of the `trinity` binary with `ptxas -v` for
+# sm_80 and sm_90, prints registers and spills per kernel, and fails on a
+# ptxas error, an unresolved `.extern .func`, a spill, or a kernel that lacks
+# the instruction it exists for (mma.sync in the GEMM, dp4a in the GEMV).
+# Usage: scripts/ptxas-check.sh PTXAS OUT_DIR [TRINITY_BINARY]
+set -euo pipefail
+ptxas=$1
+out=$2
+bin=${3:-target/debug/trinity}
+[ -x "$bin" ] || cargo build -q -p trinity
+mkdir -p "$out"
+"$bin" ptx --out "$out" >/dev/null
+status=0
+for arch in sm_80 sm_90; do
+    ptx="$out/trinity_$arch.ptx"
+    if grep -n '\.extern \.func' "$ptx"; then
+        echo "FAIL: unresolved .extern .func in $ptx"
+        status=1
+    fi
+    if ! "$ptxas" -arch="$arch" -v "$ptx" -o "$out/trinity_$arch.cubin" 2>"$out/ptxas_$arch.log"; then
+        cat "$out/ptxas_$arch.log"
+        echo "FAIL: ptxas rejected $ptx"
+        status=1
+        continue
+    fi
+    echo "-- $arch: registers and spills per kernel"
+    awk '/Compiling entry function/ { gsub(/\x27/, "", $7); name = $7 }
+         /spill stores/ && name != "" { spills = $5 " spill stores, " $9 " spill loads" }
+         /Used [0-9]+ registers/ && name != "" { printf "   %-28s %s regs, %s\n", name, $5, spills; name = "" }' "$out/ptxas_$arch.log"
+    if grep -A1 'Function properties for [a-z]' "$out/ptxas_$arch.log" | grep -E '[1-9][0-9]* bytes spill (stores|loads)'; then
+        echo "FAIL: spills in a kernel for $arch"
+        status=1
+    fi
+done
+for pair in "ternary_gemm:mma.sync" "ternary_gemv:dp4a"; do
+    kernel=${pair%%:*}
+    instr=${pair#*:}
+    if grep -q "^.visible .entry $kernel(" "$out/trinity_sm_90.ptx"; then
+        if ! awk -v k="$kernel" '$0 ~ "^.visible .entry "k"\\(" {on=1} on && /^}/ {on=0} on' "$out/trinity_sm_90.ptx" | grep -q "$instr"; then
+            echo "FAIL: $kernel has no $instr"
+            status=1
+        fi
+    fi
+done
+exit $status
