@@ -53,6 +53,45 @@ pub trait Backend {
     fn unpack_i8(&self, w: &PackedTernary) -> KernelResult<Vec<i8>>;
     /// Packed ternary → f16 `trit · scale`, `rows × cols` row-major.
     fn unpack_f16(&self, w: &PackedTernary) -> KernelResult<Vec<f16>>;
+    /// TriHash of one-block messages: `messages.len() / 243` messages of 243
+    /// trits in, as many 243-trit digests out.
+    fn trihash_batch(&self, messages: &[i8]) -> KernelResult<Vec<i8>>;
+    /// Every nonce index in batches `first_batch .. first_batch + batches`
+    /// (128 nonces each, canonical enumeration) whose hash from `base` ends in
+    /// at least `mwm` zero trits, sorted.
+    fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>>;
+}
+
+/// Checks a TriHash search request (every backend calls it first).
+pub(crate) fn check_trihash_search(batches: u64, mwm: usize) -> KernelResult<()> {
+    let kernel = "trihash_pow";
+    if mwm > kernels_gpu::curl::HASH_TRITS {
+        return Err(crate::error::KernelError::Shape {
+            kernel,
+            shape: format!("mwm {mwm}"),
+            reason: "mwm exceeds the 243 trits of a hash".into(),
+        });
+    }
+    if batches == 0 {
+        return Err(crate::error::KernelError::Shape {
+            kernel,
+            shape: "0 batches".into(),
+            reason: "nothing to search".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a TriHash batch request.
+pub(crate) fn check_trihash_batch(messages: &[i8]) -> KernelResult<()> {
+    if messages.is_empty() || !messages.len().is_multiple_of(kernels_gpu::curl::HASH_TRITS) {
+        return Err(crate::error::KernelError::Shape {
+            kernel: "trihash_batch",
+            shape: format!("{} trits", messages.len()),
+            reason: "messages must be a non-empty whole number of 243-trit blocks".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A shape as errors and reports print it.

@@ -7,9 +7,10 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::backend::{Backend, BackendKind};
+use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search};
 use crate::error::KernelResult;
 use crate::ternary::PackedTernary;
+use crate::trihash;
 use kernels_gpu::format;
 
 /// The CPU backend.
@@ -55,4 +56,41 @@ impl Backend for CpuBackend {
         let values = [f16::from_f32(-w.scale()), f16::ZERO, f16::from_f32(w.scale())];
         Ok(self.unpack_i8(w)?.into_par_iter().map(|t| values[(t + 1) as usize]).collect())
     }
+
+    fn trihash_batch(&self, messages: &[i8]) -> KernelResult<Vec<i8>> {
+        check_trihash_batch(messages)?;
+        Ok(trihash::sliced::hash_batch(messages))
+    }
+
+    fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>> {
+        check_trihash_search(batches, mwm)?;
+        Ok(trihash::sliced::search(base, first_batch, batches, mwm))
+    }
+}
+
+/// Scalar reference of `trihash_batch`: the sponge, message by message.
+pub fn trihash_batch_reference(messages: &[i8]) -> Vec<i8> {
+    messages
+        .chunks(kernels_gpu::curl::HASH_TRITS)
+        .flat_map(|m| {
+            let mut c = trihash::CurlP81::new();
+            c.absorb(m).expect("one block");
+            c.squeeze(kernels_gpu::curl::HASH_TRITS).expect("one block")
+        })
+        .collect()
+}
+
+/// Scalar reference of `trihash_search` (the `trihash_pow` kernel): every
+/// nonce of the range hashed by the definition.
+pub fn trihash_search_reference(base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> Vec<u64> {
+    use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH, NONCE_TRITS};
+    let lanes = LANES_PER_BATCH as u64;
+    (first_batch * lanes..(first_batch + batches) * lanes)
+        .filter(|&v| {
+            let mut state = *base;
+            state[HASH_TRITS - NONCE_TRITS..HASH_TRITS].copy_from_slice(&trihash::Pow::nonce(v));
+            trihash::transform_reference(&mut state);
+            trihash::trailing_zeros(&state[..HASH_TRITS]) >= mwm
+        })
+        .collect()
 }

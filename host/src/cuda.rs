@@ -12,11 +12,13 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use half::f16;
 use kernels_gpu::kernels;
 
-use crate::backend::{Backend, BackendKind, shape2};
+use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search, shape2};
+use crate::emulator::launch_chunks;
 use crate::error::{KernelError, KernelResult};
 use crate::geometry::{self, Geometry};
 use crate::ptx;
 use crate::ternary::PackedTernary;
+use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH};
 
 /// Why the GPU cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,11 @@ pub struct CudaBackend {
     device: String,
     arch: &'static str,
     compute_capability: (i32, i32),
+    sm_count: u32,
 }
+
+/// Hits a TriHash search launch can record; more is an error asking for a larger mwm.
+pub const TRIHASH_HIT_CAPACITY: usize = 1 << 20;
 
 impl CudaBackend {
     /// Opens device `ordinal` and loads the matching PTX.
@@ -108,7 +114,18 @@ impl CudaBackend {
         // SAFETY: every buffer of this backend lives on `stream`.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        Ok(CudaBackend { ctx, stream, module, device, arch: module_src.arch, compute_capability: (major, minor) })
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("reading the SM count"))? as u32;
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            module,
+            device,
+            arch: module_src.arch,
+            compute_capability: (major, minor),
+            sm_count,
+        })
     }
 
     /// Device name.
@@ -122,6 +139,10 @@ impl CudaBackend {
     /// Compute capability.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+    /// Streaming multiprocessors.
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
     }
     /// The context.
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -230,6 +251,55 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Blocks a TriHash launch uses: enough to fill every SM (four 46 KiB blocks fit one).
+    pub fn trihash_blocks(&self) -> u32 {
+        self.sm_count * 4
+    }
+
+    /// Launches `trihash_pow` on device buffers; `hits[0]` must be zero.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_trihash_pow(
+        &self,
+        base: &CudaSlice<i8>,
+        first_batch: u64,
+        batches: u32,
+        mwm: usize,
+        hits: &mut CudaSlice<u32>,
+    ) -> KernelResult<()> {
+        let kernel = kernels::trihash_pow::NAME;
+        let shape = format!("{batches} batches from {first_batch}, mwm {mwm}");
+        check_trihash_search(batches as u64, mwm)?;
+        check_len(kernel, &shape, base.len(), 729, "base state")?;
+        if hits.is_empty() {
+            return Err(KernelError::Shape { kernel, shape, reason: "empty hit buffer".into() });
+        }
+        let f = self.function(kernel, &shape)?;
+        let g = geometry::trihash(batches as u64, self.trihash_blocks());
+        let (mwm, capacity) = (mwm as u32, hits.len() as u32 - 1);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(base).arg(&first_batch).arg(&batches).arg(&mwm).arg(hits).arg(&capacity);
+        // SAFETY: argument order and types match `trihash_pow`; `base` has 729
+        // trits, `hits` 1 + capacity words, and the geometry supplies the shared memory.
+        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    }
+
+    /// Launches `trihash_batch` on device buffers.
+    pub fn launch_trihash_batch(&self, messages: &CudaSlice<i8>, digests: &mut CudaSlice<i8>) -> KernelResult<()> {
+        let kernel = kernels::trihash_batch::NAME;
+        let count = messages.len() / HASH_TRITS;
+        let shape = format!("{count} messages");
+        check_len(kernel, &shape, digests.len(), messages.len(), "digests")?;
+        let f = self.function(kernel, &shape)?;
+        let g = geometry::trihash(count.div_ceil(LANES_PER_BATCH) as u64, self.trihash_blocks());
+        let count = count as u32;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(messages).arg(digests).arg(&count);
+        // SAFETY: argument order and types match `trihash_batch`; both buffers hold count · 243 trits.
+        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    }
+}
+
 fn check_len(kernel: &'static str, shape: &str, got: usize, want: usize, what: &str) -> KernelResult<()> {
     if got == want {
         return Ok(());
@@ -263,5 +333,37 @@ impl Backend for CudaBackend {
         let mut out = self.zeros::<u16>(w.rows() * w.cols(), "alloc")?;
         self.launch_unpack_f16(&words, &mut out, w.rows(), w.cols(), w.scale())?;
         Ok(self.download(&out, "download")?.into_iter().map(f16::from_bits).collect())
+    }
+
+    fn trihash_batch(&self, messages: &[i8]) -> KernelResult<Vec<i8>> {
+        check_trihash_batch(messages)?;
+        let input = self.upload(messages, "upload")?;
+        let mut out = self.zeros::<i8>(messages.len(), "alloc")?;
+        self.launch_trihash_batch(&input, &mut out)?;
+        self.download(&out, "download")
+    }
+
+    fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>> {
+        check_trihash_search(batches, mwm)?;
+        let base_dev = self.upload(base, "upload")?;
+        let mut found = Vec::new();
+        for (first, n) in launch_chunks(first_batch, batches) {
+            let mut hits = self.zeros::<u32>(1 + TRIHASH_HIT_CAPACITY, "alloc")?;
+            self.launch_trihash_pow(&base_dev, first, n as u32, mwm, &mut hits)?;
+            let hits = self.download(&hits, "download")?;
+            let count = hits[0] as usize;
+            if count > TRIHASH_HIT_CAPACITY {
+                return Err(KernelError::Shape {
+                    kernel: kernels::trihash_pow::NAME,
+                    shape: format!("{n} batches, mwm {mwm}"),
+                    reason: format!(
+                        "{count} hits exceed the {TRIHASH_HIT_CAPACITY} recorded; raise mwm or search fewer batches"
+                    ),
+                });
+            }
+            found.extend(hits[1..1 + count].iter().map(|&o| first * LANES_PER_BATCH as u64 + o as u64));
+        }
+        found.sort_unstable();
+        Ok(found)
     }
 }

@@ -4,10 +4,11 @@
 //! host buffers wrapped in bounds-checked views.
 
 use half::f16;
+use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH};
 use kernels_gpu::device::{In, Out};
 use kernels_gpu::kernels;
 
-use crate::backend::{Backend, BackendKind, shape2};
+use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search, shape2};
 use crate::error::{KernelError, KernelResult};
 use crate::geometry;
 use crate::ternary::PackedTernary;
@@ -63,4 +64,53 @@ impl Backend for EmuBackend {
         .map_err(emu_err(kernels::unpack_f16::NAME, shape2(w.rows(), w.cols())))?;
         Ok(out.into_iter().map(f16::from_bits).collect())
     }
+
+    fn trihash_batch(&self, messages: &[i8]) -> KernelResult<Vec<i8>> {
+        check_trihash_batch(messages)?;
+        let count = messages.len() / HASH_TRITS;
+        let mut out = vec![0i8; messages.len()];
+        let g = geometry::trihash(count.div_ceil(LANES_PER_BATCH) as u64, EMU_MAX_BLOCKS);
+        // SAFETY: the views cover live buffers of `count · 243` trits.
+        unsafe {
+            kernels::trihash_batch::launch(g.emu(), In::from_slice(messages), Out::from_slice(&mut out), count as u32)
+        }
+        .map_err(emu_err(kernels::trihash_batch::NAME, format!("{count} messages")))?;
+        Ok(out)
+    }
+
+    fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>> {
+        check_trihash_search(batches, mwm)?;
+        let mut found = Vec::new();
+        for (first, n) in launch_chunks(first_batch, batches) {
+            let capacity = n as usize * LANES_PER_BATCH;
+            let mut hits = vec![0u32; 1 + capacity];
+            let g = geometry::trihash(n, EMU_MAX_BLOCKS);
+            // SAFETY: `base` has 729 trits, `hits` 1 + capacity words with hits[0] = 0.
+            unsafe {
+                kernels::trihash_pow::launch(
+                    g.emu(),
+                    In::from_slice(base),
+                    first,
+                    n as u32,
+                    mwm as u32,
+                    Out::from_slice(&mut hits),
+                    capacity as u32,
+                )
+            }
+            .map_err(emu_err(kernels::trihash_pow::NAME, format!("{n} batches from {first}, mwm {mwm}")))?;
+            let count = hits[0] as usize;
+            found.extend(hits[1..1 + count].iter().map(|&o| first * LANES_PER_BATCH as u64 + o as u64));
+        }
+        found.sort_unstable();
+        Ok(found)
+    }
+}
+
+/// Blocks the emulator launches for TriHash (more would only add threads; two exercise the grid stride).
+const EMU_MAX_BLOCKS: u32 = 2;
+
+/// Splits a batch range into launches whose nonce offsets fit the kernel's `u32`.
+pub(crate) fn launch_chunks(first_batch: u64, batches: u64) -> impl Iterator<Item = (u64, u64)> {
+    const MAX: u64 = (1u64 << 32) / LANES_PER_BATCH as u64;
+    (0..batches.div_ceil(MAX)).map(move |k| (first_batch + k * MAX, (batches - k * MAX).min(MAX)))
 }

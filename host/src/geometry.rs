@@ -40,3 +40,14 @@ impl Geometry {
 pub fn unpack(words: usize) -> Geometry {
     Geometry::cover(words, 256)
 }
+
+/// The TriHash kernels: one 243-thread block per 128-lane batch, at most
+/// `max_blocks` blocks striding over `batches`, with the sliced state in
+/// dynamic shared memory.
+pub fn trihash(batches: u64, max_blocks: u32) -> Geometry {
+    Geometry {
+        grid: [batches.clamp(1, max_blocks as u64) as u32, 1, 1],
+        block: [kernels_gpu::curl::GPU_THREADS as u32, 1, 1],
+        shared_bytes: kernels_gpu::curl::GPU_SHARED_BYTES as u32,
+    }
+}

@@ -23,6 +23,7 @@ pub mod geometry;
 pub mod info;
 pub mod ptx;
 pub mod ternary;
+pub mod trihash;
 pub mod verify;
 
 pub use backend::{Backend, BackendKind};

@@ -23,6 +23,7 @@
 // unsafe block, and each kernel documents its contract under `# Safety`.
 #![allow(clippy::macro_metavars_in_unsafe)]
 
+pub mod curl;
 pub mod device;
 #[cfg(not(target_arch = "nvptx64"))]
 pub mod emu;
@@ -38,13 +39,24 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// Declares a kernel: one body, a PTX entry point on the device and an
 /// emulator launcher on the host.
 ///
-/// ```ignore
+/// ```
+/// use kernels_gpu::device::{In, Out, global_thread_x};
+/// use kernels_gpu::kernel;
+///
 /// kernel! {
 ///     /// Docs with `# Safety`, `# Parameters`, `# Thread mapping`, `# Tiling`.
 ///     pub unsafe fn my_kernel(input: In<u32>, output: Out<u32>, n: u32) {
 ///         let i = global_thread_x() as usize;
 ///         if i < n as usize { output.set(i, input.get(i) + 1) }
 ///     }
+/// }
+///
+/// fn main() {
+///     let (input, mut output) = ([1u32, 2, 3], [0u32; 3]);
+///     let config = kernels_gpu::emu::LaunchConfig::linear(1, 32, 0);
+///     // SAFETY: the views cover live buffers of length n.
+///     unsafe { my_kernel::launch(config, In::from_slice(&input), Out::from_slice(&mut output), 3) }.unwrap();
+///     assert_eq!(output, [2, 3, 4]);
 /// }
 /// ```
 ///

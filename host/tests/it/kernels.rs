@@ -36,10 +36,44 @@ fn unpack_f16_matches_reference(b: &dyn Backend) {
 }
 
 fn verify_reports_no_failures(b: &dyn Backend) {
-    let checks = verify::verify(b, verify::UNPACK_SHAPES_SMALL, rand::random());
+    let checks = verify::verify(b, &verify::Plan::small(), rand::random());
     assert!(!checks.is_empty());
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+fn trihash_batch_matches_reference(b: &dyn Backend) {
+    use rand::RngExt;
+    let mut rng = rng();
+    for count in [1usize, 2, 129] {
+        let messages: Vec<i8> = (0..count * 243).map(|_| rng.random_range(-1i8..=1)).collect();
+        let got = b.trihash_batch(&messages).unwrap();
+        let want = trinity::cpu::trihash_batch_reference(&messages);
+        assert_eq!(verify::compare_exact(&got, &want), Ok(()), "{count} messages on {}", b.kind());
+    }
+}
+
+/// The deterministic search check: a fixed transaction, a fixed nonce range,
+/// m = 4 trailing zeros; every backend must find exactly the scalar
+/// reference's set.
+fn trihash_search_finds_the_reference_nonce_set(b: &dyn Backend) {
+    use rand::SeedableRng;
+    let pow = trinity::trihash::Pow::random(&mut StdRng::seed_from_u64(2026));
+    let (first, batches, mwm) = (12_345u64, 4u64, 4usize);
+    let want = trinity::cpu::trihash_search_reference(pow.base(), first, batches, mwm);
+    assert!(!want.is_empty());
+    let got = b.trihash_search(pow.base(), first, batches, mwm).unwrap();
+    assert_eq!(got, want, "on {}", b.kind());
+    for v in got {
+        assert!(pow.verify_nonce(v, mwm), "nonce {v} fails the independent re-hash");
+    }
+}
+
+fn trihash_rejects_bad_requests(b: &dyn Backend) {
+    let err = b.trihash_batch(&[0; 100]).unwrap_err();
+    assert!(err.to_string().contains("243-trit"), "{err}");
+    let err = b.trihash_search(&[0; 729], 0, 1, 244).unwrap_err();
+    assert!(err.to_string().contains("mwm 244"), "{err}");
 }
 
 macro_rules! backend_tests {
@@ -63,6 +97,9 @@ macro_rules! backend_tests {
             run!(unpack_i8_matches_reference);
             run!(unpack_f16_matches_reference);
             run!(verify_reports_no_failures);
+            run!(trihash_batch_matches_reference);
+            run!(trihash_search_finds_the_reference_nonce_set);
+            run!(trihash_rejects_bad_requests);
         }
     )*};
 }
@@ -93,8 +130,21 @@ fn verify_detects_a_wrong_result() {
         fn unpack_f16(&self, w: &trinity::ternary::PackedTernary) -> trinity::KernelResult<Vec<half::f16>> {
             Ok(unpack_f16_reference(w))
         }
+        fn trihash_batch(&self, messages: &[i8]) -> trinity::KernelResult<Vec<i8>> {
+            Ok(trinity::cpu::trihash_batch_reference(messages))
+        }
+        fn trihash_search(
+            &self,
+            base: &[i8; 729],
+            first: u64,
+            batches: u64,
+            mwm: usize,
+        ) -> trinity::KernelResult<Vec<u64>> {
+            Ok(trinity::cpu::trihash_search_reference(base, first, batches, mwm))
+        }
     }
-    let checks = verify::verify(&Broken, &[(3, 17)], 7);
+    let plan = verify::Plan { unpack: vec![(3, 17)], trihash_messages: vec![], trihash_search: vec![] };
+    let checks = verify::verify(&Broken, &plan, 7);
     let i8_check = checks.iter().find(|c| c.kernel == "unpack_i8").unwrap();
     assert!(!i8_check.passed);
     assert!(i8_check.detail.contains("1 mismatches; first at 50"), "{}", i8_check.detail);

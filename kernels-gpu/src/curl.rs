@@ -1,0 +1,196 @@
+//! # Curl-P-81 (TriHash) pieces shared by the kernels and the host
+//!
+//! The definition: a 729-trit state; a transform of 81 rounds, each
+//! `new[i] = T[old[idx[i]] + 4·old[idx[i+1]] + 5]` with
+//! `T = [1, 0, −1, 2, 1, −1, 0, 2, −1, 1, 0]` and `idx[i] = 364·i mod 729`.
+//!
+//! ## Bit-sliced encoding
+//! A trit over many independent states is a pair of machine words `(lo, hi)`,
+//! one bit lane per state: −1 = (1, 0), 0 = (1, 1), +1 = (0, 1). In that
+//! encoding one transform step is [`sliced_step`] (seven logic operations,
+//! checked against `T` over all nine inputs in the tests).
+//!
+//! ## Slot order on the GPU
+//! The GPU keeps the state in shared memory in *slot* order: slot `s` holds
+//! natural trit `364·s mod 729`. Then both inputs of new trit `i` sit in
+//! consecutive slots `i` and `i + 1` (conflict-free loads across a warp), and
+//! the output goes to slot [`slot`]`(i) = 727·i mod 729` (727 = 364⁻¹ mod 729).
+//!
+//! ## Canonical nonce enumeration
+//! Proof-of-work nonce index `v` (a `u64`) names an 81-trit nonce: with
+//! `batch = v / 128` and `lane = v % 128`, nonce trit `p < 5` is digit `p` of
+//! `lane` in base 3, minus one, and nonce trit `p ≥ 5` is balanced-ternary digit
+//! `p − 5` of `batch`. A GPU block (or a CPU sliced unit) tries 128 lanes of one
+//! batch at once; every backend enumerates the same nonces, so the sets of
+//! nonces they find in a range must be identical.
+
+use core::ops::{BitAnd, BitOr, BitXor, Not};
+
+/// Trits in the state.
+pub const STATE_TRITS: usize = 729;
+/// Trits absorbed or squeezed per block (the rate).
+pub const HASH_TRITS: usize = 243;
+/// Rounds of the transform.
+pub const ROUNDS: usize = 81;
+/// Nonce trits at the end of a transaction.
+pub const NONCE_TRITS: usize = 81;
+/// Nonces tried together by one GPU block or CPU sliced unit's batch.
+pub const LANES_PER_BATCH: usize = 128;
+/// Leading nonce trits that encode the lane (3⁵ = 243 ≥ 128).
+pub const LANE_TRITS: usize = 5;
+/// 32-bit words per sliced trit on the GPU (128 lanes).
+pub const GPU_WORDS: usize = LANES_PER_BATCH / 32;
+/// Threads per GPU block: three trits each.
+pub const GPU_THREADS: usize = HASH_TRITS;
+/// The truth table `T`, indexed by `a + 4b + 5`.
+pub const TRUTH_TABLE: [i8; 11] = [1, 0, -1, 2, 1, -1, 0, 2, -1, 1, 0];
+
+/// The slot (GPU shared-memory position) of natural trit `j`.
+#[inline(always)]
+pub const fn slot(j: usize) -> usize {
+    (727 * j) % STATE_TRITS
+}
+
+/// One bit-sliced transform step: the new trit from `a = old[idx[i]]` and `b = old[idx[i+1]]`.
+#[inline(always)]
+pub fn sliced_step<T>(a_lo: T, a_hi: T, b_lo: T, b_hi: T) -> (T, T)
+where
+    T: Copy + BitAnd<Output = T> + BitOr<Output = T> + BitXor<Output = T> + Not<Output = T>,
+{
+    let delta = (a_lo | !b_hi) & (b_lo ^ a_hi);
+    (!delta, (a_lo ^ b_hi) | delta)
+}
+
+/// The all-lanes `(lo, hi)` words of one trit.
+#[inline(always)]
+pub const fn broadcast(trit: i8) -> (u32, u32) {
+    ((if trit == 1 { 0 } else { !0 }), (if trit == -1 { 0 } else { !0 }))
+}
+
+/// Digit `k` (from the least significant) of `n` in balanced ternary.
+#[inline(always)]
+pub fn balanced_digit(mut n: u64, k: usize) -> i8 {
+    let mut i = 0;
+    loop {
+        let r = (n % 3) as i8;
+        let trit = if r == 2 { -1 } else { r };
+        if i == k {
+            return trit;
+        }
+        n = n / 3 + (r == 2) as u64;
+        i += 1;
+        if n == 0 {
+            return 0;
+        }
+    }
+}
+
+/// Nonce trit `p` of nonce index `v` (see the module docs).
+#[inline(always)]
+pub fn nonce_trit(v: u64, p: usize) -> i8 {
+    let (batch, lane) = (v / LANES_PER_BATCH as u64, v % LANES_PER_BATCH as u64);
+    if p < LANE_TRITS {
+        let mut d = lane;
+        for _ in 0..p {
+            d /= 3;
+        }
+        (d % 3) as i8 - 1
+    } else {
+        balanced_digit(batch, p - LANE_TRITS)
+    }
+}
+
+/// The sliced `(lo, hi)` words for lanes `32·w .. 32·w + 32` of nonce trit
+/// `p < LANE_TRITS` (the lane-dependent trits).
+#[inline(always)]
+pub fn lane_trit_words(w: usize, p: usize) -> (u32, u32) {
+    let (mut lo, mut hi) = (0u32, 0u32);
+    for b in 0..32 {
+        let t = nonce_trit((32 * w + b) as u64, p);
+        lo |= ((t != 1) as u32) << b;
+        hi |= ((t != -1) as u32) << b;
+    }
+    (lo, hi)
+}
+
+/// Runs the 81 rounds on a block's sliced state in shared memory.
+///
+/// `smem` holds two buffers of `GPU_WORDS × 729` `u64` words (`lo | hi << 32`),
+/// word `w` of slot `s` of buffer `k` at `(k·GPU_WORDS + w)·729 + s`; the state
+/// starts in buffer 0 and ends in buffer 1 (81 is odd). Every thread of the
+/// block must call it (it contains barriers).
+///
+/// # Safety
+/// `smem` points at that much shared memory, initialised in buffer 0 and
+/// followed by a barrier; `threads · 3 ≥ 729` is not required (threads loop).
+#[inline(always)]
+pub unsafe fn gpu_rounds(smem: *mut u64, thread: usize, threads: usize) {
+    let buf = |k: usize, w: usize| (k * GPU_WORDS + w) * STATE_TRITS;
+    for round in 0..ROUNDS {
+        let (src, dst) = (round % 2, 1 - round % 2);
+        let mut i = thread;
+        while i < STATE_TRITS {
+            let next = if i + 1 == STATE_TRITS { 0 } else { i + 1 };
+            let out = slot(i);
+            for w in 0..GPU_WORDS {
+                // SAFETY: indices are below 2·GPU_WORDS·729 by construction.
+                unsafe {
+                    let a = *smem.add(buf(src, w) + i);
+                    let b = *smem.add(buf(src, w) + next);
+                    let (lo, hi) = sliced_step(a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32);
+                    *smem.add(buf(dst, w) + out) = lo as u64 | (hi as u64) << 32;
+                }
+            }
+            i += threads;
+        }
+        crate::device::sync_threads();
+    }
+}
+
+/// Shared memory one TriHash block needs, bytes.
+pub const GPU_SHARED_BYTES: usize = 2 * GPU_WORDS * STATE_TRITS * 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(t: i8) -> (u8, u8) {
+        ((t != 1) as u8, (t != -1) as u8)
+    }
+
+    #[test]
+    fn sliced_step_is_the_truth_table() {
+        for a in -1i8..=1 {
+            for b in -1i8..=1 {
+                let ((al, ah), (bl, bh)) = (enc(a), enc(b));
+                let (lo, hi) = sliced_step(al, ah, bl, bh);
+                let want = TRUTH_TABLE[(a + 4 * b + 5) as usize];
+                assert_eq!((lo & 1, hi & 1), enc(want), "a={a} b={b}");
+            }
+        }
+    }
+
+    #[test]
+    fn slots_make_the_inputs_neighbours() {
+        for s in 0..STATE_TRITS {
+            assert_eq!(slot(364 * s % STATE_TRITS), s);
+        }
+    }
+
+    #[test]
+    fn balanced_digits_reconstruct_the_number() {
+        for n in [0u64, 1, 2, 3, 4, 13, 14, 40, 41, 12345, u64::MAX] {
+            let v: i128 = (0..42).map(|k| balanced_digit(n, k) as i128 * 3i128.pow(k as u32)).sum();
+            assert_eq!(v, n as i128);
+        }
+    }
+
+    #[test]
+    fn nonce_indices_name_distinct_nonces() {
+        let mut seen = std::collections::HashSet::new();
+        for v in 0..2000u64 {
+            let n: Vec<i8> = (0..NONCE_TRITS).map(|p| nonce_trit(v, p)).collect();
+            assert!(seen.insert(n), "nonce {v} repeats");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! TriHash (Curl-P-81) of many independent 243-trit messages, bit-sliced.
+
+use crate::curl::{GPU_WORDS, HASH_TRITS, LANES_PER_BATCH, STATE_TRITS, gpu_rounds, slot};
+use crate::device::{In, Out, block_dim_x, block_idx_x, dynamic_shared, grid_dim_x, sync_threads, thread_idx_x};
+use crate::kernel;
+
+kernel! {
+    /// Hashes `count` messages of one 243-trit block each: absorb into a zero
+    /// state, one transform, squeeze 243 trits.
+    ///
+    /// # Safety
+    /// `messages` and `digests` hold `count · 243` trits; launched with
+    /// `curl::GPU_SHARED_BYTES` of dynamic shared memory.
+    ///
+    /// # Parameters
+    /// - `messages`: `count × 243` trits, one message per row.
+    /// - `digests`: `count × 243` trits out.
+    /// - `count`: number of messages.
+    ///
+    /// # Thread mapping
+    /// One block (243 threads) per group of 128 messages, striding over
+    /// groups; message `128g + 32w + b` is bit `b` of sliced word `w`.
+    ///
+    /// # Tiling
+    /// As `trihash_pow`: the sliced state in shared memory, one barrier per round.
+    pub unsafe fn trihash_batch(messages: In<i8>, digests: Out<i8>, count: u32) {
+        let smem = dynamic_shared::<u64>();
+        let (t, threads) = (thread_idx_x() as usize, block_dim_x() as usize);
+        let groups = (count as usize).div_ceil(LANES_PER_BATCH);
+        let mut group = block_idx_x() as usize;
+        while group < groups {
+            let first = group * LANES_PER_BATCH;
+            let mut j = t;
+            while j < STATE_TRITS {
+                for w in 0..GPU_WORDS {
+                    let (mut lo, mut hi) = (!0u32, !0u32);
+                    if j < HASH_TRITS {
+                        for b in 0..32 {
+                            let m = first + 32 * w + b;
+                            if m < count as usize {
+                                let trit = messages.get(m * HASH_TRITS + j);
+                                lo &= !(((trit == 1) as u32) << b);
+                                hi &= !(((trit == -1) as u32) << b);
+                            }
+                        }
+                    }
+                    *smem.add(w * STATE_TRITS + slot(j)) = lo as u64 | (hi as u64) << 32;
+                }
+                j += threads;
+            }
+            sync_threads();
+            gpu_rounds(smem, t, threads);
+            let mut j = t;
+            while j < HASH_TRITS {
+                for w in 0..GPU_WORDS {
+                    let v = *smem.add((GPU_WORDS + w) * STATE_TRITS + slot(j));
+                    let (lo, hi) = (v as u32, (v >> 32) as u32);
+                    for b in 0..32 {
+                        let m = first + 32 * w + b;
+                        if m < count as usize {
+                            let trit = ((hi >> b) & 1) as i8 - ((lo >> b) & 1) as i8;
+                            digests.set(m * HASH_TRITS + j, trit);
+                        }
+                    }
+                }
+                j += threads;
+            }
+            // The next group's initialisation overwrites buffer 0, which nobody
+            // reads any more; buffer 1 is rewritten only after its barrier.
+            group += grid_dim_x() as usize;
+        }
+    }
+}
