@@ -113,37 +113,62 @@ pub fn lane_trit_words(w: usize, p: usize) -> (u32, u32) {
     (lo, hi)
 }
 
+/// Index (in `u64` words) of slot `s`, sliced word `w`, ping-pong buffer `k`
+/// of a block's TriHash state in dynamic shared memory.
+#[inline(always)]
+pub const fn gpu_word(k: u32, w: u32, s: u32) -> u32 {
+    (k * GPU_WORDS as u32 + w) * STATE_TRITS as u32 + s
+}
+
 /// Runs the 81 rounds on a block's sliced state in shared memory.
 ///
-/// `smem` holds two buffers of `GPU_WORDS × 729` `u64` words (`lo | hi << 32`),
-/// word `w` of slot `s` of buffer `k` at `(k·GPU_WORDS + w)·729 + s`; the state
-/// starts in buffer 0 and ends in buffer 1 (81 is odd). Every thread of the
-/// block must call it (it contains barriers).
+/// The state starts in buffer 0 (slot order, `lo | hi << 32` per word, see
+/// [`gpu_word`]) and ends in buffer 1 (81 is odd). Thread `t` of the 243
+/// computes new trits `t`, `t + 243`, `t + 486`, reading slots `i`, `i + 1`
+/// and writing slot [`slot`]`(i)`; those indices are computed once, before the
+/// rounds, so the round loop is loads, logic and stores only. Every thread of
+/// the block must call it (it contains barriers).
 ///
 /// # Safety
-/// `smem` points at that much shared memory, initialised in buffer 0 and
-/// followed by a barrier; `threads · 3 ≥ 729` is not required (threads loop).
+/// The launch has [`GPU_SHARED_BYTES`] of dynamic shared memory, buffer 0 is
+/// initialised and a barrier followed, and `thread < 243`.
 #[inline(always)]
-pub unsafe fn gpu_rounds(smem: *mut u64, thread: usize, threads: usize) {
-    let buf = |k: usize, w: usize| (k * GPU_WORDS + w) * STATE_TRITS;
-    for round in 0..ROUNDS {
-        let (src, dst) = (round % 2, 1 - round % 2);
-        let mut i = thread;
-        while i < STATE_TRITS {
-            let next = if i + 1 == STATE_TRITS { 0 } else { i + 1 };
-            let out = slot(i);
-            for w in 0..GPU_WORDS {
-                // SAFETY: indices are below 2·GPU_WORDS·729 by construction.
-                unsafe {
-                    let a = *smem.add(buf(src, w) + i);
-                    let b = *smem.add(buf(src, w) + next);
-                    let (lo, hi) = sliced_step(a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32);
-                    *smem.add(buf(dst, w) + out) = lo as u64 | (hi as u64) << 32;
-                }
-            }
-            i += threads;
+pub unsafe fn gpu_rounds(thread: u32) {
+    let n = STATE_TRITS as u32;
+    let indices = |k: u32| {
+        let i = thread + k * GPU_THREADS as u32;
+        (i, if i + 1 == n { 0 } else { i + 1 }, slot(i as usize) as u32)
+    };
+    // Three explicit trits (not a loop over an index array) keep the indices
+    // in registers; a runtime-indexed array would live in local memory.
+    let (t0, t1, t2) = (indices(0), indices(1), indices(2));
+    for round in 0..ROUNDS as u32 {
+        let (src, dst) = (round & 1, (round & 1) ^ 1);
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            gpu_trit(src, dst, t0);
+            gpu_trit(src, dst, t1);
+            gpu_trit(src, dst, t2);
         }
         crate::device::sync_threads();
+    }
+}
+
+/// One new trit, all sliced words: reads slots `a`, `b` of buffer `src`,
+/// writes slot `out` of buffer `dst`.
+///
+/// # Safety
+/// As [`gpu_rounds`].
+#[inline(always)]
+unsafe fn gpu_trit(src: u32, dst: u32, (a, b, out): (u32, u32, u32)) {
+    for w in 0..GPU_WORDS as u32 {
+        // SAFETY: every index is below 2·GPU_WORDS·729 words, the launch's shared size.
+        unsafe {
+            let x = crate::device::shared_load_u64(gpu_word(src, w, a));
+            let y = crate::device::shared_load_u64(gpu_word(src, w, b));
+            let (lo, hi) = sliced_step(x as u32, (x >> 32) as u32, y as u32, (y >> 32) as u32);
+            crate::device::shared_store_u64(gpu_word(dst, w, out), lo as u64 | (hi as u64) << 32);
+        }
     }
 }
 

@@ -142,6 +142,7 @@ fn abort() -> ! {
 
 struct LaunchShared {
     kernel: &'static str,
+    shared_bytes: usize,
     error: Mutex<Option<EmuError>>,
     stop: AtomicBool,
     start: Instant,
@@ -374,6 +375,21 @@ pub(crate) fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4]
     d
 }
 
+/// A bounds-checked pointer to element `index` of the block's dynamic shared memory.
+pub(crate) fn shared_element<T>(index: u32) -> *mut T {
+    let (_, block, launch) = current();
+    let size = std::mem::size_of::<T>();
+    let end = (index as usize + 1) * size;
+    if end > launch.shared_bytes {
+        fault(format!(
+            "shared memory access of element {index} ({size}-byte elements) past the {} bytes the launch asked for",
+            launch.shared_bytes
+        ));
+    }
+    // SAFETY: in bounds of the block's shared allocation (checked above).
+    unsafe { block.shared.add(index as usize * size).cast() }
+}
+
 pub(crate) fn clock64() -> u64 {
     let (_, _, launch) = current();
     launch.start.elapsed().as_nanos() as u64
@@ -413,7 +429,13 @@ pub fn launch<F: Fn() + Sync>(kernel: &'static str, config: LaunchConfig, body: 
     let [gx, gy, gz] = config.grid;
     let blocks = gx as u64 * gy as u64 * gz as u64;
     let block = BlockState::new(threads, config.shared_bytes as usize);
-    let shared = LaunchShared { kernel, error: Mutex::new(None), stop: AtomicBool::new(false), start: Instant::now() };
+    let shared = LaunchShared {
+        kernel,
+        shared_bytes: config.shared_bytes as usize,
+        error: Mutex::new(None),
+        stop: AtomicBool::new(false),
+        start: Instant::now(),
+    };
     let gate = Barrier::new(threads);
     let [bx, by, _] = config.block;
 

@@ -89,6 +89,30 @@ kernel! {
     }
 }
 
+kernel! {
+    /// Typed shared-memory round trip, one element past the end for the last thread.
+    pub unsafe fn shared_words(out: Out<u64>, words: u32) {
+        let t = thread_idx_x();
+        shared_store_u64(t, t as u64 * 3);
+        sync_threads();
+        out.set(t as usize, shared_load_u64((t + 1) % words));
+    }
+}
+
+#[test]
+fn typed_shared_memory_is_bounds_checked() {
+    let mut out = vec![0u64; 32];
+    // 32 threads, 32 words: every access in bounds.
+    // SAFETY: the view covers a live buffer.
+    unsafe { shared_words::launch(LaunchConfig::linear(1, 32, 32 * 8), Out::from_slice(&mut out), 32) }.unwrap();
+    assert!(out.iter().enumerate().all(|(t, &v)| v == ((t as u64 + 1) % 32) * 3));
+    // 31 words of shared memory: thread 31's store is past the end.
+    // SAFETY: as above.
+    let err = unsafe { shared_words::launch(LaunchConfig::linear(1, 32, 31 * 8), Out::from_slice(&mut out), 31) }
+        .unwrap_err();
+    assert!(err.to_string().contains("shared memory access of element 31"), "{err}");
+}
+
 #[test]
 fn a_barrier_skipped_by_one_thread_is_a_reported_divergence() {
     let mut out = vec![0u32; 64];

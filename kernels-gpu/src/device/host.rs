@@ -157,6 +157,16 @@ pub fn clock64() -> u64 {
 pub fn dynamic_shared() -> *mut u8 {
     emu::with_thread(|t| t.shared)
 }
+pub unsafe fn shared_load_u64(index: u32) -> u64 {
+    let p = emu::shared_element::<u64>(index);
+    // SAFETY: `shared_element` checked the bounds; shared memory is 16-byte aligned.
+    unsafe { *p }
+}
+pub unsafe fn shared_store_u64(index: u32, v: u64) {
+    let p = emu::shared_element::<u64>(index);
+    // SAFETY: as above.
+    unsafe { *p = v }
+}
 pub fn trap() -> ! {
     emu::fault("trap".to_owned())
 }

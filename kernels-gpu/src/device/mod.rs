@@ -184,6 +184,31 @@ pub fn dynamic_shared<T>() -> *mut T {
     imp::dynamic_shared().cast()
 }
 
+/// Loads element `index` of the dynamic shared memory seen as `u64`s, with a
+/// shared-window load (`ld.shared.u64`, SASS `LDS.64`). A raw pointer from
+/// [`dynamic_shared`] is generic, and the compiler cannot prove it points to
+/// shared memory, so it emits slower generic loads; hot loops use these.
+/// On the emulator the index is bounds-checked against the launch's shared size.
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_load_u64(index: u32) -> u64 {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_load_u64(index) }
+}
+
+/// Stores element `index` of the dynamic shared memory seen as `u64`s
+/// (`st.shared.u64`); see [`shared_load_u64`].
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_store_u64(index: u32, v: u64) {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_store_u64(index, v) }
+}
+
 /// Aborts the kernel (`trap`); on the emulator, a reported fault.
 #[inline(always)]
 pub fn trap() -> ! {

@@ -215,6 +215,33 @@ pub fn dynamic_shared() -> *mut u8 {
     r as *mut u8
 }
 
+/// The dynamic shared memory window's base as a 32-bit shared-space address.
+#[inline(always)]
+fn shared_base() -> u32 {
+    let r: u32;
+    // SAFETY: takes the shared-space address of the dynamic shared memory.
+    unsafe { asm!("mov.u32 {r}, TRINITY_DYNAMIC_SMEM;", r = out(reg32) r) };
+    r
+}
+
+#[inline(always)]
+pub unsafe fn shared_load_u64(index: u32) -> u64 {
+    let v: u64;
+    // SAFETY: the caller keeps `index` inside the dynamic shared memory.
+    unsafe {
+        asm!("ld.shared.u64 {v}, [{a}];", v = out(reg64) v, a = in(reg32) shared_base() + 8 * index, options(readonly, nostack))
+    };
+    v
+}
+
+#[inline(always)]
+pub unsafe fn shared_store_u64(index: u32, v: u64) {
+    // SAFETY: the caller keeps `index` inside the dynamic shared memory.
+    unsafe {
+        asm!("st.shared.u64 [{a}], {v};", v = in(reg64) v, a = in(reg32) shared_base() + 8 * index, options(nostack))
+    };
+}
+
 #[inline(always)]
 pub fn trap() -> ! {
     // SAFETY: aborts the kernel.

@@ -1,7 +1,9 @@
 //! TriHash (Curl-P-81) of many independent 243-trit messages, bit-sliced.
 
-use crate::curl::{GPU_WORDS, HASH_TRITS, LANES_PER_BATCH, STATE_TRITS, gpu_rounds, slot};
-use crate::device::{In, Out, block_dim_x, block_idx_x, dynamic_shared, grid_dim_x, sync_threads, thread_idx_x};
+use crate::curl::{GPU_THREADS, GPU_WORDS, HASH_TRITS, LANES_PER_BATCH, STATE_TRITS, gpu_rounds, gpu_word, slot};
+use crate::device::{
+    In, Out, block_dim_x, block_idx_x, grid_dim_x, shared_load_u64, shared_store_u64, sync_threads, thread_idx_x, trap,
+};
 use crate::kernel;
 
 kernel! {
@@ -9,8 +11,9 @@ kernel! {
     /// state, one transform, squeeze 243 trits.
     ///
     /// # Safety
-    /// `messages` and `digests` hold `count · 243` trits; launched with
-    /// `curl::GPU_SHARED_BYTES` of dynamic shared memory.
+    /// `messages` and `digests` hold `count · 243` trits; launched with 243
+    /// threads per block (anything else traps) and `curl::GPU_SHARED_BYTES`
+    /// of dynamic shared memory.
     ///
     /// # Parameters
     /// - `messages`: `count × 243` trits, one message per row.
@@ -24,8 +27,10 @@ kernel! {
     /// # Tiling
     /// As `trihash_pow`: the sliced state in shared memory, one barrier per round.
     pub unsafe fn trihash_batch(messages: In<i8>, digests: Out<i8>, count: u32) {
-        let smem = dynamic_shared::<u64>();
-        let (t, threads) = (thread_idx_x() as usize, block_dim_x() as usize);
+        if block_dim_x() as usize != GPU_THREADS {
+            trap();
+        }
+        let t = thread_idx_x() as usize;
         let groups = (count as usize).div_ceil(LANES_PER_BATCH);
         let mut group = block_idx_x() as usize;
         while group < groups {
@@ -44,16 +49,16 @@ kernel! {
                             }
                         }
                     }
-                    *smem.add(w * STATE_TRITS + slot(j)) = lo as u64 | (hi as u64) << 32;
+                    shared_store_u64(gpu_word(0, w as u32, slot(j) as u32), lo as u64 | (hi as u64) << 32);
                 }
-                j += threads;
+                j += GPU_THREADS;
             }
             sync_threads();
-            gpu_rounds(smem, t, threads);
+            gpu_rounds(t as u32);
             let mut j = t;
             while j < HASH_TRITS {
                 for w in 0..GPU_WORDS {
-                    let v = *smem.add((GPU_WORDS + w) * STATE_TRITS + slot(j));
+                    let v = shared_load_u64(gpu_word(1, w as u32, slot(j) as u32));
                     let (lo, hi) = (v as u32, (v >> 32) as u32);
                     for b in 0..32 {
                         let m = first + 32 * w + b;
@@ -63,7 +68,7 @@ kernel! {
                         }
                     }
                 }
-                j += threads;
+                j += GPU_THREADS;
             }
             // The next group's initialisation overwrites buffer 0, which nobody
             // reads any more; buffer 1 is rewritten only after its barrier.

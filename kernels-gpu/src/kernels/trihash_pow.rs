@@ -1,10 +1,12 @@
 //! TriHash (Curl-P-81) proof-of-work search, bit-sliced.
 
 use crate::curl::{
-    self, GPU_WORDS, HASH_TRITS, LANE_TRITS, LANES_PER_BATCH, NONCE_TRITS, STATE_TRITS, broadcast, gpu_rounds,
-    lane_trit_words, slot,
+    self, GPU_THREADS, GPU_WORDS, HASH_TRITS, LANE_TRITS, LANES_PER_BATCH, NONCE_TRITS, STATE_TRITS, broadcast,
+    gpu_rounds, gpu_word, lane_trit_words, slot,
 };
-use crate::device::{In, Out, block_dim_x, block_idx_x, dynamic_shared, grid_dim_x, sync_threads, thread_idx_x};
+use crate::device::{
+    In, Out, block_dim_x, block_idx_x, grid_dim_x, shared_load_u64, shared_store_u64, sync_threads, thread_idx_x, trap,
+};
 use crate::kernel;
 
 kernel! {
@@ -14,8 +16,9 @@ kernel! {
     ///
     /// # Safety
     /// `base` holds 729 trits; `hits` holds `1 + capacity` words with `hits[0]`
-    /// zeroed by the caller; launched with `curl::GPU_SHARED_BYTES` of dynamic
-    /// shared memory; `batches · 128 < 2³²`; `mwm ≤ 243`.
+    /// zeroed by the caller; launched with 243 threads per block (anything
+    /// else traps) and `curl::GPU_SHARED_BYTES` of dynamic shared memory;
+    /// `batches · 128 < 2³²`; `mwm ≤ 243`.
     ///
     /// # Parameters
     /// - `base`: the state to start from, natural order: trits `0..162` are the
@@ -34,14 +37,16 @@ kernel! {
     /// The whole sliced state of a batch (4 words × 729 trits × lo/hi, twice
     /// for ping-pong) lives in shared memory in slot order; one barrier per round.
     pub unsafe fn trihash_pow(base: In<i8>, first_batch: u64, batches: u32, mwm: u32, hits: Out<u32>, capacity: u32) {
-        let smem = dynamic_shared::<u64>();
-        let (t, threads) = (thread_idx_x() as usize, block_dim_x() as usize);
+        if block_dim_x() as usize != GPU_THREADS {
+            trap();
+        }
+        let t = thread_idx_x() as usize;
         let mut local = block_idx_x();
         while local < batches {
             let batch = first_batch + local as u64;
             let mut j = t;
             while j < STATE_TRITS {
-                let s = slot(j);
+                let s = slot(j) as u32;
                 for w in 0..GPU_WORDS {
                     let (lo, hi) = if !(HASH_TRITS - NONCE_TRITS..HASH_TRITS).contains(&j) {
                         broadcast(base.get(j))
@@ -50,17 +55,16 @@ kernel! {
                     } else {
                         broadcast(curl::balanced_digit(batch, j - (HASH_TRITS - NONCE_TRITS) - LANE_TRITS))
                     };
-                    *smem.add(w * STATE_TRITS + s) = lo as u64 | (hi as u64) << 32;
+                    shared_store_u64(gpu_word(0, w as u32, s), lo as u64 | (hi as u64) << 32);
                 }
-                j += threads;
+                j += GPU_THREADS;
             }
             sync_threads();
-            gpu_rounds(smem, t, threads);
+            gpu_rounds(t as u32);
             if t < GPU_WORDS {
-                let final_buf = smem.add((GPU_WORDS + t) * STATE_TRITS);
                 let mut zero = !0u32;
                 for j in HASH_TRITS - mwm as usize..HASH_TRITS {
-                    let v = *final_buf.add(slot(j));
+                    let v = shared_load_u64(gpu_word(1, t as u32, slot(j) as u32));
                     zero &= v as u32 & (v >> 32) as u32;
                 }
                 while zero != 0 {
