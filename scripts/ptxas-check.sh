@@ -33,11 +33,15 @@ for arch in sm_80 sm_90; do
         status=1
     fi
 done
-for pair in "ternary_gemm:mma.sync" "ternary_gemv:dp4a"; do
+for pair in "ternary_gemm_f32:mma.sync" "ternary_gemm_f16:mma.sync" "ternary_gemv_f32:dp4a" "ternary_gemv_f16:dp4a"; do
     kernel=${pair%%:*}
     instr=${pair#*:}
-    if grep -q "^.visible .entry $kernel(" "$out/trinity_sm_90.ptx"; then
-        if ! awk -v k="$kernel" '$0 ~ "^.visible .entry "k"\\(" {on=1} on && /^}/ {on=0} on' "$out/trinity_sm_90.ptx" | grep -q "$instr"; then
+    if ! grep -q "^.visible .entry $kernel(" "$out/trinity_sm_90.ptx"; then
+        echo "FAIL: no kernel $kernel"
+        status=1
+    else
+        body=$(awk -v k="$kernel" '$0 ~ "^.visible .entry "k"\\(" {on=1} on && /^}/ {on=0} on' "$out/trinity_sm_90.ptx")
+        if ! grep -q "$instr" <<<"$body"; then
             echo "FAIL: $kernel has no $instr"
             status=1
         fi

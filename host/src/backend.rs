@@ -11,8 +11,9 @@
 
 use half::f16;
 
-use crate::error::KernelResult;
-use crate::ternary::PackedTernary;
+use crate::error::{KernelError, KernelResult};
+use crate::matmul::{Activations, Precision, QuantizedActivations};
+use crate::ternary::{DeviceTernary, PackedTernary};
 
 /// Which backend to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -60,6 +61,79 @@ pub trait Backend {
     /// (128 nonces each, canonical enumeration) whose hash from `base` ends in
     /// at least `mwm` zero trits, sorted.
     fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>>;
+    /// Per-row absmax int8 quantization of `rows × cols` activations.
+    fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations>;
+    /// The decode kernel: `M ≤ 8` rows of activations × ternary weights,
+    /// dequantized, in `precision` (returned as f32 values).
+    fn ternary_gemv(&self, x: &QuantizedActivations, w: &DeviceTernary, precision: Precision)
+    -> KernelResult<Vec<f32>>;
+    /// The prefill kernel (tensor cores on the GPU): any M.
+    fn ternary_gemm(&self, x: &QuantizedActivations, w: &DeviceTernary, precision: Precision)
+    -> KernelResult<Vec<f32>>;
+    /// FP32 `C = A · Bᵀ` (A: m×k, B: n×k, both row-major).
+    fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>>;
+}
+
+/// Checks a quantize request.
+pub(crate) fn check_quantize(x: &Activations<'_>, rows: usize, cols: usize) -> KernelResult<()> {
+    let kernel = match x.precision() {
+        Precision::F32 => "quantize_f32",
+        Precision::F16 => "quantize_f16",
+    };
+    let shape = shape2(rows, cols);
+    if rows == 0 || cols == 0 {
+        return Err(KernelError::Shape { kernel, shape, reason: "empty matrix".into() });
+    }
+    if x.len() != rows * cols {
+        return Err(KernelError::Shape { kernel, shape, reason: format!("{} activations given", x.len()) });
+    }
+    Ok(())
+}
+
+/// `M×N×K` as errors print it.
+pub(crate) fn shape3(m: usize, n: usize, k: usize) -> String {
+    format!("{m}×{n}×{k}")
+}
+
+/// Checks a ternary matmul request; `max_m` is 8 for the GEMV.
+pub(crate) fn check_ternary(
+    kernel: &'static str,
+    x: &QuantizedActivations,
+    w: &DeviceTernary,
+    max_m: usize,
+) -> KernelResult<()> {
+    let shape = shape3(x.rows, w.rows(), w.cols());
+    let fail = |reason: String| Err(KernelError::Shape { kernel, shape: shape.clone(), reason });
+    if x.cols != w.cols() {
+        return fail(format!("activations have K = {}, weights K = {}", x.cols, w.cols()));
+    }
+    if x.rows == 0 || w.rows() == 0 {
+        return fail("empty matrix".into());
+    }
+    if x.rows > max_m {
+        return fail(format!("M = {} exceeds this kernel's {max_m} (use the GEMM)", x.rows));
+    }
+    if x.k_pad != w.k_pad()
+        || x.words.len() != x.rows * x.k_pad / 4
+        || x.scales.len() != x.rows
+        || x.sums.len() != x.rows
+    {
+        return fail("quantized activations are inconsistent with their shape".into());
+    }
+    Ok(())
+}
+
+/// Checks an SGEMM request.
+pub(crate) fn check_sgemm(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<()> {
+    let shape = shape3(m, n, k);
+    let fail = |reason: String| Err(KernelError::Shape { kernel: "sgemm", shape: shape.clone(), reason });
+    if m == 0 || n == 0 || k == 0 {
+        return fail("empty matrix".into());
+    }
+    if a.len() != m * k || b.len() != n * k {
+        return fail(format!("A has {} elements (want {}), B {} (want {})", a.len(), m * k, b.len(), n * k));
+    }
+    Ok(())
 }
 
 /// Checks a TriHash search request (every backend calls it first).

@@ -7,8 +7,12 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search};
+use crate::backend::{
+    Backend, BackendKind, check_quantize, check_sgemm, check_ternary, check_trihash_batch, check_trihash_search,
+};
 use crate::error::KernelResult;
+use crate::matmul::{Activations, Precision, QuantizedActivations, quantize_reference};
+use crate::ternary::DeviceTernary;
 use crate::ternary::PackedTernary;
 use crate::trihash;
 use kernels_gpu::format;
@@ -65,6 +69,74 @@ impl Backend for CpuBackend {
     fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>> {
         check_trihash_search(batches, mwm)?;
         Ok(trihash::sliced::search(base, first_batch, batches, mwm))
+    }
+
+    fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations> {
+        check_quantize(&x, rows, cols)?;
+        // Rows are independent: quantize them in parallel with the reference's own code.
+        let parts: Vec<QuantizedActivations> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let row = match x {
+                    Activations::F32(v) => Activations::F32(&v[r * cols..][..cols]),
+                    Activations::F16(v) => Activations::F16(&v[r * cols..][..cols]),
+                };
+                quantize_reference(row, 1, cols)
+            })
+            .collect();
+        let mut out = QuantizedActivations::zeroed(rows, cols);
+        for (r, p) in parts.into_iter().enumerate() {
+            out.words[r * out.k_pad / 4..][..out.k_pad / 4].copy_from_slice(&p.words);
+            out.scales[r] = p.scales[0];
+            out.sums[r] = p.sums[0];
+        }
+        Ok(out)
+    }
+
+    fn ternary_gemv(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemv", x, w, kernels_gpu::matmul::GEMV_MAX_M)?;
+        Ok(crate::cpu_ternary::ternary_matmul(x, w, precision))
+    }
+
+    fn ternary_gemm(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemm", x, w, usize::MAX)?;
+        Ok(crate::cpu_ternary::ternary_matmul(x, w, precision))
+    }
+
+    fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>> {
+        check_sgemm(a, b, m, n, k)?;
+        let mut c = vec![0f32; m * n];
+        // SAFETY: the strides describe the buffers: A is m×k row-major, B is
+        // n×k row-major read as its transpose (k×n with strides 1, k), C is m×n.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        };
+        Ok(c)
     }
 }
 

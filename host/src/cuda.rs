@@ -12,11 +12,16 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use half::f16;
 use kernels_gpu::kernels;
 
-use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search, shape2};
+use crate::backend::{
+    Backend, BackendKind, check_quantize, check_sgemm, check_ternary, check_trihash_batch, check_trihash_search,
+    shape2, shape3,
+};
 use crate::emulator::launch_chunks;
 use crate::error::{KernelError, KernelResult};
 use crate::geometry::{self, Geometry};
+use crate::matmul::{Activations, Precision, QuantizedActivations};
 use crate::ptx;
+use crate::ternary::DeviceTernary;
 use crate::ternary::PackedTernary;
 use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH};
 
@@ -300,6 +305,265 @@ impl CudaBackend {
     }
 }
 
+/// Quantized activations on the device (the quantizer's output, the matmuls' input).
+#[derive(Debug)]
+pub struct DeviceActivations {
+    /// Rows (M).
+    pub rows: usize,
+    /// Columns (K).
+    pub cols: usize,
+    /// K padded to 64.
+    pub k_pad: usize,
+    /// `rows × k_pad` int8, as words.
+    pub words: CudaSlice<u32>,
+    /// Per-row scales.
+    pub scales: CudaSlice<f32>,
+    /// Per-row sums.
+    pub sums: CudaSlice<i32>,
+}
+
+/// Ternary weights (device layout) on the device.
+#[derive(Debug)]
+pub struct DeviceWeights {
+    /// Rows (N).
+    pub rows: usize,
+    /// Columns (K).
+    pub cols: usize,
+    /// K padded to 64.
+    pub k_pad: usize,
+    /// Absmean scale.
+    pub scale: f32,
+    /// The words.
+    pub words: CudaSlice<u32>,
+}
+
+/// Largest dynamic shared memory a launch asks for without opting in.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+impl CudaBackend {
+    /// Copies weights to the device.
+    pub fn upload_weights(&self, w: &DeviceTernary) -> KernelResult<DeviceWeights> {
+        Ok(DeviceWeights {
+            rows: w.rows(),
+            cols: w.cols(),
+            k_pad: w.k_pad(),
+            scale: w.scale(),
+            words: self.upload(w.words(), "upload weights")?,
+        })
+    }
+
+    /// Device buffers for `rows × cols` quantized activations.
+    pub fn alloc_activations(&self, rows: usize, cols: usize) -> KernelResult<DeviceActivations> {
+        let k_pad = kernels_gpu::format::device_layout::padded_k(cols);
+        Ok(DeviceActivations {
+            rows,
+            cols,
+            k_pad,
+            words: self.zeros(rows * k_pad / 4, "alloc activations")?,
+            scales: self.zeros(rows, "alloc activations")?,
+            sums: self.zeros(rows, "alloc activations")?,
+        })
+    }
+
+    /// Copies quantized activations to the device.
+    pub fn upload_activations(&self, x: &QuantizedActivations) -> KernelResult<DeviceActivations> {
+        Ok(DeviceActivations {
+            rows: x.rows,
+            cols: x.cols,
+            k_pad: x.k_pad,
+            words: self.upload(&x.words, "upload activations")?,
+            scales: self.upload(&x.scales, "upload activations")?,
+            sums: self.upload(&x.sums, "upload activations")?,
+        })
+    }
+
+    fn opt_in_shared(&self, f: &CudaFunction, kernel: &'static str, shape: &str, bytes: u32) -> KernelResult<()> {
+        if bytes > DEFAULT_SHARED_LIMIT {
+            use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+            f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                .map_err(self.err(kernel, shape))?;
+        }
+        Ok(())
+    }
+
+    /// Launches `quantize_f32` (`x_bits: None`) or `quantize_f16` on `rows × cols` activations.
+    pub fn launch_quantize(
+        &self,
+        x_f32: Option<&CudaSlice<f32>>,
+        x_f16: Option<&CudaSlice<u16>>,
+        out: &mut DeviceActivations,
+    ) -> KernelResult<()> {
+        let kernel = if x_f32.is_some() { kernels::quantize_f32::NAME } else { kernels::quantize_f16::NAME };
+        let shape = shape2(out.rows, out.cols);
+        let len = x_f32.map(|x| x.len()).or(x_f16.map(|x| x.len())).unwrap_or(0);
+        check_len(kernel, &shape, len, out.rows * out.cols, "activations")?;
+        let f = self.function(kernel, &shape)?;
+        let g = geometry::quantize(out.rows, 65_535);
+        let (r, c, kp) = (out.rows as u32, out.cols as u32, out.k_pad as u32);
+        let mut launch = self.stream.launch_builder(&f);
+        match (x_f32, x_f16) {
+            (Some(x), _) => launch.arg(x),
+            (None, Some(x)) => launch.arg(x),
+            (None, None) => return Err(KernelError::Shape { kernel, shape, reason: "no input".into() }),
+        };
+        launch.arg(&mut out.words).arg(&mut out.scales).arg(&mut out.sums).arg(&r).arg(&c).arg(&kp);
+        // SAFETY: arguments match `quantize_f32/f16`; lengths checked above and by construction of `out`.
+        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    }
+
+    /// Launches the ternary GEMV (`gemm: false`, M ≤ 8) or GEMM; `y` holds
+    /// `m · n` f32 (`precision` F32) or f16 bits (F16).
+    pub fn launch_ternary<T: DeviceRepr>(
+        &self,
+        gemm: bool,
+        x: &DeviceActivations,
+        w: &DeviceWeights,
+        precision: Precision,
+        y: &mut CudaSlice<T>,
+    ) -> KernelResult<()> {
+        let kernel = match (gemm, precision) {
+            (false, Precision::F32) => kernels::ternary_gemv_f32::NAME,
+            (false, Precision::F16) => kernels::ternary_gemv_f16::NAME,
+            (true, Precision::F32) => kernels::ternary_gemm_f32::NAME,
+            (true, Precision::F16) => kernels::ternary_gemm_f16::NAME,
+        };
+        let (m, n) = (x.rows, w.rows);
+        let shape = shape3(m, n, w.cols);
+        let want_size = if precision == Precision::F32 { 4 } else { 2 };
+        if std::mem::size_of::<T>() != want_size || x.cols != w.cols || x.k_pad != w.k_pad {
+            return Err(KernelError::Shape { kernel, shape, reason: "mismatched buffers".into() });
+        }
+        if !gemm && m > kernels_gpu::matmul::GEMV_MAX_M {
+            return Err(KernelError::Shape { kernel, shape, reason: format!("M = {m} exceeds 8 (use the GEMM)") });
+        }
+        check_len(kernel, &shape, y.len(), m * n, "output")?;
+        let f = self.function(kernel, &shape)?;
+        let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
+        let mut launch = self.stream.launch_builder(&f);
+        let g = if gemm {
+            launch.arg(&x.words).arg(&x.scales).arg(&w.words).arg(&w.scale);
+            geometry::ternary_gemm(m, n)
+        } else {
+            launch.arg(&x.words).arg(&x.scales).arg(&x.sums).arg(&w.words).arg(&w.scale);
+            geometry::ternary_gemv(m, n, x.k_pad)
+        };
+        self.opt_in_shared(&f, kernel, &shape, g.shared_bytes)?;
+        launch.arg(y).arg(&mu).arg(&nu).arg(&kp);
+        // SAFETY: arguments match the kernel's signature; buffer sizes follow
+        // from the checked shapes and the allocation helpers.
+        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    }
+
+    /// Launches our SGEMM, `c = a · bᵀ`.
+    pub fn launch_sgemm(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        c: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::sgemm::NAME;
+        let shape = shape3(m, n, k);
+        check_len(kernel, &shape, a.len(), m * k, "A")?;
+        check_len(kernel, &shape, b.len(), n * k, "B")?;
+        check_len(kernel, &shape, c.len(), m * n, "C")?;
+        let f = self.function(kernel, &shape)?;
+        let g = geometry::sgemm(m, n);
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(a).arg(b).arg(c).arg(&mu).arg(&nu).arg(&ku);
+        // SAFETY: arguments match `sgemm`; lengths checked above.
+        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    }
+
+    /// A cuBLAS handle on this backend's stream.
+    pub fn cublas(&self) -> KernelResult<cudarc::cublas::CudaBlas> {
+        if !cublas_present() {
+            return Err(KernelError::Unsupported { op: "cuBLAS (libcublas not found)", backend: "cuda" });
+        }
+        cudarc::cublas::CudaBlas::new(self.stream.clone()).map_err(|e| KernelError::Cublas {
+            op: "create",
+            shape: "-".into(),
+            device: self.device.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// cuBLAS `C = A · Bᵀ` (row-major A: m×k, B: n×k, C: m×n) for f32
+    /// (SGEMM) or f16 (`GemmEx`, f32 accumulation) buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cublas_gemm<T>(
+        &self,
+        blas: &cudarc::cublas::CudaBlas,
+        a: &CudaSlice<T>,
+        b: &CudaSlice<T>,
+        c: &mut CudaSlice<T>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()>
+    where
+        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+        T: num_one::One,
+    {
+        use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
+        let shape = shape3(m, n, k);
+        // Row-major C (m×n) is column-major Cᵀ = B · Aᵀ: B's row-major buffer
+        // is column-major Bᵀ (k×n), transposed back; A's is column-major Aᵀ.
+        let cfg = GemmConfig {
+            transa: cublasOperation_t::CUBLAS_OP_T,
+            transb: cublasOperation_t::CUBLAS_OP_N,
+            m: n as i32,
+            n: m as i32,
+            k: k as i32,
+            alpha: T::one(),
+            lda: k as i32,
+            ldb: k as i32,
+            beta: T::zero(),
+            ldc: n as i32,
+        };
+        if a.len() != m * k || b.len() != n * k || c.len() != m * n {
+            return Err(KernelError::Shape { kernel: "cublas gemm", shape, reason: "buffer lengths".into() });
+        }
+        // SAFETY: the dimensions and leading dimensions describe the three buffers (lengths checked above).
+        unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| KernelError::Cublas {
+            op: "gemm",
+            shape,
+            device: self.device.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The constants cuBLAS's `alpha`/`beta` need, for f32 and f16.
+pub mod num_one {
+    /// One and zero of an element type.
+    pub trait One: Copy {
+        /// 1.
+        fn one() -> Self;
+        /// 0.
+        fn zero() -> Self;
+    }
+    impl One for f32 {
+        fn one() -> Self {
+            1.0
+        }
+        fn zero() -> Self {
+            0.0
+        }
+    }
+    impl One for half::f16 {
+        fn one() -> Self {
+            half::f16::ONE
+        }
+        fn zero() -> Self {
+            half::f16::ZERO
+        }
+    }
+}
+
 fn check_len(kernel: &'static str, shape: &str, got: usize, want: usize, what: &str) -> KernelResult<()> {
     if got == want {
         return Ok(());
@@ -365,5 +629,81 @@ impl Backend for CudaBackend {
         }
         found.sort_unstable();
         Ok(found)
+    }
+
+    fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations> {
+        check_quantize(&x, rows, cols)?;
+        let mut out = self.alloc_activations(rows, cols)?;
+        match x {
+            Activations::F32(v) => {
+                let dx = self.upload(v, "upload")?;
+                self.launch_quantize(Some(&dx), None, &mut out)?;
+            }
+            Activations::F16(v) => {
+                let dx = self.upload(bytemuck::cast_slice::<half::f16, u16>(v), "upload")?;
+                self.launch_quantize(None, Some(&dx), &mut out)?;
+            }
+        }
+        Ok(QuantizedActivations {
+            rows,
+            cols,
+            k_pad: out.k_pad,
+            words: self.download(&out.words, "download")?,
+            scales: self.download(&out.scales, "download")?,
+            sums: self.download(&out.sums, "download")?,
+        })
+    }
+
+    fn ternary_gemv(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemv", x, w, kernels_gpu::matmul::GEMV_MAX_M)?;
+        self.ternary_host(false, x, w, precision)
+    }
+
+    fn ternary_gemm(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemm", x, w, usize::MAX)?;
+        self.ternary_host(true, x, w, precision)
+    }
+
+    fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>> {
+        check_sgemm(a, b, m, n, k)?;
+        let (da, db) = (self.upload(a, "upload")?, self.upload(b, "upload")?);
+        let mut dc = self.zeros::<f32>(m * n, "alloc")?;
+        self.launch_sgemm(&da, &db, &mut dc, m, n, k)?;
+        self.download(&dc, "download")
+    }
+}
+
+impl CudaBackend {
+    fn ternary_host(
+        &self,
+        gemm: bool,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        let (dx, dw) = (self.upload_activations(x)?, self.upload_weights(w)?);
+        let len = x.rows * w.rows();
+        match precision {
+            Precision::F32 => {
+                let mut y = self.zeros::<f32>(len, "alloc")?;
+                self.launch_ternary(gemm, &dx, &dw, precision, &mut y)?;
+                self.download(&y, "download")
+            }
+            Precision::F16 => {
+                let mut y = self.zeros::<u16>(len, "alloc")?;
+                self.launch_ternary(gemm, &dx, &dw, precision, &mut y)?;
+                Ok(crate::emulator::halves_to_f32(&self.download(&y, "download")?))
+            }
+        }
     }
 }

@@ -8,9 +8,14 @@ use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH};
 use kernels_gpu::device::{In, Out};
 use kernels_gpu::kernels;
 
-use crate::backend::{Backend, BackendKind, check_trihash_batch, check_trihash_search, shape2};
+use crate::backend::{
+    Backend, BackendKind, check_quantize, check_sgemm, check_ternary, check_trihash_batch, check_trihash_search,
+    shape2, shape3,
+};
 use crate::error::{KernelError, KernelResult};
 use crate::geometry;
+use crate::matmul::{Activations, Precision, QuantizedActivations};
+use crate::ternary::DeviceTernary;
 use crate::ternary::PackedTernary;
 
 /// The emulator backend.
@@ -104,6 +109,138 @@ impl Backend for EmuBackend {
         found.sort_unstable();
         Ok(found)
     }
+
+    fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations> {
+        check_quantize(&x, rows, cols)?;
+        let mut out = QuantizedActivations::zeroed(rows, cols);
+        let g = geometry::quantize(rows, EMU_MAX_BLOCKS).emu();
+        let (r, c, kp) = (rows as u32, cols as u32, out.k_pad as u32);
+        let q = Out::from_slice(bytemuck::cast_slice_mut::<u32, i8>(&mut out.words));
+        let (scales, sums) = (Out::from_slice(&mut out.scales), Out::from_slice(&mut out.sums));
+        // SAFETY: every view covers a live buffer of the size the kernel's contract names.
+        let result = unsafe {
+            match x {
+                Activations::F32(v) => kernels::quantize_f32::launch(g, In::from_slice(v), q, scales, sums, r, c, kp),
+                Activations::F16(v) => {
+                    let bits: &[u16] = bytemuck::cast_slice(v);
+                    kernels::quantize_f16::launch(g, In::from_slice(bits), q, scales, sums, r, c, kp)
+                }
+            }
+        };
+        let kernel = if matches!(x, Activations::F32(_)) { "quantize_f32" } else { "quantize_f16" };
+        result.map_err(emu_err(kernel, shape2(rows, cols)))?;
+        Ok(out)
+    }
+
+    fn ternary_gemv(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemv", x, w, kernels_gpu::matmul::GEMV_MAX_M)?;
+        let (m, n) = (x.rows, w.rows());
+        let g = geometry::ternary_gemv(m, n, x.k_pad).emu();
+        let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
+        let (xs, sc, su, ws) =
+            (In::from_slice(&x.words), In::from_slice(&x.scales), In::from_slice(&x.sums), In::from_slice(w.words()));
+        let shape = shape3(m, n, w.cols());
+        // SAFETY: as above.
+        unsafe {
+            match precision {
+                Precision::F32 => {
+                    let mut y = vec![0f32; m * n];
+                    kernels::ternary_gemv_f32::launch(
+                        g,
+                        xs,
+                        sc,
+                        su,
+                        ws,
+                        w.scale(),
+                        Out::from_slice(&mut y),
+                        mu,
+                        nu,
+                        kp,
+                    )
+                    .map_err(emu_err(kernels::ternary_gemv_f32::NAME, shape))?;
+                    Ok(y)
+                }
+                Precision::F16 => {
+                    let mut y = vec![0u16; m * n];
+                    kernels::ternary_gemv_f16::launch(
+                        g,
+                        xs,
+                        sc,
+                        su,
+                        ws,
+                        w.scale(),
+                        Out::from_slice(&mut y),
+                        mu,
+                        nu,
+                        kp,
+                    )
+                    .map_err(emu_err(kernels::ternary_gemv_f16::NAME, shape))?;
+                    Ok(halves_to_f32(&y))
+                }
+            }
+        }
+    }
+
+    fn ternary_gemm(
+        &self,
+        x: &QuantizedActivations,
+        w: &DeviceTernary,
+        precision: Precision,
+    ) -> KernelResult<Vec<f32>> {
+        check_ternary("ternary_gemm", x, w, usize::MAX)?;
+        let (m, n) = (x.rows, w.rows());
+        let g = geometry::ternary_gemm(m, n).emu();
+        let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
+        let (xs, sc, ws) = (In::from_slice(&x.words), In::from_slice(&x.scales), In::from_slice(w.words()));
+        let shape = shape3(m, n, w.cols());
+        // SAFETY: as above.
+        unsafe {
+            match precision {
+                Precision::F32 => {
+                    let mut y = vec![0f32; m * n];
+                    kernels::ternary_gemm_f32::launch(g, xs, sc, ws, w.scale(), Out::from_slice(&mut y), mu, nu, kp)
+                        .map_err(emu_err(kernels::ternary_gemm_f32::NAME, shape))?;
+                    Ok(y)
+                }
+                Precision::F16 => {
+                    let mut y = vec![0u16; m * n];
+                    kernels::ternary_gemm_f16::launch(g, xs, sc, ws, w.scale(), Out::from_slice(&mut y), mu, nu, kp)
+                        .map_err(emu_err(kernels::ternary_gemm_f16::NAME, shape))?;
+                    Ok(halves_to_f32(&y))
+                }
+            }
+        }
+    }
+
+    fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>> {
+        check_sgemm(a, b, m, n, k)?;
+        let mut c = vec![0f32; m * n];
+        let g = geometry::sgemm(m, n).emu();
+        // SAFETY: as above.
+        unsafe {
+            kernels::sgemm::launch(
+                g,
+                In::from_slice(a),
+                In::from_slice(b),
+                Out::from_slice(&mut c),
+                m as u32,
+                n as u32,
+                k as u32,
+            )
+        }
+        .map_err(emu_err(kernels::sgemm::NAME, shape3(m, n, k)))?;
+        Ok(c)
+    }
+}
+
+/// IEEE half bits → their f32 values.
+pub(crate) fn halves_to_f32(bits: &[u16]) -> Vec<f32> {
+    bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect()
 }
 
 /// Blocks the emulator launches for TriHash (more would only add threads; two exercise the grid stride).

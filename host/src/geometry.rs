@@ -51,3 +51,43 @@ pub fn trihash(batches: u64, max_blocks: u32) -> Geometry {
         shared_bytes: kernels_gpu::curl::GPU_SHARED_BYTES as u32,
     }
 }
+
+/// The quantizer: one 256-thread block per row, at most `max_blocks` striding over rows.
+pub fn quantize(rows: usize, max_blocks: u32) -> Geometry {
+    Geometry {
+        grid: [(rows as u32).clamp(1, max_blocks), 1, 1],
+        block: [kernels_gpu::matmul::QUANTIZE_THREADS, 1, 1],
+        shared_bytes: kernels_gpu::matmul::QUANTIZE_SHARED_BYTES,
+    }
+}
+
+/// The ternary GEMV: 8 warps per block, one output row per warp, the
+/// activation block in shared memory.
+pub fn ternary_gemv(m: usize, n: usize, k_pad: usize) -> Geometry {
+    let warps = kernels_gpu::matmul::GEMV_WARPS;
+    Geometry {
+        grid: [(n as u32).div_ceil(warps).max(1), 1, 1],
+        block: [32 * warps, 1, 1],
+        shared_bytes: kernels_gpu::matmul::gemv_shared_bytes(m, k_pad),
+    }
+}
+
+/// The ternary GEMM: one 256-thread block per 128 × 128 output tile.
+pub fn ternary_gemm(m: usize, n: usize) -> Geometry {
+    use kernels_gpu::matmul::{GEMM_BM, GEMM_BN, GEMM_SHARED_BYTES, GEMM_THREADS};
+    Geometry {
+        grid: [(n as u32).div_ceil(GEMM_BN), (m as u32).div_ceil(GEMM_BM), 1],
+        block: [GEMM_THREADS, 1, 1],
+        shared_bytes: GEMM_SHARED_BYTES,
+    }
+}
+
+/// SGEMM: one 256-thread block per 128 × 128 output tile.
+pub fn sgemm(m: usize, n: usize) -> Geometry {
+    use kernels_gpu::kernels::{SGEMM_SHARED_BYTES, SGEMM_THREADS, SGEMM_TILE};
+    Geometry {
+        grid: [(n as u32).div_ceil(SGEMM_TILE), (m as u32).div_ceil(SGEMM_TILE), 1],
+        block: [SGEMM_THREADS, 1, 1],
+        shared_bytes: SGEMM_SHARED_BYTES,
+    }
+}

@@ -16,11 +16,13 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod cpu_ternary;
 pub mod cuda;
 pub mod emulator;
 pub mod error;
 pub mod geometry;
 pub mod info;
+pub mod matmul;
 pub mod ptx;
 pub mod ternary;
 pub mod trihash;

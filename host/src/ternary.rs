@@ -11,6 +11,7 @@
 //! - [`PackedTernary::from_words`]: import of stored words, rejecting the
 //!   invalid code `0b11`, wrong lengths and non-zero padding.
 
+use kernels_gpu::format::device_layout::{interleave, padded_k};
 use kernels_gpu::format::{self, CODE_INVALID, CODE_ZERO, WEIGHTS_PER_WORD, ZERO_WORD};
 
 /// Errors of the packed format.
@@ -166,6 +167,78 @@ fn check_scale(scale: f32) -> Result<(), FormatError> {
     if scale.is_finite() && scale > 0.0 { Ok(()) } else { Err(FormatError::BadScale(scale)) }
 }
 
+/// Ternary weights in the kernels' device layout (see
+/// [`kernels_gpu::format::device_layout`]): rows padded to 64 weights, 16
+/// weights per word interleaved so one shift and mask yields four int8 lanes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTernary {
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    words: Vec<u32>,
+}
+
+impl DeviceTernary {
+    /// Repacks format v1 into the device layout.
+    pub fn from_packed(p: &PackedTernary) -> Self {
+        let k_pad = padded_k(p.cols());
+        let wpr = k_pad / WEIGHTS_PER_WORD;
+        let trits = p.unpack();
+        let mut words = vec![0u32; p.rows() * wpr];
+        for (r, row) in words.chunks_mut(wpr).enumerate() {
+            for (wi, word) in row.iter_mut().enumerate() {
+                let codes = std::array::from_fn(|i| {
+                    let col = wi * WEIGHTS_PER_WORD + i;
+                    if col < p.cols() { format::encode(trits[r * p.cols() + col]) } else { CODE_ZERO }
+                });
+                *word = interleave(codes);
+            }
+        }
+        DeviceTernary { rows: p.rows(), cols: p.cols(), scale: p.scale(), words }
+    }
+
+    /// Back to format v1 (the round trip of the repack).
+    pub fn to_packed(&self) -> PackedTernary {
+        let mut trits = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            trits.extend((0..self.cols).map(|c| self.trit(r, c)));
+        }
+        PackedTernary::pack(&trits, self.rows, self.cols, self.scale).expect("decoded trits are valid")
+    }
+
+    /// The trit at (row, col), decoded from the interleaved word.
+    pub fn trit(&self, row: usize, col: usize) -> i8 {
+        let word = self.words[row * self.words_per_row() + col / WEIGHTS_PER_WORD];
+        let i = col % WEIGHTS_PER_WORD;
+        format::decode(word >> (8 * (i % 4) + 2 * (i / 4)))
+    }
+
+    /// Rows (N).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns (K).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// K padded to the device alignment.
+    pub fn k_pad(&self) -> usize {
+        padded_k(self.cols)
+    }
+    /// Words per row.
+    pub fn words_per_row(&self) -> usize {
+        self.k_pad() / WEIGHTS_PER_WORD
+    }
+    /// The absmean scale.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+    /// The words.
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
+}
+
 /// BitNet b1.58 absmean ternarization of latent weights: returns the trits
 /// and the scale `mean|W|` (1.0 for an all-zero tensor, so it stays valid).
 pub fn absmean_ternarize(weights: &[f32]) -> (Vec<i8>, f32) {
@@ -224,6 +297,24 @@ mod tests {
         // Column 17 of a 17-wide row is padding and must be the zero code.
         let err = PackedTernary::from_words(vec![ZERO_WORD, ZERO_WORD ^ 0b11 << 2], 1, 17, 1.0).unwrap_err();
         assert_eq!(err, FormatError::BadPadding { row: 0, cols: 17 });
+    }
+
+    #[test]
+    fn device_layout_round_trips_and_is_interleaved() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..200 {
+            let (rows, cols) = (rng.random_range(1..6), rng.random_range(1..200));
+            let p = PackedTernary::pack(&random_trits(&mut rng, rows * cols), rows, cols, 0.25).unwrap();
+            let d = DeviceTernary::from_packed(&p);
+            assert_eq!(d.words().len(), rows * cols.div_ceil(64) * 4);
+            assert_eq!(d.to_packed(), p, "{rows}×{cols}");
+        }
+        // Weight 4j + b at bits 8b + 2j: weights 0..4 are the low two bits of each byte.
+        let p = PackedTernary::pack(&[1, -1, 0, 1, 1], 1, 5, 1.0).unwrap();
+        let w = DeviceTernary::from_packed(&p).words()[0];
+        assert_eq!(kernels_gpu::format::device_layout::codes(w, 0), 0x02_01_00_02);
+        assert_eq!(kernels_gpu::format::device_layout::codes(w, 1), 0x01_01_01_02);
+        assert_eq!(kernels_gpu::format::device_layout::codes_to_trits(0x02_01_00_02), 0x01_00_ff_01);
     }
 
     #[test]

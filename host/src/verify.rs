@@ -63,12 +63,35 @@ pub struct Plan {
     pub trihash_messages: Vec<usize>,
     /// `(batches, mwm)` of the TriHash search, on a random transaction.
     pub trihash_search: Vec<(u64, usize)>,
+    /// `(M, N, K)` of the quantizer (M × K), the ternary GEMV (when M ≤ 8) and GEMM.
+    pub matmul: Vec<(usize, usize, usize)>,
+    /// `(M, N, K)` of SGEMM.
+    pub sgemm: Vec<(usize, usize, usize)>,
 }
 
+/// Matmul shapes `(M, N, K)` small enough for the emulator: 1, odd, and not
+/// multiples of the tiles (GEMM 128 × 128 × 64, GEMV 64-weight chunks).
+pub const MATMUL_SHAPES_SMALL: &[(usize, usize, usize)] =
+    &[(1, 1, 16), (1, 7, 33), (3, 64, 256), (8, 5, 100), (17, 33, 130), (64, 128, 512), (130, 129, 65)];
+/// Large matmul shapes: decode and prefill of the BitNet shapes.
+pub const MATMUL_SHAPES_LARGE: &[(usize, usize, usize)] =
+    &[(1, 4096, 4096), (8, 6912, 2560), (512, 1536, 4096), (300, 2560, 2560), (1000, 999, 1001)];
+
 impl Plan {
+    /// Nothing: a base for `Plan { field: …, ..Plan::empty() }`.
+    pub fn empty() -> Self {
+        Plan { unpack: vec![], trihash_messages: vec![], trihash_search: vec![], matmul: vec![], sgemm: vec![] }
+    }
+
     /// Small shapes: fast on the emulator, awkward sizes included.
     pub fn small() -> Self {
-        Plan { unpack: UNPACK_SHAPES_SMALL.to_vec(), trihash_messages: vec![1, 130], trihash_search: vec![(3, 3)] }
+        Plan {
+            unpack: UNPACK_SHAPES_SMALL.to_vec(),
+            trihash_messages: vec![1, 130],
+            trihash_search: vec![(3, 3)],
+            matmul: MATMUL_SHAPES_SMALL.to_vec(),
+            sgemm: vec![(1, 1, 1), (3, 5, 7), (17, 33, 130), (64, 128, 40)],
+        }
     }
 
     /// Small and large shapes: for GPUs and the CPU.
@@ -77,6 +100,8 @@ impl Plan {
         p.unpack.extend_from_slice(UNPACK_SHAPES_LARGE);
         p.trihash_messages.push(10_000);
         p.trihash_search.push((2_000, 7));
+        p.matmul.extend_from_slice(MATMUL_SHAPES_LARGE);
+        p.sgemm.extend_from_slice(&[(512, 512, 512), (1000, 999, 1001), (4096, 4096, 4096)]);
         p
     }
 }
@@ -124,5 +149,75 @@ pub fn verify(backend: &dyn Backend, plan: &Plan, seed: u64) -> Vec<Check> {
         });
         checks.push(check("trihash_pow", shape, result));
     }
+    for &(m, n, k) in &plan.matmul {
+        verify_matmul(backend, &mut rng, m, n, k, &mut checks);
+    }
+    for &(m, n, k) in &plan.sgemm {
+        let shape = format!("{m}×{n}×{k}");
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let b: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let r = backend.sgemm(&a, &b, m, n, k).map_err(|e| e.to_string());
+        let result = r.and_then(|got| {
+            let (want, magnitude) = sgemm_expected(&a, &b, m, n, k);
+            crate::matmul::compare_sgemm(&got, &want, &magnitude)
+        });
+        checks.push(check("sgemm", shape, result));
+    }
     checks
+}
+
+/// Above this many multiply-adds the references are the CPU backend's fast
+/// paths (themselves tested against the scalar references on small shapes).
+const SCALAR_REFERENCE_LIMIT: usize = 50_000_000;
+
+fn sgemm_expected(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f64>) {
+    if m * n * k <= SCALAR_REFERENCE_LIMIT {
+        return crate::matmul::sgemm_reference(a, b, m, n, k);
+    }
+    let cpu = cpu::CpuBackend;
+    let want = cpu.sgemm(a, b, m, n, k).expect("valid shape");
+    let (aa, bb): (Vec<f32>, Vec<f32>) = (a.iter().map(|v| v.abs()).collect(), b.iter().map(|v| v.abs()).collect());
+    let magnitude = cpu.sgemm(&aa, &bb, m, n, k).expect("valid shape").into_iter().map(|v| v as f64 * 1.001).collect();
+    (want, magnitude)
+}
+
+fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k: usize, checks: &mut Vec<Check>) {
+    use crate::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
+    let x32: Vec<f32> = (0..m * k).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+    let x16: Vec<half::f16> = x32.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let w = crate::ternary::DeviceTernary::from_packed(&random_weights(rng, n, k));
+    let small = m * n * k <= SCALAR_REFERENCE_LIMIT;
+    let qshape = format!("{m}×{k}");
+    for (name, x) in [("quantize_f32", Activations::F32(&x32)), ("quantize_f16", Activations::F16(&x16))] {
+        let r = backend.quantize(x, m, k).map_err(|e| e.to_string());
+        let want = quantize_reference(x, m, k);
+        let result = r.and_then(|got| {
+            compare_exact(got.values(), want.values())?;
+            compare_exact(&got.sums, &want.sums)?;
+            compare_exact(&bits32(&got.scales), &bits32(&want.scales))
+        });
+        checks.push(check(name, qshape.clone(), result));
+    }
+    let x = quantize_reference(Activations::F32(&x32), m, k);
+    let shape = format!("{m}×{n}×{k}");
+    for precision in [Precision::F32, Precision::F16] {
+        let want = if small {
+            ternary_matmul_reference(&x, &w, precision)
+        } else {
+            cpu::CpuBackend.ternary_gemm(&x, &w, precision).expect("valid shape")
+        };
+        let suffix = precision.name();
+        if m <= kernels_gpu::matmul::GEMV_MAX_M {
+            let r = backend.ternary_gemv(&x, &w, precision).map_err(|e| e.to_string());
+            let result = r.and_then(|got| compare_exact(&bits32(&got), &bits32(&want)));
+            checks.push(check(&format!("ternary_gemv_{suffix}"), shape.clone(), result));
+        }
+        let r = backend.ternary_gemm(&x, &w, precision).map_err(|e| e.to_string());
+        let result = r.and_then(|got| compare_exact(&bits32(&got), &bits32(&want)));
+        checks.push(check(&format!("ternary_gemm_{suffix}"), shape.clone(), result));
+    }
+}
+
+fn bits32(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
 }

@@ -62,3 +62,61 @@ pub const fn sign_masks(word: u32) -> (u32, u32) {
     let hi = (word >> 1) & 0x5555_5555;
     (hi & !lo, !hi & !lo & 0x5555_5555)
 }
+
+/// # The device layout of ternary weights (for the matmul kernels)
+///
+/// Produced from format v1 by the host's repack step (`trinity::ternary::DeviceTernary`):
+///
+/// | what | rule |
+/// |---|---|
+/// | codes | as v1, `code = trit + 1` (never `0b11`: the repack decodes v1 first) |
+/// | rows | padded to a multiple of [`DEVICE_K_ALIGN`] weights (zero code), so a row is a whole number of 128-bit loads |
+/// | inside a word | 16 consecutive weights, weight `4j + b` at bits `8b + 2j`: one shift and mask, `(w >> 2j) & 0x03030303`, gives weights `4j .. 4j + 4` as four bytes, ready for `dp4a` |
+///
+/// Activations for these kernels are int8 rows padded with zeros to the same
+/// multiple, so padding weights meet zero activations.
+pub mod device_layout {
+    /// Row padding, in weights.
+    pub const DEVICE_K_ALIGN: usize = 64;
+
+    /// K padded to the device alignment.
+    #[inline(always)]
+    pub const fn padded_k(k: usize) -> usize {
+        k.div_ceil(DEVICE_K_ALIGN) * DEVICE_K_ALIGN
+    }
+
+    /// Packs 16 codes into one interleaved word.
+    #[inline(always)]
+    pub const fn interleave(codes: [u32; 16]) -> u32 {
+        let mut w = 0;
+        let mut i = 0;
+        while i < 16 {
+            let (j, b) = (i / 4, i % 4);
+            w |= (codes[i] & 3) << (8 * b + 2 * j);
+            i += 1;
+        }
+        w
+    }
+
+    /// The codes of weights `4j .. 4j + 4` of an interleaved word, one per byte.
+    #[inline(always)]
+    pub const fn codes(word: u32, j: u32) -> u32 {
+        (word >> (2 * j)) & 0x0303_0303
+    }
+
+    /// Four codes (one per byte, each 0..=2) → four int8 trits, without a
+    /// borrow crossing bytes.
+    #[inline(always)]
+    pub const fn codes_to_trits(codes: u32) -> u32 {
+        ((codes | 0x8080_8080).wrapping_sub(0x0101_0101)) ^ 0x8080_8080
+    }
+
+    /// The dequantizing epilogue shared by every backend: an int32 dot product
+    /// of int8 activations (scaled by `x_scale = 127 / absmax`) and trits
+    /// (scaled by `1 / w_scale`), back to real units. One IEEE division and one
+    /// multiplication, in this order, so every backend agrees to the bit.
+    #[inline(always)]
+    pub fn dequantize(acc: i32, w_scale: f32, x_scale: f32) -> f32 {
+        acc as f32 * (w_scale / x_scale)
+    }
+}

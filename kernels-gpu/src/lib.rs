@@ -22,6 +22,9 @@
 // Kernel bodies are `unsafe fn` bodies by design: the macro places them in an
 // unsafe block, and each kernel documents its contract under `# Safety`.
 #![allow(clippy::macro_metavars_in_unsafe)]
+// Kernel entry points take flat scalar parameters (pointers, sizes, scales),
+// and their helpers pass the same along.
+#![allow(clippy::too_many_arguments)]
 
 pub mod curl;
 pub mod device;
@@ -29,6 +32,7 @@ pub mod device;
 pub mod emu;
 pub mod format;
 pub mod kernels;
+pub mod matmul;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

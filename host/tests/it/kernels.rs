@@ -76,6 +76,89 @@ fn trihash_rejects_bad_requests(b: &dyn Backend) {
     assert!(err.to_string().contains("mwm 244"), "{err}");
 }
 
+/// The shapes plus edges of every tile: (M, N, K).
+const MATMUL_SHAPES: &[(usize, usize, usize)] =
+    &[(1, 1, 16), (1, 7, 33), (3, 64, 256), (17, 33, 130), (64, 128, 512), (8, 9, 300), (129, 130, 64)];
+
+fn random_activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    use rand::RngExt;
+    (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+}
+
+fn quantize_matches_reference(b: &dyn Backend) {
+    use trinity::matmul::{Activations, quantize_reference};
+    let mut rng = rng();
+    for &(m, _, k) in MATMUL_SHAPES {
+        let x = random_activations(&mut rng, m * k);
+        let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+        for xs in [Activations::F32(&x), Activations::F16(&x16)] {
+            let got = b.quantize(xs, m, k).unwrap();
+            assert_eq!(got, quantize_reference(xs, m, k), "{m}×{k} {:?} on {}", xs.precision(), b.kind());
+        }
+    }
+    // An all-zero row quantizes to zeros with the floor scale, not a NaN.
+    let got = b.quantize(Activations::F32(&[0.0; 40]), 2, 20).unwrap();
+    assert!(got.values().iter().all(|&v| v == 0) && got.scales.iter().all(|&s| s == 127.0 / 1e-5));
+}
+
+fn ternary_matmul_matches_reference_bit_for_bit(b: &dyn Backend) {
+    use trinity::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
+    let mut rng = rng();
+    for &(m, n, k) in MATMUL_SHAPES {
+        let x = quantize_reference(Activations::F32(&random_activations(&mut rng, m * k)), m, k);
+        let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
+        for p in [Precision::F32, Precision::F16] {
+            let want: Vec<u32> = ternary_matmul_reference(&x, &w, p).iter().map(|v| v.to_bits()).collect();
+            let gemm: Vec<u32> = b.ternary_gemm(&x, &w, p).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(verify::compare_exact(&gemm, &want), Ok(()), "gemm {m}×{n}×{k} {p:?} on {}", b.kind());
+            if m <= 8 {
+                let gemv: Vec<u32> = b.ternary_gemv(&x, &w, p).unwrap().iter().map(|v| v.to_bits()).collect();
+                assert_eq!(verify::compare_exact(&gemv, &want), Ok(()), "gemv {m}×{n}×{k} {p:?} on {}", b.kind());
+            }
+        }
+    }
+}
+
+fn sgemm_matches_reference_within_tolerance(b: &dyn Backend) {
+    let mut rng = rng();
+    for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (17, 33, 130), (130, 129, 9)] {
+        let a = random_activations(&mut rng, m * k);
+        let bb = random_activations(&mut rng, n * k);
+        let got = b.sgemm(&a, &bb, m, n, k).unwrap();
+        let (want, mag) = trinity::matmul::sgemm_reference(&a, &bb, m, n, k);
+        assert_eq!(trinity::matmul::compare_sgemm(&got, &want, &mag), Ok(()), "{m}×{n}×{k} on {}", b.kind());
+    }
+}
+
+fn matmul_rejects_bad_shapes(b: &dyn Backend) {
+    use trinity::matmul::{Activations, Precision, quantize_reference};
+    let err = b.quantize(Activations::F32(&[1.0; 5]), 2, 3).unwrap_err();
+    assert!(err.to_string().contains("5 activations"), "{err}");
+    let x = quantize_reference(Activations::F32(&[1.0; 9 * 20]), 9, 20);
+    let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng(), 4, 20));
+    let err = b.ternary_gemv(&x, &w, Precision::F32).unwrap_err();
+    assert!(err.to_string().contains("M = 9 exceeds"), "{err}");
+    let w21 = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng(), 4, 21));
+    let err = b.ternary_gemm(&x, &w21, Precision::F32).unwrap_err();
+    assert!(err.to_string().contains("K = 20, weights K = 21"), "{err}");
+    let err = b.sgemm(&[1.0; 6], &[1.0; 6], 2, 2, 2).unwrap_err();
+    assert!(err.to_string().contains("sgemm") && err.to_string().contains("2×2×2"), "{err}");
+}
+
+#[test]
+fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
+    use trinity::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
+    let mut rng = rng();
+    // K past 256-weight blocks with 64/128/192-weight tails; M around the 4-row register blocking.
+    for &(m, n, k) in &[(1, 3, 256), (5, 17, 600), (9, 4, 1024), (4, 33, 700), (2, 2, 250)] {
+        let x = quantize_reference(Activations::F32(&random_activations(&mut rng, m * k)), m, k);
+        let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
+        let want = ternary_matmul_reference(&x, &w, Precision::F32);
+        assert_eq!(trinity::cpu_ternary::ternary_matmul(&x, &w, Precision::F32), want, "{m}×{n}×{k}");
+    }
+    eprintln!("CPU ternary path: {}", trinity::cpu_ternary::simd_level());
+}
+
 macro_rules! backend_tests {
     ($($backend:ident => $make:expr;)*) => {$(
         mod $backend {
@@ -100,6 +183,10 @@ macro_rules! backend_tests {
             run!(trihash_batch_matches_reference);
             run!(trihash_search_finds_the_reference_nonce_set);
             run!(trihash_rejects_bad_requests);
+            run!(quantize_matches_reference);
+            run!(ternary_matmul_matches_reference_bit_for_bit);
+            run!(sgemm_matches_reference_within_tolerance);
+            run!(matmul_rejects_bad_shapes);
         }
     )*};
 }
@@ -142,8 +229,35 @@ fn verify_detects_a_wrong_result() {
         ) -> trinity::KernelResult<Vec<u64>> {
             Ok(trinity::cpu::trihash_search_reference(base, first, batches, mwm))
         }
+        fn quantize(
+            &self,
+            x: trinity::matmul::Activations<'_>,
+            rows: usize,
+            cols: usize,
+        ) -> trinity::KernelResult<trinity::matmul::QuantizedActivations> {
+            Ok(trinity::matmul::quantize_reference(x, rows, cols))
+        }
+        fn ternary_gemv(
+            &self,
+            x: &trinity::matmul::QuantizedActivations,
+            w: &trinity::ternary::DeviceTernary,
+            p: trinity::matmul::Precision,
+        ) -> trinity::KernelResult<Vec<f32>> {
+            Ok(trinity::matmul::ternary_matmul_reference(x, w, p))
+        }
+        fn ternary_gemm(
+            &self,
+            x: &trinity::matmul::QuantizedActivations,
+            w: &trinity::ternary::DeviceTernary,
+            p: trinity::matmul::Precision,
+        ) -> trinity::KernelResult<Vec<f32>> {
+            Ok(trinity::matmul::ternary_matmul_reference(x, w, p))
+        }
+        fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> trinity::KernelResult<Vec<f32>> {
+            Ok(trinity::matmul::sgemm_reference(a, b, m, n, k).0)
+        }
     }
-    let plan = verify::Plan { unpack: vec![(3, 17)], trihash_messages: vec![], trihash_search: vec![] };
+    let plan = verify::Plan { unpack: vec![(3, 17)], ..verify::Plan::empty() };
     let checks = verify::verify(&Broken, &plan, 7);
     let i8_check = checks.iter().find(|c| c.kernel == "unpack_i8").unwrap();
     assert!(!i8_check.passed);

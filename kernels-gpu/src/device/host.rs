@@ -167,6 +167,38 @@ pub unsafe fn shared_store_u64(index: u32, v: u64) {
     // SAFETY: as above.
     unsafe { *p = v }
 }
+pub unsafe fn shared_load_u32(index: u32) -> u32 {
+    let p = emu::shared_element::<u32>(index);
+    // SAFETY: `shared_element` checked the bounds.
+    unsafe { *p }
+}
+pub unsafe fn shared_store_u32(index: u32, v: u32) {
+    let p = emu::shared_element::<u32>(index);
+    // SAFETY: as above.
+    unsafe { *p = v }
+}
+pub unsafe fn shared_store_u32x4(index: u32, v: [u32; 4]) {
+    if !index.is_multiple_of(4) {
+        emu::fault(format!("misaligned 128-bit shared store at element {index}"));
+    }
+    let p = emu::shared_element::<[u32; 4]>(index / 4);
+    // SAFETY: as above.
+    unsafe { *p = v }
+}
+pub unsafe fn shared_load_u32x4(index: u32) -> [u32; 4] {
+    if !index.is_multiple_of(4) {
+        emu::fault(format!("misaligned 128-bit shared load at element {index}"));
+    }
+    let p = emu::shared_element::<[u32; 4]>(index / 4);
+    // SAFETY: `shared_element` checked the bounds.
+    unsafe { *p }
+}
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+pub fn round_ties_even(v: f32) -> f32 {
+    v.round_ties_even()
+}
 pub fn trap() -> ! {
     emu::fault("trap".to_owned())
 }

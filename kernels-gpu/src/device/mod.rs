@@ -209,6 +209,133 @@ pub unsafe fn shared_store_u64(index: u32, v: u64) {
     unsafe { imp::shared_store_u64(index, v) }
 }
 
+/// Loads element `index` of the dynamic shared memory seen as `u32`s (`ld.shared.u32`).
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_load_u32(index: u32) -> u32 {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_load_u32(index) }
+}
+
+/// Stores element `index` of the dynamic shared memory seen as `u32`s (`st.shared.u32`).
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_store_u32(index: u32, v: u32) {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_store_u32(index, v) }
+}
+
+/// Stores four `u32`s at `index .. index + 4` with one 128-bit shared store
+/// (`st.shared.v4.u32`); `index` must be a multiple of 4.
+///
+/// # Safety
+/// The four elements are within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_store_u32x4(index: u32, v: [u32; 4]) {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_store_u32x4(index, v) }
+}
+
+/// Loads four `u32`s at `index .. index + 4` with one 128-bit shared load
+/// (`ld.shared.v4.u32`); `index` must be a multiple of 4.
+///
+/// # Safety
+/// The four elements are within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_load_u32x4(index: u32) -> [u32; 4] {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_load_u32x4(index) }
+}
+
+/// Loads element `index` of the dynamic shared memory seen as `f32`s.
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_load_f32(index: u32) -> f32 {
+    // SAFETY: forwarded.
+    f32::from_bits(unsafe { imp::shared_load_u32(index) })
+}
+
+/// Stores element `index` of the dynamic shared memory seen as `f32`s.
+///
+/// # Safety
+/// `index` is within the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn shared_store_f32(index: u32, v: f32) {
+    // SAFETY: forwarded.
+    unsafe { imp::shared_store_u32(index, v.to_bits()) }
+}
+
+/// Fused multiply-add `a·b + c` with one rounding (`fma.rn.f32`). Rust does not
+/// contract `a * b + c` on its own, and two instructions halve a GEMM's peak.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    imp::fma(a, b, c)
+}
+
+/// Rounds to the nearest integer, ties to even (`cvt.rni.f32.f32`); the host
+/// uses `f32::round_ties_even`, so quantization is bit-identical on both.
+#[inline(always)]
+pub fn round_ties_even(v: f32) -> f32 {
+    imp::round_ties_even(v)
+}
+
+/// `|v|` by clearing the sign bit.
+#[inline(always)]
+pub fn abs_f32(v: f32) -> f32 {
+    f32::from_bits(v.to_bits() & 0x7fff_ffff)
+}
+
+/// Maximum of `v` over the block; every thread gets it. Uses shared words
+/// `scratch .. scratch + 32` (as `u32`) and two barriers, so every thread of
+/// the block must call it; the block size must be a multiple of 32.
+///
+/// # Safety
+/// The 32 scratch words are within the dynamic shared memory and not used
+/// concurrently for anything else.
+#[inline(always)]
+pub unsafe fn block_max_f32(v: f32, scratch: u32) -> f32 {
+    let m = warp_max_f32(v);
+    // SAFETY: forwarded.
+    unsafe {
+        if lane_id() == 0 {
+            shared_store_u32(scratch + warp_id(), m.to_bits());
+        }
+        sync_threads();
+        let warps = (block_dim_x() * block_dim_y()).div_ceil(32);
+        let mine = if lane_id() < warps { f32::from_bits(shared_load_u32(scratch + lane_id())) } else { 0.0 };
+        let r = warp_max_f32(mine);
+        sync_threads();
+        r
+    }
+}
+
+/// Sum of `v` over the block; every thread gets it. Same rules as [`block_max_f32`].
+///
+/// # Safety
+/// As [`block_max_f32`].
+#[inline(always)]
+pub unsafe fn block_sum_i32(v: i32, scratch: u32) -> i32 {
+    let s = warp_sum_i32(v);
+    // SAFETY: forwarded.
+    unsafe {
+        if lane_id() == 0 {
+            shared_store_u32(scratch + warp_id(), s as u32);
+        }
+        sync_threads();
+        let warps = (block_dim_x() * block_dim_y()).div_ceil(32);
+        let mine = if lane_id() < warps { shared_load_u32(scratch + lane_id()) as i32 } else { 0 };
+        let r = warp_sum_i32(mine);
+        sync_threads();
+        r
+    }
+}
+
 /// Aborts the kernel (`trap`); on the emulator, a reported fault.
 #[inline(always)]
 pub fn trap() -> ! {

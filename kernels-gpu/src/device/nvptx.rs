@@ -243,6 +243,66 @@ pub unsafe fn shared_store_u64(index: u32, v: u64) {
 }
 
 #[inline(always)]
+pub unsafe fn shared_load_u32(index: u32) -> u32 {
+    let v: u32;
+    // SAFETY: the caller keeps `index` inside the dynamic shared memory.
+    unsafe {
+        asm!("ld.shared.u32 {v}, [{a}];", v = out(reg32) v, a = in(reg32) shared_base() + 4 * index, options(readonly, nostack))
+    };
+    v
+}
+
+#[inline(always)]
+pub unsafe fn shared_store_u32(index: u32, v: u32) {
+    // SAFETY: the caller keeps `index` inside the dynamic shared memory.
+    unsafe {
+        asm!("st.shared.u32 [{a}], {v};", v = in(reg32) v, a = in(reg32) shared_base() + 4 * index, options(nostack))
+    };
+}
+
+#[inline(always)]
+pub unsafe fn shared_store_u32x4(index: u32, v: [u32; 4]) {
+    // SAFETY: the caller keeps the four words inside the dynamic shared memory, 16-byte aligned.
+    unsafe {
+        asm!("st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};",
+            a = in(reg32) shared_base() + 4 * index,
+            x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3],
+            options(nostack))
+    };
+}
+
+#[inline(always)]
+pub unsafe fn shared_load_u32x4(index: u32) -> [u32; 4] {
+    let (x, y, z, w): (u32, u32, u32, u32);
+    // SAFETY: the caller keeps the four words inside the dynamic shared memory, 16-byte aligned.
+    unsafe {
+        asm!("ld.shared.v4.u32 {{{x}, {y}, {z}, {w}}}, [{a}];",
+            a = in(reg32) shared_base() + 4 * index,
+            x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
+            options(readonly, nostack))
+    };
+    [x, y, z, w]
+}
+
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("fma.rn.f32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c, options(pure, nomem, nostack))
+    };
+    r
+}
+
+#[inline(always)]
+pub fn round_ties_even(v: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("cvt.rni.f32.f32 {r}, {v};", r = out(reg32) r, v = in(reg32) v, options(pure, nomem, nostack)) };
+    r
+}
+
+#[inline(always)]
 pub fn trap() -> ! {
     // SAFETY: aborts the kernel.
     unsafe { nvptx::trap() }

@@ -1,0 +1,360 @@
+//! # Shared bodies of the quantization and ternary matmul kernels
+//!
+//! Each public kernel (one per file in [`crate::kernels`]) is a thin wrapper
+//! around a body here, generic over the input or output element (f32 / f16),
+//! so the f32 and f16 variants cannot drift apart.
+
+use crate::device::*;
+use crate::format::device_layout::{codes, codes_to_trits, dequantize};
+
+/// An activation element the quantizer reads.
+pub trait Element: Copy {
+    /// Its value as f32 (exact for f16).
+    fn to_f32(self) -> f32;
+}
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+/// IEEE half, as its bits.
+impl Element for u16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16_to_f32(self)
+    }
+}
+
+/// An output element the epilogue writes.
+pub trait Output: Copy {
+    /// From the f32 result (round to nearest even for f16).
+    fn from_f32(v: f32) -> Self;
+}
+impl Output for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+impl Output for u16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f32_to_f16(v)
+    }
+}
+
+/// Smallest absmax the quantizer divides by (BitNet's clamp), so an all-zero row gets a finite scale.
+pub const ABSMAX_FLOOR: f32 = 1e-5;
+
+/// The quantizer's scale for a row of absolute maximum `absmax`: `127 / max(absmax, 1e-5)`.
+#[inline(always)]
+pub fn activation_scale(absmax: f32) -> f32 {
+    127.0 / absmax.max(ABSMAX_FLOOR)
+}
+
+/// One activation, quantized: `clamp(round_ties_even(x · scale), −128, 127)`.
+#[inline(always)]
+pub fn quantize_value(x: f32, scale: f32) -> i8 {
+    round_ties_even(x * scale).clamp(-128.0, 127.0) as i8
+}
+
+/// Threads per block of the quantizer, and the shared words it needs.
+pub const QUANTIZE_THREADS: u32 = 256;
+/// Dynamic shared memory of the quantizer: 32 scratch words.
+pub const QUANTIZE_SHARED_BYTES: u32 = 32 * 4;
+
+/// Per-row absmax int8 quantization; see `quantize_f32`.
+///
+/// # Safety
+/// As the kernels that call it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn quantize_body<E: Element>(
+    x: In<E>,
+    q: Out<i8>,
+    scales: Out<f32>,
+    sums: Out<i32>,
+    rows: u32,
+    cols: u32,
+    k_pad: u32,
+) {
+    let (t, nt) = (thread_idx_x(), block_dim_x());
+    let mut row = block_idx_x();
+    while row < rows {
+        let base = row as usize * cols as usize;
+        let mut m = 0.0f32;
+        let mut k = t;
+        while k < cols {
+            // SAFETY: k < cols within row < rows.
+            m = m.max(abs_f32(unsafe { x.get(base + k as usize) }.to_f32()));
+            k += nt;
+        }
+        // SAFETY: 32 scratch words at 0 (QUANTIZE_SHARED_BYTES).
+        let absmax = unsafe { block_max_f32(m, 0) };
+        let scale = activation_scale(absmax);
+        let mut sum = 0i32;
+        let mut k = t;
+        let out = row as usize * k_pad as usize;
+        while k < k_pad {
+            // SAFETY: k < k_pad; padding columns get 0.
+            unsafe {
+                let v = if k < cols { quantize_value(x.get(base + k as usize).to_f32(), scale) } else { 0 };
+                sum += v as i32;
+                q.set(out + k as usize, v);
+            }
+            k += nt;
+        }
+        // SAFETY: as above.
+        let total = unsafe { block_sum_i32(sum, 0) };
+        if t == 0 {
+            // SAFETY: row < rows.
+            unsafe {
+                scales.set(row as usize, scale);
+                sums.set(row as usize, total);
+            }
+        }
+        row += grid_dim_x();
+    }
+}
+
+/// Warps per GEMV block and rows per warp pass.
+pub const GEMV_WARPS: u32 = 8;
+/// Largest M the GEMV handles (decode: a few tokens).
+pub const GEMV_MAX_M: usize = 8;
+
+/// Dynamic shared memory of the GEMV: the whole int8 activation block.
+pub const fn gemv_shared_bytes(m: usize, k_pad: usize) -> u32 {
+    (m * k_pad) as u32
+}
+
+/// Ternary GEMV body; see `ternary_gemv_f32`.
+///
+/// # Safety
+/// As the kernels that call it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemv_body<O: Output>(
+    x: In<u32>,
+    x_scales: In<f32>,
+    x_sums: In<i32>,
+    w: In<u32>,
+    w_scale: f32,
+    y: Out<O>,
+    m: u32,
+    n: u32,
+    k_pad: u32,
+) {
+    let t = thread_idx_x();
+    let words = k_pad / 4; // activation words per row
+    let chunks = k_pad / 64; // 128-bit weight loads per row
+    // Activations → shared memory, transposed within each 64-byte chunk so
+    // that lanes reading the same offset of consecutive chunks hit
+    // consecutive banks: word r of chunk c goes to r·chunks + c.
+    let mut i = t;
+    while i < m * words {
+        let (row, wi) = (i / words, i % words);
+        let (c, r) = (wi / 16, wi % 16);
+        // SAFETY: i < m·words; the destination is below m·words (the shared size).
+        unsafe { shared_store_u32(row * words + r * chunks + c, x.get(i as usize)) };
+        i += block_dim_x();
+    }
+    sync_threads();
+    let (lane, warp) = (lane_id(), warp_id());
+    let mut row = block_idx_x() * GEMV_WARPS + warp;
+    while row < n {
+        let mut acc = [0i32; GEMV_MAX_M];
+        let wrow = row as usize * (k_pad / 16) as usize;
+        let mut c = lane;
+        while c < chunks {
+            // SAFETY: chunk c of row `row` is inside the weights.
+            let wv = unsafe { w.get4(wrow + 4 * c as usize) };
+            for (q, &word) in wv.iter().enumerate() {
+                for j in 0..4u32 {
+                    let codes = codes(word, j);
+                    let r = 4 * q as u32 + j;
+                    for (mm, a) in acc.iter_mut().enumerate().take(m as usize) {
+                        // SAFETY: inside the shared activation block.
+                        let act = unsafe { shared_load_u32(mm as u32 * words + r * chunks + c) };
+                        *a = dp4a(codes, act, *a);
+                    }
+                }
+            }
+            c += 32;
+        }
+        for (mm, a) in acc.iter().enumerate().take(m as usize) {
+            // Codes are trit + 1: subtract the activation sum once.
+            let total = warp_sum_i32(*a);
+            if lane == 0 {
+                // SAFETY: mm < m, row < n.
+                unsafe {
+                    let v = dequantize(total - x_sums.get(mm), w_scale, x_scales.get(mm));
+                    y.set(mm * n as usize + row as usize, O::from_f32(v));
+                }
+            }
+        }
+        row += grid_dim_x() * GEMV_WARPS;
+    }
+}
+
+/// GEMM tile sizes: a block computes `GEMM_BM × GEMM_BN` outputs, stepping
+/// `GEMM_BK` along K.
+pub const GEMM_BM: u32 = 128;
+/// See [`GEMM_BM`].
+pub const GEMM_BN: u32 = 128;
+/// See [`GEMM_BM`].
+pub const GEMM_BK: u32 = 64;
+/// Threads per GEMM block: 8 warps, 2 along M × 4 along N, each 64 × 32.
+pub const GEMM_THREADS: u32 = 256;
+/// Shared row stride in words: 64 bytes of K plus 16 of padding, which puts
+/// the 8 rows × 4 words of an mma fragment load on 32 distinct banks.
+pub const GEMM_ROW_WORDS: u32 = 20;
+const GEMM_TILE_WORDS: u32 = GEMM_BM * GEMM_ROW_WORDS;
+/// Dynamic shared memory of the GEMM: A and B tiles, double-buffered.
+pub const GEMM_SHARED_BYTES: u32 = 4 * GEMM_TILE_WORDS * 4;
+
+/// Word index of (row, word) of tile `which` (0 = A, 1 = B) in buffer `buf`.
+#[inline(always)]
+fn gemm_word(buf: u32, which: u32, row: u32, word: u32) -> u32 {
+    (buf * 2 + which) * GEMM_TILE_WORDS + row * GEMM_ROW_WORDS + word
+}
+
+/// One K-step's worth of global data held in registers between the loads and the shared stores.
+#[derive(Clone, Copy)]
+struct GemmStage {
+    a: [[u32; 4]; 2],
+    w: [u32; 2],
+}
+
+/// Loads K-step `kt`: two 16-byte pieces of A per thread (rows t/4 and
+/// t/4 + 64), and two packed weight words (32 weights) of row t/2.
+///
+/// # Safety
+/// As the GEMM kernels.
+#[inline(always)]
+unsafe fn gemm_load(x: In<u32>, w: In<u32>, m: u32, n: u32, k_pad: u32, bm: u32, bn: u32, kt: u32) -> GemmStage {
+    let t = thread_idx_x();
+    let mut st = GemmStage { a: [[0; 4]; 2], w: [0x5555_5555; 2] };
+    for (h, a) in st.a.iter_mut().enumerate() {
+        let row = bm + t / 4 + 64 * h as u32;
+        if row < m {
+            let word = row * (k_pad / 4) + kt * (GEMM_BK / 4) + 4 * (t % 4);
+            // SAFETY: row < m and the word is inside the padded row.
+            *a = unsafe { x.get4(word as usize) };
+        }
+    }
+    let wrow = bn + t / 2;
+    if wrow < n {
+        let word = (wrow * (k_pad / 16) + kt * (GEMM_BK / 16) + 2 * (t % 2)) as usize;
+        // SAFETY: wrow < n and both words are inside the padded row.
+        st.w = unsafe { [w.get(word), w.get(word + 1)] };
+    }
+    st
+}
+
+/// Stores a loaded K-step into shared buffer `buf`, unpacking the weights to int8 trits.
+///
+/// # Safety
+/// As the GEMM kernels.
+#[inline(always)]
+unsafe fn gemm_store(st: &GemmStage, buf: u32) {
+    let t = thread_idx_x();
+    for (h, a) in st.a.iter().enumerate() {
+        // SAFETY: inside tile A of `buf`; 4t%16 keeps 16-byte alignment (row stride 80 bytes).
+        unsafe { shared_store_u32x4(gemm_word(buf, 0, t / 4 + 64 * h as u32, 4 * (t % 4)), *a) };
+    }
+    for (q, &word) in st.w.iter().enumerate() {
+        // Word q of this thread holds weights 16q'..16q'+16 of the step, q' = 2(t%2) + q;
+        // extraction j yields weights 16q' + 4j .. + 4, i.e. word 4q' + j of the int8 row.
+        let trits = [0, 1, 2, 3].map(|j| codes_to_trits(codes(word, j)));
+        let q2 = 2 * (t % 2) + q as u32;
+        // SAFETY: inside tile B of `buf`.
+        unsafe { shared_store_u32x4(gemm_word(buf, 1, t / 2, 4 * q2), trits) };
+    }
+}
+
+/// Ternary GEMM body; see `ternary_gemm_f32`.
+///
+/// # Safety
+/// As the kernels that call it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_body<O: Output>(
+    x: In<u32>,
+    x_scales: In<f32>,
+    w: In<u32>,
+    w_scale: f32,
+    y: Out<O>,
+    m: u32,
+    n: u32,
+    k_pad: u32,
+) {
+    let (bn, bm) = (block_idx_x() * GEMM_BN, block_idx_y() * GEMM_BM);
+    let (lane, warp) = (lane_id(), warp_id());
+    let (wm, wn) = (warp / 4, warp % 4);
+    let (g, tq) = (lane / 4, lane % 4);
+    let steps = k_pad / GEMM_BK;
+    let mut acc = [[[0i32; 4]; 4]; 4];
+    // SAFETY: forwarded; step 0 exists because k_pad ≥ 64.
+    unsafe {
+        let first = gemm_load(x, w, m, n, k_pad, bm, bn, 0);
+        gemm_store(&first, 0);
+    }
+    sync_threads();
+    for kt in 0..steps {
+        let buf = kt % 2;
+        // SAFETY: forwarded.
+        let next = if kt + 1 < steps { Some(unsafe { gemm_load(x, w, m, n, k_pad, bm, bn, kt + 1) }) } else { None };
+        for ks in 0..2u32 {
+            let mut a = [[0u32; 4]; 4];
+            let mut b = [[0u32; 2]; 4];
+            for (mt, frag) in a.iter_mut().enumerate() {
+                let row = wm * 64 + mt as u32 * 16 + g;
+                // SAFETY: inside tile A of `buf`.
+                unsafe {
+                    *frag = [
+                        shared_load_u32(gemm_word(buf, 0, row, 8 * ks + tq)),
+                        shared_load_u32(gemm_word(buf, 0, row + 8, 8 * ks + tq)),
+                        shared_load_u32(gemm_word(buf, 0, row, 8 * ks + 4 + tq)),
+                        shared_load_u32(gemm_word(buf, 0, row + 8, 8 * ks + 4 + tq)),
+                    ];
+                }
+            }
+            for (nt, frag) in b.iter_mut().enumerate() {
+                let row = wn * 32 + nt as u32 * 8 + g;
+                // SAFETY: inside tile B of `buf`.
+                unsafe {
+                    *frag = [
+                        shared_load_u32(gemm_word(buf, 1, row, 8 * ks + tq)),
+                        shared_load_u32(gemm_word(buf, 1, row, 8 * ks + 4 + tq)),
+                    ];
+                }
+            }
+            for mt in 0..4 {
+                for nt in 0..4 {
+                    acc[mt][nt] = mma_m16n8k32_s8(a[mt], b[nt], acc[mt][nt]);
+                }
+            }
+        }
+        if let Some(next) = next {
+            // SAFETY: the other buffer; its last readers finished before the previous barrier.
+            unsafe { gemm_store(&next, buf ^ 1) };
+        }
+        sync_threads();
+    }
+    for (mt, row_tiles) in acc.iter().enumerate() {
+        for (nt, tile) in row_tiles.iter().enumerate() {
+            for (i, &v) in tile.iter().enumerate() {
+                let row = bm + wm * 64 + mt as u32 * 16 + g + 8 * (i as u32 / 2);
+                let col = bn + wn * 32 + nt as u32 * 8 + 2 * tq + i as u32 % 2;
+                if row < m && col < n {
+                    // SAFETY: row < m, col < n.
+                    unsafe {
+                        let v = dequantize(v, w_scale, x_scales.get(row as usize));
+                        y.set(row as usize * n as usize + col as usize, O::from_f32(v));
+                    }
+                }
+            }
+        }
+    }
+}
