@@ -24,8 +24,19 @@ use kernels_gpu::format::device_layout::codes;
 
 /// Weights per AVX-512 block.
 const BLOCK: usize = 256;
-/// Activation rows that share one decoded weight vector.
+/// Weight rows that share each activation vector load: four for decode
+/// (M ≤ 2, where activation loads dominate), two otherwise (more would spill
+/// the 4 × R accumulators).
+const NR_DECODE: usize = 4;
+/// See [`NR_DECODE`].
+const NR: usize = 2;
+/// Activation rows that share each decoded weight vector (at most).
 const MR: usize = 4;
+/// Activation rows per cache block: the block (`MB × K` bytes, 128 KiB at
+/// K = 4096) stays in L2 while a task's weight rows pass over it.
+const MB: usize = 32;
+/// Weight rows per parallel task.
+const ROWS_PER_TASK: usize = 16;
 
 /// Which path runs on this CPU.
 pub fn simd_level() -> &'static str {
@@ -47,7 +58,7 @@ fn has_vnni() -> bool {
 fn permute_blocks(x: &QuantizedActivations) -> Vec<i8> {
     let mut out = x.values().to_vec();
     let full = x.k_pad / BLOCK;
-    for (row_out, row_in) in out.chunks_mut(x.k_pad).zip(x.values().chunks(x.k_pad)) {
+    out.par_chunks_mut(x.k_pad).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
         for blk in 0..full {
             let (o, i) = (&mut row_out[blk * BLOCK..][..BLOCK], &row_in[blk * BLOCK..][..BLOCK]);
             for j in 0..4 {
@@ -56,7 +67,7 @@ fn permute_blocks(x: &QuantizedActivations) -> Vec<i8> {
                 }
             }
         }
-    }
+    });
     out
 }
 
@@ -65,81 +76,142 @@ pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Pr
     let (m, n) = (x.rows, w.rows());
     let vnni = has_vnni();
     let act = if vnni { permute_blocks(x) } else { x.values().to_vec() };
-    // Output transposed (n × m), so each parallel chunk owns whole weight rows.
+    // Output transposed (n × m), so each parallel task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
-    const ROWS_PER_TASK: usize = 16;
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
-        let mut dots = [0i32; MR];
-        for (local, out_row) in chunk.chunks_mut(m).enumerate() {
-            let row = task * ROWS_PER_TASK + local;
-            let words = &w.words()[row * w.words_per_row()..][..w.words_per_row()];
-            for m0 in (0..m).step_by(MR) {
-                let rows = (m - m0).min(MR);
-                let acts: [&[i8]; MR] = std::array::from_fn(|r| {
-                    let rr = (m0 + r).min(m - 1);
-                    &act[rr * x.k_pad..][..x.k_pad]
-                });
-                dot_rows(words, &acts, vnni, &mut dots);
-                for r in 0..rows {
-                    let v = dequantize(dots[r] - x.sums[m0 + r], w.scale(), x.scales[m0 + r]);
-                    out_row[m0 + r] = precision.round(v);
-                }
-            }
+        if m <= 2 {
+            task_rows::<NR_DECODE>(x, w, &act, vnni, precision, task, chunk);
+        } else {
+            task_rows::<NR>(x, w, &act, vnni, precision, task, chunk);
         }
     });
     let mut y = vec![0f32; m * n];
-    for (c, row) in yt.chunks(m.max(1)).enumerate() {
-        for (r, &v) in row.iter().enumerate() {
-            y[r * n + c] = v;
+    y.par_chunks_mut(n).enumerate().for_each(|(r, out)| {
+        for (c, v) in out.iter_mut().enumerate() {
+            *v = yt[c * m + r];
         }
-    }
+    });
     y
 }
 
-/// Σ code·a over one weight row for `MR` activation rows.
-fn dot_rows(words: &[u32], acts: &[&[i8]; MR], vnni: bool, out: &mut [i32; MR]) {
-    let full_words = if vnni { (words.len() * 16 / BLOCK) * (BLOCK / 16) } else { 0 };
-    *out = [0; MR];
-    #[cfg(target_arch = "x86_64")]
-    if vnni {
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`).
-        *out = unsafe { dot_rows_vnni(&words[..full_words], acts) };
-    }
-    // Portable path (and the AVX-512 path's tail): natural activation order.
-    for (wi, &word) in words.iter().enumerate().skip(full_words) {
-        for j in 0..4u32 {
-            let c = codes(word, j);
-            let k = 16 * wi + 4 * j as usize;
-            for (o, a) in out.iter_mut().zip(acts) {
-                let av = u32::from_le_bytes([a[k] as u8, a[k + 1] as u8, a[k + 2] as u8, a[k + 3] as u8]);
-                *o = kernels_gpu::device::dp4a_reference(c, av, *o);
+/// One parallel task: weight rows `task · ROWS_PER_TASK ..` against every
+/// activation row, `N` weight rows at a time; writes the transposed output.
+fn task_rows<const N: usize>(
+    x: &QuantizedActivations,
+    w: &DeviceTernary,
+    act: &[i8],
+    vnni: bool,
+    precision: Precision,
+    task: usize,
+    chunk: &mut [f32],
+) {
+    let (m, wpr) = (x.rows, w.words_per_row());
+    {
+        let first_row = task * ROWS_PER_TASK;
+        let rows_here = chunk.len() / m;
+        for m0 in (0..m).step_by(MB) {
+            let m_end = (m0 + MB).min(m);
+            for r0 in (0..rows_here).step_by(N) {
+                let nr = (rows_here - r0).min(N);
+                let row = |i: usize| {
+                    let rr = first_row + r0 + i.min(nr - 1);
+                    &w.words()[rr * wpr..][..wpr]
+                };
+                let weights: [&[u32]; N] = std::array::from_fn(row);
+                let mut mm = m0;
+                while mm < m_end {
+                    let mr = (m_end - mm).min(MR);
+                    let acts: [&[i8]; MR] = std::array::from_fn(|i| &act[(mm + i.min(mr - 1)) * x.k_pad..][..x.k_pad]);
+                    let dots = match mr {
+                        1 => widen(dot_block::<N, 1>(&weights, &[acts[0]], vnni)),
+                        2 => widen(dot_block::<N, 2>(&weights, &[acts[0], acts[1]], vnni)),
+                        3 => widen(dot_block::<N, 3>(&weights, &[acts[0], acts[1], acts[2]], vnni)),
+                        _ => widen(dot_block::<N, 4>(&weights, &acts, vnni)),
+                    };
+                    for (i, row_dots) in dots.iter().enumerate().take(nr) {
+                        let out_row = &mut chunk[(r0 + i) * m..][..m];
+                        for r in 0..mr {
+                            let v = dequantize(row_dots[r] - x.sums[mm + r], w.scale(), x.scales[mm + r]);
+                            out_row[mm + r] = precision.round(v);
+                        }
+                    }
+                    mm += mr;
+                }
             }
         }
     }
+}
+
+fn widen<const N: usize, const R: usize>(d: [[i32; R]; N]) -> [[i32; MR]; N] {
+    d.map(|row| std::array::from_fn(|i| if i < R { row[i] } else { 0 }))
+}
+
+/// Σ code·a for `N` weight rows × `R` activation rows.
+fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], vnni: bool) -> [[i32; R]; N] {
+    let words = weights[0].len();
+    let full_words = if vnni { (words * 16 / BLOCK) * (BLOCK / 16) } else { 0 };
+    let mut out = [[0i32; R]; N];
+    #[cfg(target_arch = "x86_64")]
+    if vnni {
+        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`).
+        out = unsafe {
+            if R <= 2 {
+                dot_block_vnni::<N, R, 4>(weights, acts, full_words)
+            } else {
+                dot_block_vnni::<N, R, 2>(weights, acts, full_words)
+            }
+        };
+    }
+    // Portable path (and the AVX-512 path's tail): natural activation order.
+    for (wr, o) in weights.iter().zip(out.iter_mut()) {
+        for (wi, &word) in wr.iter().enumerate().skip(full_words) {
+            for j in 0..4u32 {
+                let c = codes(word, j);
+                let k = 16 * wi + 4 * j as usize;
+                for (acc, a) in o.iter_mut().zip(acts) {
+                    let av = u32::from_le_bytes([a[k] as u8, a[k + 1] as u8, a[k + 2] as u8, a[k + 3] as u8]);
+                    *acc = kernels_gpu::device::dp4a_reference(c, av, *acc);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn dot_rows_vnni(words: &[u32], acts: &[&[i8]; MR]) -> [i32; MR] {
+/// `S` independent accumulators per (weight row, activation row): `vpdpbusd`
+/// has a latency of several cycles, and with few rows a single accumulator
+/// per pair would serialize the four extractions of each block.
+fn dot_block_vnni<const N: usize, const R: usize, const S: usize>(
+    weights: &[&[u32]; N],
+    acts: &[&[i8]; R],
+    full_words: usize,
+) -> [[i32; R]; N] {
     use std::arch::x86_64::*;
     let mask = _mm512_set1_epi32(0x0303_0303);
-    let mut acc = [_mm512_setzero_si512(); MR];
-    for (blk, chunk) in words.chunks_exact(BLOCK / 16).enumerate() {
-        // SAFETY: 16 words = 64 bytes are readable; unaligned load.
-        let wv = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
-        let c = [
-            _mm512_and_si512(wv, mask),
-            _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
-            _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
-            _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
-        ];
-        for (j, cj) in c.iter().enumerate() {
-            for (r, a) in acc.iter_mut().enumerate() {
+    let mut acc = [[[_mm512_setzero_si512(); S]; R]; N];
+    for blk in 0..full_words / 16 {
+        let mut c = [[_mm512_setzero_si512(); 4]; N];
+        for (ci, wr) in c.iter_mut().zip(weights) {
+            // SAFETY: 16 words = 64 bytes of this row are readable; unaligned load.
+            let wv = unsafe { _mm512_loadu_si512(wr[16 * blk..].as_ptr().cast()) };
+            *ci = [
+                _mm512_and_si512(wv, mask),
+                _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
+                _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
+                _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
+            ];
+        }
+        for j in 0..4 {
+            for r in 0..R {
                 // SAFETY: the permuted block has 64 bytes at offset 64j.
                 let av = unsafe { _mm512_loadu_si512(acts[r][blk * BLOCK + 64 * j..].as_ptr().cast()) };
-                *a = _mm512_dpbusd_epi32(*a, *cj, av);
+                for (a, ci) in acc.iter_mut().zip(&c) {
+                    a[r][j % S] = _mm512_dpbusd_epi32(a[r][j % S], ci[j], av);
+                }
             }
         }
     }
-    acc.map(|a| _mm512_reduce_add_epi32(a))
+    acc.map(|row| row.map(|parts| parts.iter().map(|&a| _mm512_reduce_add_epi32(a)).fold(0i32, i32::wrapping_add)))
 }

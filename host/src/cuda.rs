@@ -190,6 +190,12 @@ impl CudaBackend {
         self.stream.clone_dtoh(buf).map_err(self.err(what, &format!("{} elements", buf.len())))
     }
 
+    /// Device-to-device copy (the bandwidth ceiling of the benchmarks).
+    pub fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>) -> KernelResult<()> {
+        let shape = format!("{} bytes", src.len());
+        self.stream.memcpy_dtod(src, dst).map_err(self.err("memcpy_dtod", &shape))
+    }
+
     /// Waits for the stream.
     pub fn synchronize(&self, what: &'static str) -> KernelResult<()> {
         self.stream.synchronize().map_err(self.err(what, "-"))

@@ -191,12 +191,7 @@ pub fn compare_sgemm(got: &[f32], want: &[f32], magnitude: &[f64]) -> Result<(),
     if got.len() != want.len() {
         return Err(format!("length {} instead of {}", got.len(), want.len()));
     }
-    let mut bad = got
-        .iter()
-        .zip(want)
-        .zip(magnitude)
-        .enumerate()
-        .filter(|(_, ((g, w), m))| !within(**g, **w, **m));
+    let mut bad = got.iter().zip(want).zip(magnitude).enumerate().filter(|(_, ((g, w), m))| !within(**g, **w, **m));
     match bad.next() {
         None => Ok(()),
         Some((i, ((g, w), m))) => {

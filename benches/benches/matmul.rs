@@ -1,0 +1,192 @@
+//! Ternary matmul, quantization and SGEMM benchmarks.
+//!
+//! Shapes `(N, K)` of weight matrices: the original report's 4096 × 4096;
+//! BitNet b1.58-large's 1536 × 1536, 4096 × 1536, 1536 × 4096; BitNet-2B-4T's
+//! 2560 × 2560, 6912 × 2560, 2560 × 6912. Token counts `M`: decode 1 (GEMV),
+//! prefill 512 and 16384 (GEMM; 16384 = the original's 32 × 512 batch), and
+//! 8 on 4096² (the CPU peer's figure).
+//!
+//! Throughput is in elements = multiply-adds × 2 (Criterion's "elem/s" reads
+//! as OPS) for matmuls, activations for the quantizer. On the CPU the
+//! largest prefill shapes take about a second per iteration and run with
+//! Criterion's minimum of 10 samples (never skipped).
+//!
+//! With a GPU: the same kernels on CUDA (GPU time from CUDA events), the
+//! GEMV also cold (weights rotated through buffers larger than the L2), cuBLAS
+//! FP16 `GemmEx` of each shape and cuBLAS SGEMM 4096³ beside ours, and a
+//! device-to-device copy as the bandwidth ceiling; a ratio line is printed
+//! after each pair.
+
+use std::time::Duration;
+
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
+use rand::{RngExt, SeedableRng};
+use trinity::backend::Backend;
+use trinity::cpu::CpuBackend;
+use trinity::cuda::CudaBackend;
+use trinity::matmul::{Activations, Precision, QuantizedActivations};
+use trinity::ternary::DeviceTernary;
+
+const SHAPES: &[(&str, usize, usize)] = &[
+    ("original", 4096, 4096),
+    ("b1.58-large-qkvo", 1536, 1536),
+    ("b1.58-large-up", 4096, 1536),
+    ("b1.58-large-down", 1536, 4096),
+    ("2b4t-qo", 2560, 2560),
+    ("2b4t-up", 6912, 2560),
+    ("2b4t-down", 2560, 6912),
+];
+
+fn weights(rng: &mut rand::rngs::StdRng, n: usize, k: usize) -> DeviceTernary {
+    DeviceTernary::from_packed(&trinity::verify::random_weights(rng, n, k))
+}
+
+fn activations(rng: &mut rand::rngs::StdRng, m: usize, k: usize) -> QuantizedActivations {
+    let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    CpuBackend.quantize(Activations::F32(&x), m, k).expect("valid shape")
+}
+
+fn ops(m: usize, n: usize, k: usize) -> Throughput {
+    Throughput::Elements(2 * (m * n * k) as u64)
+}
+
+fn cpu_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g
+}
+
+fn bench_cpu(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    println!(
+        "matmul: CPU ternary path {}, {} threads",
+        trinity::cpu_ternary::simd_level(),
+        rayon::current_num_threads()
+    );
+    let mut g = cpu_group(c, "cpu-ternary");
+    for &(name, n, k) in SHAPES {
+        let w = weights(&mut rng, n, k);
+        let ms: &[usize] = if name == "original" { &[1, 8, 512, 16384] } else { &[1, 512, 16384] };
+        for &m in ms {
+            let x = activations(&mut rng, m, k);
+            g.throughput(ops(m, n, k));
+            let id = BenchmarkId::new(format!("{name}-{n}x{k}"), format!("m{m}"));
+            if m <= 8 {
+                g.bench_function(id, |b| b.iter(|| CpuBackend.ternary_gemv(&x, &w, Precision::F32).unwrap()));
+            } else {
+                g.bench_function(id, |b| b.iter(|| CpuBackend.ternary_gemm(&x, &w, Precision::F32).unwrap()));
+            }
+        }
+    }
+    g.finish();
+
+    let mut g = cpu_group(c, "cpu-quantize");
+    for &m in &[1usize, 512, 16384] {
+        let x: Vec<f32> = (0..m * 4096).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        g.throughput(Throughput::Elements((m * 4096) as u64));
+        g.bench_function(BenchmarkId::new("f32", format!("m{m}xk4096")), |b| {
+            b.iter(|| CpuBackend.quantize(Activations::F32(&x), m, 4096).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = cpu_group(c, "cpu-sgemm");
+    let n = 4096;
+    let a: Vec<f32> = (0..n * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    g.throughput(ops(n, n, n));
+    g.bench_function(BenchmarkId::new("matrixmultiply", "4096^3"), |b| {
+        b.iter(|| CpuBackend.sgemm(&a, &a, n, n, n).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_gpu(c: &mut Criterion) {
+    let gpu = match CudaBackend::new(0) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            println!("matmul: CUDA benches skipped: {e}");
+            return;
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut g = c.benchmark_group(format!("cuda-{}", gpu.device_name()));
+    g.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    let median = |f: &mut dyn FnMut() -> trinity::KernelResult<()>| -> f64 {
+        let mut t: Vec<f64> = (0..7).map(|_| gpu.time(10, &mut *f).unwrap().as_secs_f64() / 10.0).collect();
+        t.sort_by(f64::total_cmp);
+        t[3]
+    };
+
+    // The bandwidth ceiling: a device-to-device copy of 1 GiB.
+    let copy_bytes = 1usize << 30;
+    let src = gpu.zeros::<u8>(copy_bytes, "alloc").unwrap();
+    let mut dst = gpu.zeros::<u8>(copy_bytes, "alloc").unwrap();
+    let mut copy = || gpu.copy(&src, &mut dst);
+    let copy_bw = 2.0 * copy_bytes as f64 / median(&mut copy);
+    println!("ceiling: device-to-device copy {:.0} GB/s (read + write)", copy_bw / 1e9);
+    drop((src, dst));
+
+    let blas = gpu.cublas().ok();
+    let l2_rotation = 8; // copies of the weights, more than an H100's 50 MB L2 for every shape here
+    for &(name, n, k) in SHAPES {
+        let w = weights(&mut rng, n, k);
+        let dws: Vec<_> = (0..l2_rotation).map(|_| gpu.upload_weights(&w).unwrap()).collect();
+        for &m in &[1usize, 512, 16384] {
+            let x = activations(&mut rng, m, k);
+            let dx = gpu.upload_activations(&x).unwrap();
+            let mut y = gpu.zeros::<f32>(m * n, "alloc").unwrap();
+            let gemm = m > 8;
+            g.throughput(ops(m, n, k));
+            let id = format!("{name}-{n}x{k}");
+            g.bench_function(BenchmarkId::new(format!("ternary-hot/{id}"), format!("m{m}")), |b| {
+                b.iter_custom(|it| {
+                    gpu.time(it, || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y)).unwrap()
+                })
+            });
+            let mut turn = 0;
+            let ours_hot = median(&mut || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y));
+            let ours_cold = median(&mut || {
+                turn = (turn + 1) % l2_rotation;
+                gpu.launch_ternary(gemm, &dx, &dws[turn], Precision::F32, &mut y)
+            });
+            let weight_bytes = (n * w.k_pad() / 4) as f64;
+            print!(
+                "ratio {id} m{m}: ours {:.1} µs hot, {:.1} µs cold; cold weight stream {:.0} GB/s = {:.0}% of copy",
+                ours_hot * 1e6,
+                ours_cold * 1e6,
+                weight_bytes / ours_cold / 1e9,
+                100.0 * weight_bytes / ours_cold / copy_bw
+            );
+            if let Some(blas) = &blas {
+                let a16 = gpu.upload(&vec![half::f16::from_f32(0.5); m * k], "upload").unwrap();
+                let b16 = gpu.upload(&vec![half::f16::from_f32(-1.0); n * k], "upload").unwrap();
+                let mut c16 = gpu.zeros::<half::f16>(m * n, "alloc").unwrap();
+                let theirs = median(&mut || gpu.cublas_gemm(blas, &a16, &b16, &mut c16, m, n, k));
+                print!("; cuBLAS FP16 {:.1} µs, ours/cuBLAS speed-up {:.2}×", theirs * 1e6, theirs / ours_hot);
+            }
+            println!();
+        }
+    }
+
+    let n = 4096;
+    let a = gpu.upload(&(0..n * n).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>(), "upload").unwrap();
+    let mut cc = gpu.zeros::<f32>(n * n, "alloc").unwrap();
+    g.throughput(ops(n, n, n));
+    g.bench_function(BenchmarkId::new("sgemm", "4096^3"), |b| {
+        b.iter_custom(|it| gpu.time(it, || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n)).unwrap())
+    });
+    let ours = median(&mut || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n));
+    let flops = 2.0 * (n * n * n) as f64;
+    print!("ratio sgemm 4096³: ours {:.1} TFLOPS", flops / ours / 1e12);
+    if let Some(blas) = &blas {
+        let theirs = median(&mut || gpu.cublas_gemm(blas, &a, &a, &mut cc, n, n, n));
+        print!(", cuBLAS {:.1} TFLOPS, ours = {:.0}% of cuBLAS", flops / theirs / 1e12, 100.0 * theirs / ours);
+    }
+    println!();
+    g.finish();
+}
+
+criterion_group!(benches, bench_cpu, bench_gpu);
+criterion_main!(benches);
