@@ -140,9 +140,11 @@ fn bench_gpu(c: &mut Criterion) {
             let gemm = m > 8;
             g.throughput(ops(m, n, k));
             let id = format!("{name}-{n}x{k}");
-            g.bench_function(BenchmarkId::new(format!("ternary-hot/{id}"), format!("m{m}")), |b| {
-                b.iter_custom(|it| {
-                    gpu.time(it, || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y)).unwrap()
+            trinity_benches::with_nvml("cuda", &format!("ternary-hot-{id}-m{m}"), || {
+                g.bench_function(BenchmarkId::new(format!("ternary-hot/{id}"), format!("m{m}")), |b| {
+                    b.iter_custom(|it| {
+                        gpu.time(it, || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y)).unwrap()
+                    })
                 })
             });
             let mut turn = 0;
@@ -174,8 +176,10 @@ fn bench_gpu(c: &mut Criterion) {
     let a = gpu.upload(&(0..n * n).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>(), "upload").unwrap();
     let mut cc = gpu.zeros::<f32>(n * n, "alloc").unwrap();
     g.throughput(ops(n, n, n));
-    g.bench_function(BenchmarkId::new("sgemm", "4096^3"), |b| {
-        b.iter_custom(|it| gpu.time(it, || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n)).unwrap())
+    trinity_benches::with_nvml("cuda", "sgemm-4096", || {
+        g.bench_function(BenchmarkId::new("sgemm", "4096^3"), |b| {
+            b.iter_custom(|it| gpu.time(it, || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n)).unwrap())
+        })
     });
     let ours = median(&mut || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n));
     let flops = 2.0 * (n * n * n) as f64;

@@ -56,9 +56,11 @@ fn bench_trihash(c: &mut Criterion) {
             let mut hits = gpu.zeros::<u32>(1 + 1024, "alloc").unwrap();
             let batches = gpu.trihash_blocks() * 32;
             group.throughput(Throughput::Elements(batches as u64 * 128));
-            group.bench_function(BenchmarkId::new("cuda", gpu.device_name()), |b| {
-                b.iter_custom(|iters| {
-                    gpu.time(iters, || gpu.launch_trihash_pow(&base, 0, batches, MWM, &mut hits)).unwrap()
+            trinity_benches::with_nvml("trihash", "cuda", || {
+                group.bench_function(BenchmarkId::new("cuda", gpu.device_name()), |b| {
+                    b.iter_custom(|iters| {
+                        gpu.time(iters, || gpu.launch_trihash_pow(&base, 0, batches, MWM, &mut hits)).unwrap()
+                    })
                 })
             });
         }

@@ -38,8 +38,12 @@ fn bench_unpack(c: &mut Criterion) {
         if let Some(gpu) = &gpu {
             let words = gpu.upload(w.words(), "upload").unwrap();
             let mut out = gpu.zeros::<i8>(rows * cols, "alloc").unwrap();
-            group.bench_function(BenchmarkId::new("i8/cuda", &id), |b| {
-                b.iter_custom(|iters| gpu.time(iters, || gpu.launch_unpack_i8(&words, &mut out, rows, cols)).unwrap())
+            trinity_benches::with_nvml("unpack", &format!("i8-cuda-{id}"), || {
+                group.bench_function(BenchmarkId::new("i8/cuda", &id), |b| {
+                    b.iter_custom(|iters| {
+                        gpu.time(iters, || gpu.launch_unpack_i8(&words, &mut out, rows, cols)).unwrap()
+                    })
+                })
             });
         }
         group.throughput(Throughput::Bytes(bytes(rows, cols, 2)));
@@ -49,9 +53,11 @@ fn bench_unpack(c: &mut Criterion) {
         if let Some(gpu) = &gpu {
             let words = gpu.upload(w.words(), "upload").unwrap();
             let mut out = gpu.zeros::<u16>(rows * cols, "alloc").unwrap();
-            group.bench_function(BenchmarkId::new("f16/cuda", &id), |b| {
-                b.iter_custom(|iters| {
-                    gpu.time(iters, || gpu.launch_unpack_f16(&words, &mut out, rows, cols, w.scale())).unwrap()
+            trinity_benches::with_nvml("unpack", &format!("f16-cuda-{id}"), || {
+                group.bench_function(BenchmarkId::new("f16/cuda", &id), |b| {
+                    b.iter_custom(|iters| {
+                        gpu.time(iters, || gpu.launch_unpack_f16(&words, &mut out, rows, cols, w.scale())).unwrap()
+                    })
                 })
             });
         }

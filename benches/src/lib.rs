@@ -1,1 +1,58 @@
-//! The Criterion suite lives in `benches/`; this library is empty on purpose.
+//! Helpers of the Criterion suite in `benches/`.
+//!
+//! [`with_nvml`] samples NVML (power, temperature, clocks, throttle reasons)
+//! while a GPU benchmark runs and writes the summary next to Criterion's
+//! output, as `target/criterion/<group>/nvml-<id>.json`, so a regression in
+//! time can be read beside the clocks and power it ran at.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trinity::measure::sensor::{NvmlSensor, Sampler, Sensor, SensorSummary};
+
+/// Criterion's output directory: `$CARGO_TARGET_DIR/criterion`, or the
+/// `criterion` folder of the target directory this bench binary lives in.
+pub fn criterion_dir() -> PathBuf {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t).join("criterion");
+    }
+    // target/<profile>/deps/<bench binary>
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// Runs `bench` (a Criterion `bench_function` call) with NVML sampled every
+/// 20 ms, then writes the summary; without NVML it just runs `bench`.
+pub fn with_nvml<T>(group: &str, id: &str, bench: impl FnOnce() -> T) -> T {
+    let Some(sensor) = NvmlSensor::open(0) else {
+        return bench();
+    };
+    let source = sensor.power_source();
+    let sampler = Sampler::start(Box::new(sensor), Duration::from_millis(20));
+    let out = bench();
+    let (readings, _) = sampler.finish();
+    let summary = SensorSummary::of(&readings, source);
+    let safe: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let dir = criterion_dir().join(group);
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            dir.join(format!("nvml-{safe}.json")),
+            serde_json::to_string_pretty(&summary).unwrap_or_default(),
+        )
+    });
+    match written {
+        Ok(()) if summary.throttled() => {
+            println!(
+                "{group}/{id}: THROTTLED in {} of {} NVML readings ({})",
+                summary.throttled_samples,
+                summary.samples,
+                summary.throttle_reasons.join(", ")
+            )
+        }
+        Ok(()) => {}
+        Err(e) => println!("{group}/{id}: could not write the NVML summary: {e}"),
+    }
+    out
+}

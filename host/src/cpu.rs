@@ -11,7 +11,7 @@ use crate::backend::{
     Backend, BackendKind, check_quantize, check_sgemm, check_ternary, check_trihash_batch, check_trihash_search,
 };
 use crate::error::KernelResult;
-use crate::matmul::{Activations, Precision, QuantizedActivations, quantize_reference};
+use crate::matmul::{Activations, Precision, QuantizedActivations};
 use crate::ternary::DeviceTernary;
 use crate::ternary::PackedTernary;
 use crate::trihash;
@@ -73,22 +73,27 @@ impl Backend for CpuBackend {
 
     fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations> {
         check_quantize(&x, rows, cols)?;
-        // Rows are independent: quantize them in parallel with the reference's own code.
-        let parts: Vec<QuantizedActivations> = (0..rows)
-            .into_par_iter()
-            .map(|r| {
-                let row = match x {
-                    Activations::F32(v) => Activations::F32(&v[r * cols..][..cols]),
-                    Activations::F16(v) => Activations::F16(&v[r * cols..][..cols]),
+        let mut out = QuantizedActivations::zeroed(rows, cols);
+        let k_pad = out.k_pad;
+        let values: &mut [i8] = bytemuck::cast_slice_mut(&mut out.words);
+        let per_row: Vec<(f32, i32)> = values
+            .par_chunks_mut(k_pad)
+            .enumerate()
+            .map_init(Vec::new, |buf, (r, q)| {
+                let row: &[f32] = match x {
+                    Activations::F32(v) => &v[r * cols..][..cols],
+                    Activations::F16(v) => {
+                        buf.resize(cols, 0.0);
+                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[r * cols..][..cols], buf);
+                        buf
+                    }
                 };
-                quantize_reference(row, 1, cols)
+                quantize_row(row, &mut q[..cols])
             })
             .collect();
-        let mut out = QuantizedActivations::zeroed(rows, cols);
-        for (r, p) in parts.into_iter().enumerate() {
-            out.words[r * out.k_pad / 4..][..out.k_pad / 4].copy_from_slice(&p.words);
-            out.scales[r] = p.scales[0];
-            out.sums[r] = p.sums[0];
+        for (r, (scale, sum)) in per_row.into_iter().enumerate() {
+            out.scales[r] = scale;
+            out.sums[r] = sum;
         }
         Ok(out)
     }
@@ -138,6 +143,38 @@ impl Backend for CpuBackend {
         };
         Ok(c)
     }
+}
+
+/// One row of the quantizer with the kernels' own scale and rounding
+/// functions (so it is bit-identical to them); returns (scale, sum).
+fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { quantize_row_avx2(x, q) };
+    }
+    quantize_row_generic(x, q)
+}
+
+#[inline(always)]
+fn quantize_row_generic(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    use kernels_gpu::matmul::{activation_scale, quantize_value};
+    // A branchy max (not f32::max, whose NaN rule blocks vectorization); |x| is exact.
+    let absmax = x.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    let scale = activation_scale(absmax);
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = quantize_value(v, scale);
+        sum += *o as i32;
+    }
+    (scale, sum)
+}
+
+/// The same code compiled for AVX2, where rounding is one instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_row_avx2(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    quantize_row_generic(x, q)
 }
 
 /// Scalar reference of `trihash_batch`: the sponge, message by message.

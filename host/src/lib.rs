@@ -23,6 +23,7 @@ pub mod error;
 pub mod geometry;
 pub mod info;
 pub mod matmul;
+pub mod measure;
 pub mod ptx;
 pub mod ternary;
 pub mod trihash;

@@ -31,6 +31,48 @@ enum Command {
         #[arg(long)]
         large: bool,
     },
+    /// The whole GPU report in one command: verify every kernel, then measure
+    /// and write JSON under results/ and Markdown on stdout.
+    Run {
+        /// Backend (default: cuda when a GPU is present, else cpu).
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+        /// Price of the machine per hour, for cost per run and per million tokens.
+        #[arg(long)]
+        cost_per_hour: Option<f64>,
+        /// Directory for the results.
+        #[arg(long, default_value = "results")]
+        results_dir: PathBuf,
+        /// Smaller shapes and fewer samples (a smoke test; the report says so).
+        #[arg(long)]
+        quick: bool,
+        /// Seed of the random inputs (default: fresh).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Tables across result files (Markdown) and SVG charts.
+    Report {
+        /// Result files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write throughput.svg and noise.svg here.
+        #[arg(long)]
+        charts: Option<PathBuf>,
+    },
+    /// Per-benchmark FASTER / SLOWER / SAME / UNSURE between two result files;
+    /// exits 1 when anything is SLOWER.
+    Compare {
+        /// The baseline results.
+        base: PathBuf,
+        /// The new results.
+        new: PathBuf,
+        /// Relative change of the median time that counts, e.g. 0.05.
+        #[arg(long, default_value_t = 0.05)]
+        threshold: f64,
+        /// Compare runs from different devices.
+        #[arg(long)]
+        allow_different_devices: bool,
+    },
     /// TriHash (IOTA Curl-P-81): hash trytes, or search a proof-of-work nonce.
     Trihash {
         #[command(subcommand)]
@@ -199,6 +241,41 @@ fn run() -> Result<ExitCode> {
         Command::Trihash { command: TrihashCommand::Pow { tx, random: _, mwm, backend, max_batches, seed } } => {
             trihash_pow(tx, mwm, backend, max_batches, seed)
         }
+        Command::Run { backend, cost_per_hour, results_dir, quick, seed } => {
+            use trinity::measure::run::{RunOptions, run};
+            let opts =
+                RunOptions { backend, cost_per_hour, results_dir, quick, seed: seed.unwrap_or_else(rand::random) };
+            let progress = BarProgress::new();
+            let out = run(&opts, &progress).context("trinity run")?;
+            progress.finish();
+            print!("{}", trinity::measure::report::run_markdown(&out.results));
+            eprintln!("results: {}\nreport:  {}", out.json.display(), out.markdown.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { files, charts } => {
+            use trinity::measure::{report, results::RunResults};
+            let runs = files.iter().map(|f| RunResults::load(f)).collect::<Result<Vec<_>, _>>()?;
+            println!("{}", report::runs_markdown(&runs));
+            for r in &runs {
+                println!("{}", report::run_markdown(r));
+            }
+            if let Some(dir) = charts {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                report::throughput_svg(&runs, &dir.join("throughput.svg"))?;
+                report::noise_svg(&runs, &dir.join("noise.svg"))?;
+                eprintln!("charts: {}/throughput.svg, {}/noise.svg", dir.display(), dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { base, new, threshold, allow_different_devices } => {
+            use trinity::measure::{report, results::RunResults, stats::Verdict};
+            let (b, n) = (RunResults::load(&base)?, RunResults::load(&new)?);
+            let rows = report::compare(&b, &n, threshold, allow_different_devices)?;
+            print!("{}", report::compare_markdown(&rows));
+            let slower = rows.iter().filter(|r| r.verdict == Verdict::Slower).count();
+            println!("\n{} benchmarks: {} slower (threshold {:.1} %)", rows.len(), slower, threshold * 100.0);
+            Ok(if slower > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
         Command::Ptx { out } => {
             if !ptx::available() {
                 bail!("this build embeds no PTX (built without a kernel toolchain; see README)");
@@ -210,6 +287,32 @@ fn run() -> Result<ExitCode> {
                 println!("{}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Progress on stderr with indicatif.
+struct BarProgress(indicatif::ProgressBar);
+
+impl BarProgress {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        BarProgress(bar)
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl trinity::measure::run::Progress for BarProgress {
+    fn step(&self, message: &str) {
+        // indicatif draws nothing when stderr is not a terminal (CI, logs): print plainly there.
+        if self.0.is_hidden() {
+            eprintln!("trinity run: {message}");
+        } else {
+            self.0.println(format!("trinity run: {message}"));
+            self.0.set_message(message.to_owned());
         }
     }
 }

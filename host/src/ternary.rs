@@ -197,6 +197,41 @@ impl DeviceTernary {
         DeviceTernary { rows: p.rows(), cols: p.cols(), scale: p.scale(), words }
     }
 
+    /// Random weights straight in the device layout (uniform trits), fast
+    /// enough for the gigabytes of a model's linear stack.
+    pub fn random(rows: usize, cols: usize, scale: f32, rng: &mut impl rand::Rng) -> Self {
+        let wpr = padded_k(cols) / WEIGHTS_PER_WORD;
+        let mut words = vec![0u32; rows * wpr];
+        for row in words.chunks_mut(wpr) {
+            for (wi, w) in row.iter_mut().enumerate() {
+                // Two random bits per code, invalid 0b11 folded to a uniform 0..=2 by rejection per word.
+                let mut codes = [CODE_ZERO; 16];
+                let mut bits = rng.next_u64();
+                let mut left = 32;
+                for (i, c) in codes.iter_mut().enumerate() {
+                    if wi * WEIGHTS_PER_WORD + i >= cols {
+                        break;
+                    }
+                    loop {
+                        if left == 0 {
+                            bits = rng.next_u64();
+                            left = 32;
+                        }
+                        let v = (bits & 3) as u32;
+                        bits >>= 2;
+                        left -= 1;
+                        if v != CODE_INVALID {
+                            *c = v;
+                            break;
+                        }
+                    }
+                }
+                *w = interleave(codes);
+            }
+        }
+        DeviceTernary { rows, cols, scale, words }
+    }
+
     /// Back to format v1 (the round trip of the repack).
     pub fn to_packed(&self) -> PackedTernary {
         let mut trits = Vec::with_capacity(self.rows * self.cols);

@@ -1,0 +1,26 @@
+//! # Measuring: timing, sensors, results, comparison
+//!
+//! The other half of Trinity: numbers a kernel developer can trust.
+//!
+//! - [`stats`]: sample summaries (median, spread, a confidence interval of
+//!   the median) and the compare rule (FASTER / SLOWER / SAME / UNSURE).
+//! - [`timing`]: the timing core shared by `cargo bench` and `trinity run`:
+//!   warm-up, then samples until the spread meets a target or a time cap,
+//!   with GPU time from CUDA events or CPU wall time.
+//! - [`sensor`]: NVML (power, temperature, clocks, throttle reasons, memory,
+//!   utilization, energy counter) sampled in a background thread, behind a
+//!   trait with a scripted fake for tests.
+//! - [`results`]: the versioned results schema written by `trinity run`.
+//! - [`report`]: Markdown tables and SVG charts across result files.
+//! - [`noise`] and [`models`]: the noise-robustness curves and the BitNet
+//!   linear-stack shapes.
+//! - [`run`]: `trinity run`, the whole report in one command.
+
+pub mod models;
+pub mod noise;
+pub mod report;
+pub mod results;
+pub mod run;
+pub mod sensor;
+pub mod stats;
+pub mod timing;
