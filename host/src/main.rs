@@ -28,8 +28,11 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// Also run the large shapes (default on cuda and cpu; slow on emu).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "small")]
         large: bool,
+        /// Only the small shapes (e.g. under compute-sanitizer).
+        #[arg(long)]
+        small: bool,
     },
     /// The whole GPU report in one command: verify every kernel, then measure
     /// and write JSON under results/ and Markdown on stdout.
@@ -219,17 +222,17 @@ fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { backend, seed, large } => {
+        Command::Verify { backend, seed, large, small } => {
             let backend = open_backend(backend)?;
             let seed = seed.unwrap_or_else(rand::random);
             println!("verifying on {} ({}), seed {seed}", backend.kind(), backend.describe());
-            let plan =
-                if large || backend.kind() != BackendKind::Emu { verify::Plan::full() } else { verify::Plan::small() };
+            let full = !small && (large || backend.kind() != BackendKind::Emu);
+            let plan = if full { verify::Plan::full() } else { verify::Plan::small() };
             let checks = verify::verify(backend.as_ref(), &plan, seed);
             let failed = checks.iter().filter(|c| !c.passed).count();
             for c in &checks {
                 let status = if c.passed { "ok  " } else { "FAIL" };
-                println!("{status} {:<14} {:<12} {}", c.kernel, c.shape, c.detail);
+                println!("{status} {:<18} {:<16} {}", c.kernel, c.shape, c.detail);
             }
             println!("{} passed, {} failed", checks.len() - failed, failed);
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -209,15 +209,27 @@ fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k:
         let suffix = precision.name();
         if m <= kernels_gpu::matmul::GEMV_MAX_M {
             let r = backend.ternary_gemv(&x, &w, precision).map_err(|e| e.to_string());
-            let result = r.and_then(|got| compare_exact(&bits32(&got), &bits32(&want)));
+            let result = r.and_then(|got| compare_f32_exact(&got, &want));
             checks.push(check(&format!("ternary_gemv_{suffix}"), shape.clone(), result));
         }
         let r = backend.ternary_gemm(&x, &w, precision).map_err(|e| e.to_string());
-        let result = r.and_then(|got| compare_exact(&bits32(&got), &bits32(&want)));
+        let result = r.and_then(|got| compare_f32_exact(&got, &want));
         checks.push(check(&format!("ternary_gemm_{suffix}"), shape.clone(), result));
     }
 }
 
 fn bits32(v: &[f32]) -> Vec<u32> {
     v.iter().map(|f| f.to_bits()).collect()
+}
+
+/// Bit-exact comparison of floats that reports values, not bit patterns.
+pub fn compare_f32_exact(got: &[f32], want: &[f32]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("length {} instead of {}", got.len(), want.len()));
+    }
+    let mut bad = got.iter().zip(want).enumerate().filter(|(_, (g, w))| g.to_bits() != w.to_bits());
+    match bad.next() {
+        None => Ok(()),
+        Some((i, (g, w))) => Err(format!("{} mismatches; first at {i}: got {g:e}, want {w:e}", 1 + bad.count())),
+    }
 }
