@@ -5,7 +5,8 @@
 //! `trit + 1` (0, 1, 2), unsigned, which is what the unsigned × signed byte
 //! dot products of x86 want; the activation row sum is subtracted at the end.
 //!
-//! - **AVX-512 VNNI** (chosen at run time): a 512-bit load holds 256 weights;
+//! - **AVX-512 VNNI** (chosen at run time): a 512-bit load holds 256 weights
+//!   (the last, partial block of a row with a masked load);
 //!   `(w >> 2j) & 0x03` gives, in byte `4q + b`, the code of weight
 //!   `16q + 4j + b`. The activations of each full 256-weight block are
 //!   permuted once per call to match (`perm[64j + 4q + b] = a[16q + 4j + b]`),
@@ -55,12 +56,18 @@ fn has_vnni() -> bool {
 }
 
 /// The activations with each full 256-weight block permuted for the AVX-512 path.
-fn permute_blocks(x: &QuantizedActivations) -> Vec<i8> {
-    let mut out = x.values().to_vec();
-    let full = x.k_pad / BLOCK;
-    out.par_chunks_mut(x.k_pad).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
-        for blk in 0..full {
-            let (o, i) = (&mut row_out[blk * BLOCK..][..BLOCK], &row_in[blk * BLOCK..][..BLOCK]);
+/// Rows are padded with zeros to whole blocks (the last, partial block of
+/// weights is read with a masked load, and meets zeros here past K).
+fn permute_blocks(x: &QuantizedActivations) -> (Vec<i8>, usize) {
+    let stride = x.k_pad.next_multiple_of(BLOCK);
+    let mut out = vec![0i8; x.rows * stride];
+    out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
+        let mut padded = [0i8; BLOCK];
+        for blk in 0..stride / BLOCK {
+            let take = (x.k_pad - blk * BLOCK).min(BLOCK);
+            padded[..take].copy_from_slice(&row_in[blk * BLOCK..][..take]);
+            padded[take..].fill(0);
+            let (o, i) = (&mut row_out[blk * BLOCK..][..BLOCK], &padded);
             for j in 0..4 {
                 for q in 0..16 {
                     o[64 * j + 4 * q..][..4].copy_from_slice(&i[16 * q + 4 * j..][..4]);
@@ -68,21 +75,21 @@ fn permute_blocks(x: &QuantizedActivations) -> Vec<i8> {
             }
         }
     });
-    out
+    (out, stride)
 }
 
 /// `Y = dequantize(X · Wᵀ)` for any M; see the module docs.
 pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Precision) -> Vec<f32> {
     let (m, n) = (x.rows, w.rows());
     let vnni = has_vnni();
-    let act = if vnni { permute_blocks(x) } else { x.values().to_vec() };
+    let (act, stride) = if vnni { permute_blocks(x) } else { (x.values().to_vec(), x.k_pad) };
     // Output transposed (n × m), so each parallel task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
         if m <= 2 {
-            task_rows::<NR_DECODE>(x, w, &act, vnni, precision, task, chunk);
+            task_rows::<NR_DECODE>(x, w, (&act, stride), vnni, precision, task, chunk);
         } else {
-            task_rows::<NR>(x, w, &act, vnni, precision, task, chunk);
+            task_rows::<NR>(x, w, (&act, stride), vnni, precision, task, chunk);
         }
     });
     let mut y = vec![0f32; m * n];
@@ -99,7 +106,7 @@ pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Pr
 fn task_rows<const N: usize>(
     x: &QuantizedActivations,
     w: &DeviceTernary,
-    act: &[i8],
+    (act, stride): (&[i8], usize),
     vnni: bool,
     precision: Precision,
     task: usize,
@@ -121,7 +128,7 @@ fn task_rows<const N: usize>(
                 let mut mm = m0;
                 while mm < m_end {
                     let mr = (m_end - mm).min(MR);
-                    let acts: [&[i8]; MR] = std::array::from_fn(|i| &act[(mm + i.min(mr - 1)) * x.k_pad..][..x.k_pad]);
+                    let acts: [&[i8]; MR] = std::array::from_fn(|i| &act[(mm + i.min(mr - 1)) * stride..][..stride]);
                     let dots = match mr {
                         1 => widen(dot_block::<N, 1>(&weights, &[acts[0]], vnni)),
                         2 => widen(dot_block::<N, 2>(&weights, &[acts[0], acts[1]], vnni)),
@@ -148,23 +155,18 @@ fn widen<const N: usize, const R: usize>(d: [[i32; R]; N]) -> [[i32; MR]; N] {
 
 /// Σ code·a for `N` weight rows × `R` activation rows.
 fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], vnni: bool) -> [[i32; R]; N] {
-    let words = weights[0].len();
-    let full_words = if vnni { (words * 16 / BLOCK) * (BLOCK / 16) } else { 0 };
     let mut out = [[0i32; R]; N];
     #[cfg(target_arch = "x86_64")]
     if vnni {
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`).
-        out = unsafe {
-            if R <= 2 {
-                dot_block_vnni::<N, R, 4>(weights, acts, full_words)
-            } else {
-                dot_block_vnni::<N, R, 2>(weights, acts, full_words)
-            }
+        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`); the
+        // activation rows are padded to whole blocks.
+        return unsafe {
+            if R <= 2 { dot_block_vnni::<N, R, 4>(weights, acts) } else { dot_block_vnni::<N, R, 2>(weights, acts) }
         };
     }
-    // Portable path (and the AVX-512 path's tail): natural activation order.
+    // Portable path: natural activation order, four weights at a time.
     for (wr, o) in weights.iter().zip(out.iter_mut()) {
-        for (wi, &word) in wr.iter().enumerate().skip(full_words) {
+        for (wi, &word) in wr.iter().enumerate() {
             for j in 0..4u32 {
                 let c = codes(word, j);
                 let k = 16 * wi + 4 * j as usize;
@@ -186,16 +188,20 @@ fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8
 fn dot_block_vnni<const N: usize, const R: usize, const S: usize>(
     weights: &[&[u32]; N],
     acts: &[&[i8]; R],
-    full_words: usize,
 ) -> [[i32; R]; N] {
     use std::arch::x86_64::*;
     let mask = _mm512_set1_epi32(0x0303_0303);
     let mut acc = [[[_mm512_setzero_si512(); S]; R]; N];
-    for blk in 0..full_words / 16 {
+    let words = weights[0].len();
+    for blk in 0..words.div_ceil(16) {
+        // The last block may be partial: a masked load reads only this row's
+        // words (masked-off lanes are zero and never touch memory).
+        let live = (words - 16 * blk).min(16);
+        let lanes: __mmask16 = if live == 16 { !0 } else { (1u16 << live) - 1 };
         let mut c = [[_mm512_setzero_si512(); 4]; N];
         for (ci, wr) in c.iter_mut().zip(weights) {
-            // SAFETY: 16 words = 64 bytes of this row are readable; unaligned load.
-            let wv = unsafe { _mm512_loadu_si512(wr[16 * blk..].as_ptr().cast()) };
+            // SAFETY: the mask limits the load to the `live` words left in this row.
+            let wv = unsafe { _mm512_maskz_loadu_epi32(lanes, wr[16 * blk..].as_ptr().cast()) };
             *ci = [
                 _mm512_and_si512(wv, mask),
                 _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
