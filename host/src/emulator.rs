@@ -145,45 +145,20 @@ impl Backend for EmuBackend {
         let (xs, sc, su, ws) =
             (In::from_slice(&x.words), In::from_slice(&x.scales), In::from_slice(&x.sums), In::from_slice(w.words()));
         let shape = shape3(m, n, w.cols());
-        // SAFETY: as above.
-        unsafe {
-            match precision {
-                Precision::F32 => {
-                    let mut y = vec![0f32; m * n];
-                    kernels::ternary_gemv_f32::launch(
-                        g,
-                        xs,
-                        sc,
-                        su,
-                        ws,
-                        w.scale(),
-                        Out::from_slice(&mut y),
-                        mu,
-                        nu,
-                        kp,
-                    )
-                    .map_err(emu_err(kernels::ternary_gemv_f32::NAME, shape))?;
-                    Ok(y)
-                }
-                Precision::F16 => {
-                    let mut y = vec![0u16; m * n];
-                    kernels::ternary_gemv_f16::launch(
-                        g,
-                        xs,
-                        sc,
-                        su,
-                        ws,
-                        w.scale(),
-                        Out::from_slice(&mut y),
-                        mu,
-                        nu,
-                        kp,
-                    )
-                    .map_err(emu_err(kernels::ternary_gemv_f16::NAME, shape))?;
-                    Ok(halves_to_f32(&y))
-                }
-            }
-        }
+        let scale = w.scale();
+        with_output(
+            precision,
+            m * n,
+            // SAFETY (both closures): the views cover live buffers of the sizes the kernel's contract names.
+            |y| {
+                unsafe { kernels::ternary_gemv_f32::launch(g, xs, sc, su, ws, scale, y, mu, nu, kp) }
+                    .map_err(emu_err(kernels::ternary_gemv_f32::NAME, shape.clone()))
+            },
+            |y| {
+                unsafe { kernels::ternary_gemv_f16::launch(g, xs, sc, su, ws, scale, y, mu, nu, kp) }
+                    .map_err(emu_err(kernels::ternary_gemv_f16::NAME, shape.clone()))
+            },
+        )
     }
 
     fn ternary_gemm(
@@ -198,23 +173,20 @@ impl Backend for EmuBackend {
         let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
         let (xs, sc, ws) = (In::from_slice(&x.words), In::from_slice(&x.scales), In::from_slice(w.words()));
         let shape = shape3(m, n, w.cols());
-        // SAFETY: as above.
-        unsafe {
-            match precision {
-                Precision::F32 => {
-                    let mut y = vec![0f32; m * n];
-                    kernels::ternary_gemm_f32::launch(g, xs, sc, ws, w.scale(), Out::from_slice(&mut y), mu, nu, kp)
-                        .map_err(emu_err(kernels::ternary_gemm_f32::NAME, shape))?;
-                    Ok(y)
-                }
-                Precision::F16 => {
-                    let mut y = vec![0u16; m * n];
-                    kernels::ternary_gemm_f16::launch(g, xs, sc, ws, w.scale(), Out::from_slice(&mut y), mu, nu, kp)
-                        .map_err(emu_err(kernels::ternary_gemm_f16::NAME, shape))?;
-                    Ok(halves_to_f32(&y))
-                }
-            }
-        }
+        let scale = w.scale();
+        with_output(
+            precision,
+            m * n,
+            // SAFETY (both closures): as in `ternary_gemv`.
+            |y| {
+                unsafe { kernels::ternary_gemm_f32::launch(g, xs, sc, ws, scale, y, mu, nu, kp) }
+                    .map_err(emu_err(kernels::ternary_gemm_f32::NAME, shape.clone()))
+            },
+            |y| {
+                unsafe { kernels::ternary_gemm_f16::launch(g, xs, sc, ws, scale, y, mu, nu, kp) }
+                    .map_err(emu_err(kernels::ternary_gemm_f16::NAME, shape.clone()))
+            },
+        )
     }
 
     fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>> {
@@ -235,6 +207,28 @@ impl Backend for EmuBackend {
         }
         .map_err(emu_err(kernels::sgemm::NAME, shape3(m, n, k)))?;
         Ok(c)
+    }
+}
+
+/// Runs the f32 or the f16 variant of a kernel into a fresh output of `len`
+/// elements; returns the values as f32.
+fn with_output(
+    precision: Precision,
+    len: usize,
+    f32_kernel: impl FnOnce(Out<f32>) -> KernelResult<()>,
+    f16_kernel: impl FnOnce(Out<u16>) -> KernelResult<()>,
+) -> KernelResult<Vec<f32>> {
+    match precision {
+        Precision::F32 => {
+            let mut y = vec![0f32; len];
+            f32_kernel(Out::from_slice(&mut y))?;
+            Ok(y)
+        }
+        Precision::F16 => {
+            let mut y = vec![0u16; len];
+            f16_kernel(Out::from_slice(&mut y))?;
+            Ok(halves_to_f32(&y))
+        }
     }
 }
 

@@ -20,7 +20,7 @@
 //!
 //! ## Finding a toolchain
 //! In this order (the first complete one wins; `TRINITY_KERNEL_TOOLCHAIN=env|rustup|debian`
-//! forces one):
+//! forces one, and `none` builds the host without PTX as if none were found):
 //! 1. **Environment**: `TRINITY_RUST_LIBRARY` (the `library/` source directory
 //!    matching the compiler), `TRINITY_LLVM_BIN` (a directory holding
 //!    `llvm-link`, `opt`, `llc`, `llvm-nm` of the compiler's LLVM major version),
@@ -149,6 +149,9 @@ impl Toolchain {
     /// Finds a toolchain following the order in the crate docs.
     pub fn find() -> Result<Toolchain> {
         let forced = std::env::var("TRINITY_KERNEL_TOOLCHAIN").ok();
+        if forced.as_deref() == Some("none") {
+            return Err(BuildError::NoToolchain { tried: "TRINITY_KERNEL_TOOLCHAIN=none".into(), fix: INSTALL_FIX });
+        }
         let candidates: [(&str, Finder); 3] =
             [("env", Self::from_env), ("rustup", Self::from_rustup), ("debian", Self::from_debian)];
         let mut tried = Vec::new();
@@ -167,7 +170,7 @@ impl Toolchain {
         if let Some(f) = forced {
             return Err(BuildError::ForcedToolchain {
                 name: f,
-                why: "unknown name (use env, rustup or debian)".into(),
+                why: "unknown name (use env, rustup, debian or none)".into(),
             });
         }
         Err(BuildError::NoToolchain { tried: tried.join("; "), fix: INSTALL_FIX })
