@@ -168,6 +168,16 @@ fn bench_gpu(c: &mut Criterion) {
                 let theirs = median(&mut || gpu.cublas_gemm(blas, &a16, &b16, &mut c16, m, n, k));
                 print!("; cuBLAS FP16 {:.1} µs, ours/cuBLAS speed-up {:.2}×", theirs * 1e6, theirs / ours_hot);
             }
+            match trinity::cublaslt_int8::Int8Gemm::new(&gpu, m, n, k) {
+                Ok(plan) => {
+                    let a8 = gpu.upload(&vec![1i8; m * k], "upload").unwrap();
+                    let w8 = gpu.upload(&vec![-1i8; n * k], "upload").unwrap();
+                    let mut c32 = gpu.zeros::<i32>(m * n, "alloc").unwrap();
+                    let theirs = median(&mut || plan.run(&a8, &w8, &mut c32));
+                    print!("; cuBLASLt INT8 {:.1} µs, ours/INT8 speed-up {:.2}×", theirs * 1e6, theirs / ours_hot);
+                }
+                Err(e) => print!("; no cuBLASLt INT8: {e}"),
+            }
             println!();
         }
     }

@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod cpu_ternary;
+pub mod cublaslt_int8;
 pub mod cuda;
 pub mod emulator;
 pub mod error;

@@ -160,6 +160,9 @@ pub struct Headline {
     pub ternary_batch_latency_ms: Option<f64>,
     /// cuBLAS FP16 of that shape (what the original measured), tokens per second.
     pub cublas_fp16_tokens_per_s: Option<f64>,
+    /// cuBLASLt INT8 (int32 accumulation) of that shape, tokens per second.
+    #[serde(default)]
+    pub cublaslt_int8_tokens_per_s: Option<f64>,
     /// Ternary GEMV decode (M = 1, 4096×4096, cold) weight bandwidth, GB/s.
     pub gemv_bandwidth_gb_s: Option<f64>,
     /// Device-to-device copy bandwidth (read + write), GB/s.

@@ -313,7 +313,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutput, RunE
         results: vec![],
         readings: vec![],
     };
-    let h = benchmarks(&mut bench, opts, &mut rng, progress)?;
+    let h = benchmarks(&mut bench, opts, &mut rng, progress, &mut results.notes)?;
     results.headline = h;
 
     progress.step("noise robustness");
@@ -365,7 +365,13 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutput, RunE
 }
 
 /// The benchmark section; returns the headline so far.
-fn benchmarks(b: &mut Bencher, opts: &RunOptions, rng: &mut StdRng, progress: &dyn Progress) -> KernelResult<Headline> {
+fn benchmarks(
+    b: &mut Bencher,
+    opts: &RunOptions,
+    rng: &mut StdRng,
+    progress: &dyn Progress,
+    notes: &mut Vec<String>,
+) -> KernelResult<Headline> {
     let mut h = Headline::default();
     let q = opts.quick;
     let n = if q { 512 } else { 4096 };
@@ -450,6 +456,20 @@ fn benchmarks(b: &mut Bencher, opts: &RunOptions, rng: &mut StdRng, progress: &d
                 let v = throughput(b, i) / throughput(b, f);
                 let to = b.results[f].name.clone();
                 ratio(b, i, &to, v);
+            }
+            match crate::cublaslt_int8::Int8Gemm::new(gpu, tokens, n, n) {
+                Ok(plan) => {
+                    let a8 = gpu.upload(
+                        &(0..tokens * n).map(|_| rng.random_range(-127i8..=127)).collect::<Vec<_>>(),
+                        "upload",
+                    )?;
+                    let w8 = gpu.upload(&CpuBackend.unpack_i8(&w.to_packed())?, "upload")?;
+                    let mut c32 = gpu.zeros::<i32>(tokens * n, "alloc")?;
+                    let l =
+                        b.gpu(gpu, tb("cublaslt_int8", "cublasLtMatmul INT8"), false, || plan.run(&a8, &w8, &mut c32))?;
+                    h.cublaslt_int8_tokens_per_s = Some(throughput(b, l));
+                }
+                Err(e) => notes.push(format!("No cuBLASLt INT8 baseline: {e}")),
             }
             i
         }
