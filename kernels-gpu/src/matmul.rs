@@ -120,6 +120,8 @@ pub unsafe fn quantize_body<E: Element>(
 
 /// Warps per GEMV block and rows per warp pass.
 pub const GEMV_WARPS: u32 = 8;
+/// 128-bit weight loads each lane issues before using them.
+pub const GEMV_LOADS_IN_FLIGHT: usize = 4;
 /// Largest M the GEMV handles (decode: a few tokens).
 pub const GEMV_MAX_M: usize = 8;
 
@@ -165,22 +167,36 @@ pub unsafe fn gemv_body<O: Output>(
     while row < n {
         let mut acc = [0i32; GEMV_MAX_M];
         let wrow = row as usize * (k_pad / 16) as usize;
-        let mut c = lane;
-        while c < chunks {
-            // SAFETY: chunk c of row `row` is inside the weights.
-            let wv = unsafe { w.get4(wrow + 4 * c as usize) };
-            for (q, &word) in wv.iter().enumerate() {
-                for j in 0..4u32 {
-                    let codes = codes(word, j);
-                    let r = 4 * q as u32 + j;
-                    for (mm, a) in acc.iter_mut().enumerate().take(m as usize) {
-                        // SAFETY: inside the shared activation block.
-                        let act = unsafe { shared_load_u32(mm as u32 * words + r * chunks + c) };
-                        *a = dp4a(codes, act, *a);
+        // GEMV_LOADS_IN_FLIGHT 128-bit loads are issued before any is used, so
+        // a warp keeps that many requests outstanding instead of one.
+        let mut c0 = lane;
+        while c0 < chunks {
+            let mut wv = [[0u32; 4]; GEMV_LOADS_IN_FLIGHT];
+            for (u, v) in wv.iter_mut().enumerate() {
+                let c = c0 + 32 * u as u32;
+                if c < chunks {
+                    // SAFETY: chunk c of row `row` is inside the weights.
+                    *v = unsafe { w.get4(wrow + 4 * c as usize) };
+                }
+            }
+            for (u, v) in wv.iter().enumerate() {
+                let c = c0 + 32 * u as u32;
+                if c >= chunks {
+                    break;
+                }
+                for (q, &word) in v.iter().enumerate() {
+                    for j in 0..4u32 {
+                        let codes = codes(word, j);
+                        let r = 4 * q as u32 + j;
+                        for (mm, a) in acc.iter_mut().enumerate().take(m as usize) {
+                            // SAFETY: inside the shared activation block.
+                            let act = unsafe { shared_load_u32(mm as u32 * words + r * chunks + c) };
+                            *a = dp4a(codes, act, *a);
+                        }
                     }
                 }
             }
-            c += 32;
+            c0 += 32 * GEMV_LOADS_IN_FLIGHT as u32;
         }
         for (mm, a) in acc.iter().enumerate().take(m as usize) {
             // Codes are trit + 1: subtract the activation sum once.

@@ -15,10 +15,6 @@ pub struct In<T>(*const T);
 #[derive(Clone, Copy)]
 pub struct Out<T>(*mut T);
 
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct Align16<T>(T);
-
 impl<T: Copy> In<T> {
     /// Reads element `i`.
     ///
@@ -32,14 +28,25 @@ impl<T: Copy> In<T> {
 }
 
 impl In<u32> {
-    /// Reads four consecutive words with one 128-bit load (`ld.global.v4.u32`).
+    /// Reads four consecutive words with one 128-bit load through the
+    /// read-only path (`ld.global.nc.v4.u32`). Written as inline PTX because a
+    /// plain 16-byte read is split into four 32-bit loads once LLVM breaks
+    /// the array into scalars.
     ///
     /// # Safety
-    /// `i..i+4` is within the buffer and `i` is a multiple of 4 from a 16-byte aligned base.
+    /// `i..i+4` is within the buffer, `i` is a multiple of 4 from a 16-byte
+    /// aligned base, and the kernel never writes this buffer.
     #[inline(always)]
     pub unsafe fn get4(self, i: usize) -> [u32; 4] {
+        let (a, b, c, d): (u32, u32, u32, u32);
         // SAFETY: forwarded; the alignment makes the 128-bit load legal.
-        unsafe { (*(self.0.add(i) as *const Align16<[u32; 4]>)).0 }
+        unsafe {
+            asm!("ld.global.nc.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+                p = in(reg64) self.0.add(i),
+                a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+                options(readonly, nostack, pure))
+        };
+        [a, b, c, d]
     }
 }
 
