@@ -20,13 +20,18 @@
 //! - Dynamic shared memory is filled with the byte `0xA5` at every block
 //!   start, so a kernel that reads shared memory it never wrote computes
 //!   garbage here as it would on a GPU.
+//! - Typed shared-memory accesses are bounds-checked and race-checked: a read
+//!   of a word another thread wrote since the last barrier, or two threads
+//!   writing one word between barriers, is a fault (read-then-write races and
+//!   raw-pointer accesses are not tracked; compute-sanitizer's racecheck
+//!   covers the GPU).
 //!
 //! It is slow (thousands of thread switches per barrier): small shapes only.
 
 use std::cell::Cell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Barrier, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -118,6 +123,9 @@ pub(crate) struct ThreadCtx {
 
 thread_local! {
     static CTX: Cell<Option<ThreadCtx>> = const { Cell::new(None) };
+    /// Barriers this thread has passed in the current block: all threads
+    /// between the same two barriers share an epoch.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
 pub(crate) fn with_thread<R>(f: impl FnOnce(&ThreadCtx) -> R) -> R {
@@ -241,6 +249,9 @@ struct BlockState {
     warps: Vec<Warp>,
     shared: *mut u8,
     shared_len: usize,
+    /// Per 4-byte word of shared memory: the last typed write, as
+    /// `(epoch + 1) << 20 | (thread + 1)` (0 = not written this block).
+    shadow: Vec<AtomicU64>,
 }
 
 // SAFETY: the shared-memory pointer is handed to the block's emulated
@@ -263,7 +274,8 @@ impl BlockState {
         // u128 storage gives the 16-byte alignment the device guarantees.
         let words = shared_len.div_ceil(16).max(1);
         let shared = Box::into_raw(vec![0u128; words].into_boxed_slice()) as *mut u8;
-        BlockState { barrier: Rendezvous::new(threads), warps, shared, shared_len: words * 16 }
+        let shadow = (0..words * 4).map(|_| AtomicU64::new(0)).collect();
+        BlockState { barrier: Rendezvous::new(threads), warps, shared, shared_len: words * 16, shadow }
     }
 
     fn reset(&self) {
@@ -273,6 +285,9 @@ impl BlockState {
         }
         // SAFETY: no emulated thread runs between the two gate waits that enclose reset().
         unsafe { std::ptr::write_bytes(self.shared, SHARED_POISON, self.shared_len) };
+        for w in &self.shadow {
+            w.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -294,7 +309,7 @@ fn current() -> (ThreadCtx, &'static BlockState, &'static LaunchShared) {
 pub(crate) fn sync_threads() {
     let (t, block, launch) = current();
     match block.barrier.arrive() {
-        Ok(()) => {}
+        Ok(()) => EPOCH.with(|e| e.set(e.get() + 1)),
         Err(Some((arrived, exited))) => {
             launch.record(EmuError::Divergence {
                 kernel: launch.kernel,
@@ -376,8 +391,22 @@ pub(crate) fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4]
 }
 
 /// A bounds-checked pointer to element `index` of the block's dynamic shared memory.
-pub(crate) fn shared_element<T>(index: u32) -> *mut T {
-    let (_, block, launch) = current();
+/// Whether a typed shared-memory access reads or writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// A bounds- and race-checked pointer to element `index` of the block's
+/// dynamic shared memory.
+///
+/// The race check covers the typed accesses of [`crate::device`] (not raw
+/// pointers from `dynamic_shared`): a read of a word that another thread
+/// wrote since the last barrier, or two threads writing one word between
+/// barriers, is a fault (on a GPU the result depends on timing).
+pub(crate) fn shared_element<T>(index: u32, access: Access) -> *mut T {
+    let (t, block, launch) = current();
     let size = std::mem::size_of::<T>();
     let end = (index as usize + 1) * size;
     if end > launch.shared_bytes {
@@ -385,6 +414,23 @@ pub(crate) fn shared_element<T>(index: u32) -> *mut T {
             "shared memory access of element {index} ({size}-byte elements) past the {} bytes the launch asked for",
             launch.shared_bytes
         ));
+    }
+    let me = t.linear as u64 + 1;
+    let tag = ((EPOCH.with(Cell::get) + 1) << 20) | me;
+    for word in index as usize * size / 4..end.div_ceil(4) {
+        let seen = match access {
+            Access::Read => block.shadow[word].load(Ordering::Relaxed),
+            Access::Write => block.shadow[word].swap(tag, Ordering::Relaxed),
+        };
+        if seen >> 20 == tag >> 20 && seen & 0xf_ffff != me {
+            let what = if access == Access::Read { "reads" } else { "writes" };
+            fault(format!(
+                "shared-memory race: thread {} {what} byte {} written by thread {} since the last barrier",
+                t.linear,
+                4 * word,
+                (seen & 0xf_ffff) - 1
+            ));
+        }
     }
     // SAFETY: in bounds of the block's shared allocation (checked above).
     unsafe { block.shared.add(index as usize * size).cast() }
@@ -470,6 +516,7 @@ pub fn launch<F: Fn() + Sync>(kernel: &'static str, config: LaunchConfig, body: 
                             launch: shared as *const LaunchShared,
                         }))
                     });
+                    EPOCH.with(|e| e.set(0));
                     let outcome = catch_unwind(AssertUnwindSafe(body));
                     if let Err(p) = outcome
                         && !p.is::<Aborted>()

@@ -99,6 +99,32 @@ kernel! {
     }
 }
 
+kernel! {
+    /// Writes its own shared word and reads its neighbour's, with or without a barrier between.
+    pub unsafe fn neighbour_exchange(out: Out<u32>, barrier: u32) {
+        let t = thread_idx_x();
+        shared_store_u32(t, t + 100);
+        if barrier != 0 {
+            sync_threads();
+        }
+        out.set(t as usize, shared_load_u32((t + 1) % block_dim_x()));
+    }
+}
+
+#[test]
+fn a_shared_memory_race_is_reported() {
+    let mut out = vec![0u32; 64];
+    // SAFETY: the view covers a live buffer.
+    unsafe { neighbour_exchange::launch(LaunchConfig::linear(1, 64, 256), Out::from_slice(&mut out), 1) }.unwrap();
+    assert!(out.iter().enumerate().all(|(t, &v)| v == (t as u32 + 1) % 64 + 100));
+    // Without the barrier, whether a thread sees its neighbour's value depends on timing.
+    // SAFETY: as above.
+    let err = unsafe { neighbour_exchange::launch(LaunchConfig::linear(1, 64, 256), Out::from_slice(&mut out), 0) }
+        .unwrap_err();
+    assert!(err.to_string().contains("shared-memory race"), "{err}");
+    assert!(err.to_string().contains("neighbour_exchange"), "{err}");
+}
+
 #[test]
 fn typed_shared_memory_is_bounds_checked() {
     let mut out = vec![0u64; 32];

@@ -158,22 +158,22 @@ pub fn dynamic_shared() -> *mut u8 {
     emu::with_thread(|t| t.shared)
 }
 pub unsafe fn shared_load_u64(index: u32) -> u64 {
-    let p = emu::shared_element::<u64>(index);
+    let p = emu::shared_element::<u64>(index, emu::Access::Read);
     // SAFETY: `shared_element` checked the bounds; shared memory is 16-byte aligned.
     unsafe { *p }
 }
 pub unsafe fn shared_store_u64(index: u32, v: u64) {
-    let p = emu::shared_element::<u64>(index);
+    let p = emu::shared_element::<u64>(index, emu::Access::Write);
     // SAFETY: as above.
     unsafe { *p = v }
 }
 pub unsafe fn shared_load_u32(index: u32) -> u32 {
-    let p = emu::shared_element::<u32>(index);
+    let p = emu::shared_element::<u32>(index, emu::Access::Read);
     // SAFETY: `shared_element` checked the bounds.
     unsafe { *p }
 }
 pub unsafe fn shared_store_u32(index: u32, v: u32) {
-    let p = emu::shared_element::<u32>(index);
+    let p = emu::shared_element::<u32>(index, emu::Access::Write);
     // SAFETY: as above.
     unsafe { *p = v }
 }
@@ -181,7 +181,7 @@ pub unsafe fn shared_store_u32x4(index: u32, v: [u32; 4]) {
     if !index.is_multiple_of(4) {
         emu::fault(format!("misaligned 128-bit shared store at element {index}"));
     }
-    let p = emu::shared_element::<[u32; 4]>(index / 4);
+    let p = emu::shared_element::<[u32; 4]>(index / 4, emu::Access::Write);
     // SAFETY: as above.
     unsafe { *p = v }
 }
@@ -189,7 +189,7 @@ pub unsafe fn shared_load_u32x4(index: u32) -> [u32; 4] {
     if !index.is_multiple_of(4) {
         emu::fault(format!("misaligned 128-bit shared load at element {index}"));
     }
-    let p = emu::shared_element::<[u32; 4]>(index / 4);
+    let p = emu::shared_element::<[u32; 4]>(index / 4, emu::Access::Read);
     // SAFETY: `shared_element` checked the bounds.
     unsafe { *p }
 }
