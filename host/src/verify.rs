@@ -194,7 +194,7 @@ fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k:
         let result = r.and_then(|got| {
             compare_exact(got.values(), want.values())?;
             compare_exact(&got.sums, &want.sums)?;
-            compare_exact(&bits32(&got.scales), &bits32(&want.scales))
+            compare_f32_exact(&got.scales, &want.scales)
         });
         checks.push(check(name, qshape.clone(), result));
     }
@@ -216,10 +216,6 @@ fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k:
         let result = r.and_then(|got| compare_f32_exact(&got, &want));
         checks.push(check(&format!("ternary_gemm_{suffix}"), shape.clone(), result));
     }
-}
-
-fn bits32(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
 }
 
 /// Bit-exact comparison of floats that reports values, not bit patterns.
