@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TRINITY_REQUIRE_PTX=1
-cargo build --release -p trinity
+cargo build --release -p trinity-cli
 mkdir -p .gpu-bundle
 cp target/release/trinity .gpu-bundle/
 cargo bench -p trinity-benches --no-run --message-format=json 2>/dev/null \

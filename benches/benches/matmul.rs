@@ -23,11 +23,9 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
 use rand::{RngExt, SeedableRng};
-use trinity::backend::Backend;
-use trinity::cpu::CpuBackend;
-use trinity::cuda::CudaBackend;
 use trinity::matmul::{Activations, Precision, QuantizedActivations};
 use trinity::ternary::DeviceTernary;
+use trinity::{Device, HostOps};
 
 const SHAPES: &[(&str, usize, usize)] = &[
     ("original", 4096, 4096),
@@ -45,7 +43,7 @@ fn weights(rng: &mut rand::rngs::StdRng, n: usize, k: usize) -> DeviceTernary {
 
 fn activations(rng: &mut rand::rngs::StdRng, m: usize, k: usize) -> QuantizedActivations {
     let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-    CpuBackend.quantize(Activations::F32(&x), m, k).expect("valid shape")
+    HostOps::quantize(&Device::Cpu, Activations::F32(&x), m, k).expect("valid shape")
 }
 
 fn ops(m: usize, n: usize, k: usize) -> Throughput {
@@ -74,9 +72,13 @@ fn bench_cpu(c: &mut Criterion) {
             g.throughput(ops(m, n, k));
             let id = BenchmarkId::new(format!("{name}-{n}x{k}"), format!("m{m}"));
             if m <= 8 {
-                g.bench_function(id, |b| b.iter(|| CpuBackend.ternary_gemv(&x, &w, Precision::F32).unwrap()));
+                g.bench_function(id, |b| {
+                    b.iter(|| HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).unwrap())
+                });
             } else {
-                g.bench_function(id, |b| b.iter(|| CpuBackend.ternary_gemm(&x, &w, Precision::F32).unwrap()));
+                g.bench_function(id, |b| {
+                    b.iter(|| HostOps::ternary_gemm(&Device::Cpu, &x, &w, Precision::F32).unwrap())
+                });
             }
         }
     }
@@ -87,7 +89,7 @@ fn bench_cpu(c: &mut Criterion) {
         let x: Vec<f32> = (0..m * 4096).map(|_| rng.random_range(-2.0f32..2.0)).collect();
         g.throughput(Throughput::Elements((m * 4096) as u64));
         g.bench_function(BenchmarkId::new("f32", format!("m{m}xk4096")), |b| {
-            b.iter(|| CpuBackend.quantize(Activations::F32(&x), m, 4096).unwrap())
+            b.iter(|| HostOps::quantize(&Device::Cpu, Activations::F32(&x), m, 4096).unwrap())
         });
     }
     g.finish();
@@ -97,19 +99,14 @@ fn bench_cpu(c: &mut Criterion) {
     let a: Vec<f32> = (0..n * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     g.throughput(ops(n, n, n));
     g.bench_function(BenchmarkId::new("matrixmultiply", "4096^3"), |b| {
-        b.iter(|| CpuBackend.sgemm(&a, &a, n, n, n).unwrap())
+        b.iter(|| HostOps::sgemm(&Device::Cpu, &a, &a, n, n, n).unwrap())
     });
     g.finish();
 }
 
 fn bench_gpu(c: &mut Criterion) {
-    let gpu = match CudaBackend::new(0) {
-        Ok(gpu) => gpu,
-        Err(e) => {
-            println!("matmul: CUDA benches skipped: {e}");
-            return;
-        }
-    };
+    let Some(gpu) = trinity_benches::gpu("matmul") else { return };
+    let dev = Device::Cuda(gpu.clone());
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut g = c.benchmark_group(format!("cuda-{}", gpu.device_name()));
     g.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
@@ -121,37 +118,35 @@ fn bench_gpu(c: &mut Criterion) {
 
     // The bandwidth ceiling: a device-to-device copy of 1 GiB.
     let copy_bytes = 1usize << 30;
-    let src = gpu.zeros::<u8>(copy_bytes, "alloc").unwrap();
-    let mut dst = gpu.zeros::<u8>(copy_bytes, "alloc").unwrap();
+    let src = gpu.zeros::<u8>(copy_bytes).unwrap();
+    let mut dst = gpu.zeros::<u8>(copy_bytes).unwrap();
     let mut copy = || gpu.copy(&src, &mut dst);
     let copy_bw = 2.0 * copy_bytes as f64 / median(&mut copy);
     println!("ceiling: device-to-device copy {:.0} GB/s (read + write)", copy_bw / 1e9);
     drop((src, dst));
 
     let blas = gpu.cublas().ok();
-    let l2_rotation = 8; // copies of the weights, more than an H100's 50 MB L2 for every shape here
     for &(name, n, k) in SHAPES {
         let w = weights(&mut rng, n, k);
-        let dws: Vec<_> = (0..l2_rotation).map(|_| gpu.upload_weights(&w).unwrap()).collect();
+        // Cold: rotate through at least 4× the L2 of weight copies.
+        let l2_rotation = (4 * gpu.l2_bytes()).div_ceil(w.words().len() * 4) + 1;
+        let dws: Vec<_> = (0..l2_rotation).map(|_| dev.upload_ternary(&w).unwrap()).collect();
         for &m in &[1usize, 512, 16384] {
             let x = activations(&mut rng, m, k);
-            let dx = gpu.upload_activations(&x).unwrap();
-            let mut y = gpu.zeros::<f32>(m * n, "alloc").unwrap();
-            let gemm = m > 8;
+            let dx = dev.upload_quantized(&x).unwrap();
+            let mut y = dev.alloc::<f32>(m * n).unwrap();
             g.throughput(ops(m, n, k));
             let id = format!("{name}-{n}x{k}");
-            trinity_benches::with_nvml("cuda", &format!("ternary-hot-{id}-m{m}"), || {
+            trinity_benches::with_nvml(gpu.uuid(), "cuda", &format!("ternary-hot-{id}-m{m}"), || {
                 g.bench_function(BenchmarkId::new(format!("ternary-hot/{id}"), format!("m{m}")), |b| {
-                    b.iter_custom(|it| {
-                        gpu.time(it, || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y)).unwrap()
-                    })
+                    b.iter_custom(|it| gpu.time(it, || dev.ternary_linear(&dx, &dws[0], &mut y)).unwrap())
                 })
             });
             let mut turn = 0;
-            let ours_hot = median(&mut || gpu.launch_ternary(gemm, &dx, &dws[0], Precision::F32, &mut y));
+            let ours_hot = median(&mut || dev.ternary_linear(&dx, &dws[0], &mut y));
             let ours_cold = median(&mut || {
                 turn = (turn + 1) % l2_rotation;
-                gpu.launch_ternary(gemm, &dx, &dws[turn], Precision::F32, &mut y)
+                dev.ternary_linear(&dx, &dws[turn], &mut y)
             });
             let weight_bytes = (n * w.k_pad() / 4) as f64;
             print!(
@@ -162,17 +157,17 @@ fn bench_gpu(c: &mut Criterion) {
                 100.0 * weight_bytes / ours_cold / copy_bw
             );
             if let Some(blas) = &blas {
-                let a16 = gpu.upload(&vec![half::f16::from_f32(0.5); m * k], "upload").unwrap();
-                let b16 = gpu.upload(&vec![half::f16::from_f32(-1.0); n * k], "upload").unwrap();
-                let mut c16 = gpu.zeros::<half::f16>(m * n, "alloc").unwrap();
+                let a16 = gpu.upload(&vec![half::f16::from_f32(0.5); m * k]).unwrap();
+                let b16 = gpu.upload(&vec![half::f16::from_f32(-1.0); n * k]).unwrap();
+                let mut c16 = gpu.zeros::<half::f16>(m * n).unwrap();
                 let theirs = median(&mut || gpu.cublas_gemm(blas, &a16, &b16, &mut c16, m, n, k));
                 print!("; cuBLAS FP16 {:.1} µs, ours/cuBLAS speed-up {:.2}×", theirs * 1e6, theirs / ours_hot);
             }
             match trinity::cublaslt_int8::Int8Gemm::new(&gpu, m, n, k) {
                 Ok(plan) => {
-                    let a8 = gpu.upload(&vec![1i8; m * k], "upload").unwrap();
-                    let w8 = gpu.upload(&vec![-1i8; n * k], "upload").unwrap();
-                    let mut c32 = gpu.zeros::<i32>(m * n, "alloc").unwrap();
+                    let a8 = gpu.upload(&vec![1i8; m * k]).unwrap();
+                    let w8 = gpu.upload(&vec![-1i8; n * k]).unwrap();
+                    let mut c32 = gpu.zeros::<i32>(m * n).unwrap();
                     let theirs = median(&mut || plan.run(&a8, &w8, &mut c32));
                     print!("; cuBLASLt INT8 {:.1} µs, ours/INT8 speed-up {:.2}×", theirs * 1e6, theirs / ours_hot);
                 }
@@ -183,15 +178,17 @@ fn bench_gpu(c: &mut Criterion) {
     }
 
     let n = 4096;
-    let a = gpu.upload(&(0..n * n).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>(), "upload").unwrap();
-    let mut cc = gpu.zeros::<f32>(n * n, "alloc").unwrap();
+    let a32: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let (da, mut dc) = (dev.upload(&a32).unwrap(), dev.alloc::<f32>(n * n).unwrap());
+    let a = gpu.upload(&a32).unwrap();
+    let mut cc = gpu.zeros::<f32>(n * n).unwrap();
     g.throughput(ops(n, n, n));
-    trinity_benches::with_nvml("cuda", "sgemm-4096", || {
+    trinity_benches::with_nvml(gpu.uuid(), "cuda", "sgemm-4096", || {
         g.bench_function(BenchmarkId::new("sgemm", "4096^3"), |b| {
-            b.iter_custom(|it| gpu.time(it, || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n)).unwrap())
+            b.iter_custom(|it| gpu.time(it, || dev.sgemm(&da, &da, &mut dc, n, n, n)).unwrap())
         })
     });
-    let ours = median(&mut || gpu.launch_sgemm(&a, &a, &mut cc, n, n, n));
+    let ours = median(&mut || dev.sgemm(&da, &da, &mut dc, n, n, n));
     let flops = 2.0 * (n * n * n) as f64;
     print!("ratio sgemm 4096³: ours {:.1} TFLOPS", flops / ours / 1e12);
     if let Some(blas) = &blas {

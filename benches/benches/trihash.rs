@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
-use trinity::cuda::CudaBackend;
 use trinity::trihash::{Pow, sliced, transform_reference};
 
 const MWM: usize = 243;
@@ -49,21 +48,17 @@ fn bench_trihash(c: &mut Criterion) {
         })
     });
 
-    match CudaBackend::new(0) {
-        Err(e) => println!("trihash: CUDA bench skipped: {e}"),
-        Ok(gpu) => {
-            let base = gpu.upload(pow.base(), "upload").unwrap();
-            let mut hits = gpu.zeros::<u32>(1 + 1024, "alloc").unwrap();
-            let batches = gpu.trihash_blocks() * 32;
-            group.throughput(Throughput::Elements(batches as u64 * 128));
-            trinity_benches::with_nvml("trihash", "cuda", || {
-                group.bench_function(BenchmarkId::new("cuda", gpu.device_name()), |b| {
-                    b.iter_custom(|iters| {
-                        gpu.time(iters, || gpu.launch_trihash_pow(&base, 0, batches, MWM, &mut hits)).unwrap()
-                    })
-                })
-            });
-        }
+    if let Some(gpu) = trinity_benches::gpu("trihash") {
+        let dev = trinity::Device::Cuda(gpu.clone());
+        let base = dev.upload(pow.base()).unwrap();
+        let mut hits = dev.alloc::<u32>(1 + 1024).unwrap();
+        let batches = gpu.trihash_blocks() as u64 * 32;
+        group.throughput(Throughput::Elements(batches * 128));
+        trinity_benches::with_nvml(gpu.uuid(), "trihash", "cuda", || {
+            group.bench_function(BenchmarkId::new("cuda", gpu.device_name()), |b| {
+                b.iter_custom(|iters| gpu.time(iters, || dev.trihash_pow(&base, 0, batches, MWM, &mut hits)).unwrap())
+            })
+        });
     }
     group.finish();
 }

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
-use trinity::backend::Backend;
-use trinity::cpu::CpuBackend;
-use trinity::cuda::CudaBackend;
 use trinity::verify::random_weights;
+use trinity::{Device, HostOps};
 
 /// (rows, cols): BitNet b1.58-large's FFN and the original report's 4096².
 const SHAPES: &[(usize, usize)] = &[(1536, 4096), (4096, 4096)];
@@ -21,42 +19,38 @@ fn bytes(rows: usize, cols: usize, out_elem: usize) -> u64 {
 
 fn bench_unpack(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let gpu = match CudaBackend::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            println!("unpack: CUDA benches skipped: {e}");
-            None
-        }
-    };
+    let gpu = trinity_benches::gpu("unpack");
     let mut group = c.benchmark_group("unpack");
     group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     for &(rows, cols) in SHAPES {
         let w = random_weights(&mut rng, rows, cols);
         let id = format!("{rows}x{cols}");
         group.throughput(Throughput::Bytes(bytes(rows, cols, 1)));
-        group.bench_with_input(BenchmarkId::new("i8/cpu", &id), &w, |b, w| b.iter(|| CpuBackend.unpack_i8(w).unwrap()));
+        group.bench_with_input(BenchmarkId::new("i8/cpu", &id), &w, |b, w| {
+            b.iter(|| HostOps::unpack_i8(&Device::Cpu, w).unwrap())
+        });
         if let Some(gpu) = &gpu {
-            let words = gpu.upload(w.words(), "upload").unwrap();
-            let mut out = gpu.zeros::<i8>(rows * cols, "alloc").unwrap();
-            trinity_benches::with_nvml("unpack", &format!("i8-cuda-{id}"), || {
+            let dev = Device::Cuda(gpu.clone());
+            let words = dev.upload(w.words()).unwrap();
+            let mut out = dev.alloc::<i8>(rows * cols).unwrap();
+            trinity_benches::with_nvml(gpu.uuid(), "unpack", &format!("i8-cuda-{id}"), || {
                 group.bench_function(BenchmarkId::new("i8/cuda", &id), |b| {
-                    b.iter_custom(|iters| {
-                        gpu.time(iters, || gpu.launch_unpack_i8(&words, &mut out, rows, cols)).unwrap()
-                    })
+                    b.iter_custom(|iters| gpu.time(iters, || dev.unpack_i8(&words, rows, cols, &mut out)).unwrap())
                 })
             });
         }
         group.throughput(Throughput::Bytes(bytes(rows, cols, 2)));
         group.bench_with_input(BenchmarkId::new("f16/cpu", &id), &w, |b, w| {
-            b.iter(|| CpuBackend.unpack_f16(w).unwrap())
+            b.iter(|| HostOps::unpack_f16(&Device::Cpu, w).unwrap())
         });
         if let Some(gpu) = &gpu {
-            let words = gpu.upload(w.words(), "upload").unwrap();
-            let mut out = gpu.zeros::<u16>(rows * cols, "alloc").unwrap();
-            trinity_benches::with_nvml("unpack", &format!("f16-cuda-{id}"), || {
+            let dev = Device::Cuda(gpu.clone());
+            let words = dev.upload(w.words()).unwrap();
+            let mut out = dev.alloc::<half::f16>(rows * cols).unwrap();
+            trinity_benches::with_nvml(gpu.uuid(), "unpack", &format!("f16-cuda-{id}"), || {
                 group.bench_function(BenchmarkId::new("f16/cuda", &id), |b| {
                     b.iter_custom(|iters| {
-                        gpu.time(iters, || gpu.launch_unpack_f16(&words, &mut out, rows, cols, w.scale())).unwrap()
+                        gpu.time(iters, || dev.unpack_f16(&words, rows, cols, w.scale(), &mut out)).unwrap()
                     })
                 })
             });

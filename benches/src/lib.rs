@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use trinity::measure::sensor::{NvmlSensor, Sampler, Sensor, SensorSummary};
+use trinity_measure::sensor::{NvmlSensor, Sampler, Sensor, SensorSummary};
 
 /// Criterion's output directory: `$CARGO_TARGET_DIR/criterion`, or the
 /// `criterion` folder of the target directory this bench binary lives in.
@@ -23,10 +23,26 @@ pub fn criterion_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/criterion"))
 }
 
+/// The GPU for the CUDA benches: `None` (and a line saying why) when it
+/// cannot start; with `TRINITY_REQUIRE_GPU=1` that is a failure instead.
+pub fn gpu(bench: &str) -> Option<std::sync::Arc<trinity::cuda::CudaBackend>> {
+    match trinity::cuda::CudaBackend::new(0) {
+        Ok(g) => Some(std::sync::Arc::new(g)),
+        Err(e) if trinity::device::gpu_required() => {
+            panic!("{bench}: TRINITY_REQUIRE_GPU=1 and the GPU cannot be used: {e}")
+        }
+        Err(e) => {
+            println!("{bench}: CUDA benches skipped: {e}");
+            None
+        }
+    }
+}
+
 /// Runs `bench` (a Criterion `bench_function` call) with NVML sampled every
-/// 20 ms, then writes the summary; without NVML it just runs `bench`.
-pub fn with_nvml<T>(group: &str, id: &str, bench: impl FnOnce() -> T) -> T {
-    let Some(sensor) = NvmlSensor::open(0) else {
+/// 20 ms on the device with this UUID, then writes the summary; without NVML
+/// it just runs `bench`.
+pub fn with_nvml<T>(uuid: &str, group: &str, id: &str, bench: impl FnOnce() -> T) -> T {
+    let Some(sensor) = NvmlSensor::open(uuid) else {
         return bench();
     };
     let source = sensor.power_source();

@@ -19,8 +19,9 @@
 
 use rayon::prelude::*;
 
-use crate::matmul::{Precision, QuantizedActivations, dequantize};
-use crate::ternary::DeviceTernary;
+use crate::buffer::OutputElem;
+use crate::matmul::{Precision, QuantizedActivations, QuantizedRef, dequantize};
+use crate::ternary::{DeviceTernary, TernaryRef};
 use kernels_gpu::format::device_layout::codes;
 
 /// Weights per AVX-512 block.
@@ -58,7 +59,7 @@ fn has_vnni() -> bool {
 /// The activations with each full 256-weight block permuted for the AVX-512 path.
 /// Rows are padded with zeros to whole blocks (the last, partial block of
 /// weights is read with a masked load, and meets zeros here past K).
-fn permute_blocks(x: &QuantizedActivations) -> (Vec<i8>, usize) {
+fn permute_blocks(x: &QuantizedRef<'_>) -> (Vec<i8>, usize) {
     let stride = x.k_pad.next_multiple_of(BLOCK);
     let mut out = vec![0i8; x.rows * stride];
     out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
@@ -78,37 +79,54 @@ fn permute_blocks(x: &QuantizedActivations) -> (Vec<i8>, usize) {
     (out, stride)
 }
 
-/// `Y = dequantize(X · Wᵀ)` for any M; see the module docs.
-pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Precision) -> Vec<f32> {
+/// `Y = dequantize(X · Wᵀ)` for any M into `y` (`M × N`); see the module docs.
+pub fn ternary_matmul_into<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &mut [O]) {
     let (m, n) = (x.rows, w.rows());
+    debug_assert_eq!(y.len(), m * n);
+    let x = &x;
+    let w = &w;
     let vnni = has_vnni();
     let (act, stride) = if vnni { permute_blocks(x) } else { (x.values().to_vec(), x.k_pad) };
     // Output transposed (n × m), so each parallel task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
         if m <= 2 {
-            task_rows::<NR_DECODE>(x, w, (&act, stride), vnni, precision, task, chunk);
+            task_rows::<NR_DECODE>(x, w, (&act, stride), vnni, task, chunk);
         } else {
-            task_rows::<NR>(x, w, (&act, stride), vnni, precision, task, chunk);
+            task_rows::<NR>(x, w, (&act, stride), vnni, task, chunk);
         }
     });
-    let mut y = vec![0f32; m * n];
     y.par_chunks_mut(n).enumerate().for_each(|(r, out)| {
         for (c, v) in out.iter_mut().enumerate() {
-            *v = yt[c * m + r];
+            *v = O::from_f32(yt[c * m + r]);
         }
     });
-    y
+}
+
+/// [`ternary_matmul_into`] into a new f32 (`precision` F32) or f16-valued result.
+pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Precision) -> Vec<f32> {
+    let len = x.rows * w.rows();
+    match precision {
+        Precision::F32 => {
+            let mut y = vec![0f32; len];
+            ternary_matmul_into(x.view(), w.view(), &mut y);
+            y
+        }
+        Precision::F16 => {
+            let mut y = vec![half::f16::ZERO; len];
+            ternary_matmul_into(x.view(), w.view(), &mut y);
+            y.into_iter().map(half::f16::to_f32).collect()
+        }
+    }
 }
 
 /// One parallel task: weight rows `task · ROWS_PER_TASK ..` against every
 /// activation row, `N` weight rows at a time; writes the transposed output.
 fn task_rows<const N: usize>(
-    x: &QuantizedActivations,
-    w: &DeviceTernary,
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
     vnni: bool,
-    precision: Precision,
     task: usize,
     chunk: &mut [f32],
 ) {
@@ -139,7 +157,7 @@ fn task_rows<const N: usize>(
                         let out_row = &mut chunk[(r0 + i) * m..][..m];
                         for r in 0..mr {
                             let v = dequantize(row_dots[r] - x.sums[mm + r], w.scale(), x.scales[mm + r]);
-                            out_row[mm + r] = precision.round(v);
+                            out_row[mm + r] = v;
                         }
                     }
                     mm += mr;

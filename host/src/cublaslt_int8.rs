@@ -62,7 +62,7 @@ impl Int8Gemm {
                 reason: "cuBLASLt INT8 needs K and N multiples of 4".into(),
             });
         }
-        let workspace = gpu.zeros::<u8>(32 << 20, "cublasLt workspace")?;
+        let workspace = gpu.zeros::<u8>(32 << 20)?;
         let handle = result::create_handle().map_err(err("create"))?;
         // From here on, `plan` owns what it created so that an error drops it.
         let mut plan = Int8Gemm {

@@ -3,27 +3,18 @@
 //! libcuda is loaded at run time (cudarc's dynamic loading), so this crate
 //! builds and runs on machines without CUDA; [`CudaBackend::new`] then returns
 //! [`GpuError::NoDriver`]. The module loaded is the embedded PTX that matches
-//! the device ([`crate::ptx::for_compute_capability`]).
+//! the device ([`crate::ptx::candidates_for_compute_capability`]), every kernel is
+//! resolved once ([`crate::ops`]), and launches go to one stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, PushKernelArg};
-use half::f16;
-use kernels_gpu::kernels;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{CudaContext, CudaGraph, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 
-use crate::backend::{
-    Backend, BackendKind, check_quantize, check_sgemm, check_ternary, check_trihash_batch, check_trihash_search,
-    shape2, shape3,
-};
-use crate::emulator::launch_chunks;
 use crate::error::{KernelError, KernelResult};
-use crate::geometry::{self, Geometry};
-use crate::matmul::{Activations, Precision, QuantizedActivations};
+use crate::ops::Functions;
 use crate::ptx;
-use crate::ternary::DeviceTernary;
-use crate::ternary::PackedTernary;
-use kernels_gpu::curl::{HASH_TRITS, LANES_PER_BATCH};
 
 /// Why the GPU cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +43,30 @@ pub enum GpuError {
     /// The binary was built without a kernel toolchain.
     #[error("this build embeds no PTX (no kernel toolchain at build time); fix: {}", ptx_builder_fix())]
     NoPtx,
+    /// The driver rejected the PTX module (its JIT log attached).
+    #[error("{device}: the driver could not load the {arch} PTX module: {source}{}", jit_log(log))]
+    ModuleLoad {
+        /// Device name.
+        device: String,
+        /// `sm_80` or `sm_90`.
+        arch: &'static str,
+        /// The driver's error.
+        source: cudarc::driver::DriverError,
+        /// The JIT compiler's error log (empty when it wrote none).
+        log: String,
+    },
+    /// A kernel the host expects is missing from the module.
+    #[error("{device}: kernel `{kernel}` is not in the {arch} PTX module: {source}")]
+    MissingKernel {
+        /// Device name.
+        device: String,
+        /// `sm_80` or `sm_90`.
+        arch: &'static str,
+        /// The kernel.
+        kernel: &'static str,
+        /// The driver's error.
+        source: cudarc::driver::DriverError,
+    },
     /// A driver call failed while setting up.
     #[error("{device}: {what}: {source}")]
     Driver {
@@ -62,6 +77,10 @@ pub enum GpuError {
         /// The driver's error.
         source: cudarc::driver::DriverError,
     },
+}
+
+fn jit_log(log: &str) -> String {
+    if log.trim().is_empty() { String::new() } else { format!("; JIT log: {}", log.trim()) }
 }
 
 fn ptx_builder_fix() -> &'static str {
@@ -80,23 +99,31 @@ pub fn cublas_present() -> bool {
     unsafe { cudarc::cublas::sys::is_culib_present() }
 }
 
-/// An NVIDIA GPU with Trinity's module loaded.
+/// An NVIDIA GPU with Trinity's module loaded and every kernel resolved.
 #[derive(Debug)]
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    module: Arc<CudaModule>,
+    _module: Arc<CudaModule>,
+    functions: Functions,
     device: String,
+    uuid: String,
     arch: &'static str,
     compute_capability: (i32, i32),
     sm_count: u32,
+    l2_bytes: usize,
+    shared_limit: u32,
+    notes: Vec<String>,
 }
 
 /// Hits a TriHash search launch can record; more is an error asking for a larger mwm.
 pub const TRIHASH_HIT_CAPACITY: usize = 1 << 20;
 
 impl CudaBackend {
-    /// Opens device `ordinal` and loads the matching PTX.
+    /// Opens device `ordinal`, loads the PTX that matches it and resolves every kernel.
+    ///
+    /// On compute capability 9.x and newer the sm_90 module is tried first and
+    /// the sm_80 module (which every later GPU can JIT) if the driver rejects it.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
         if !driver_present() {
             return Err(GpuError::NoDriver);
@@ -111,31 +138,65 @@ impl CudaBackend {
         if major < 8 {
             return Err(GpuError::Unsupported { device, major, minor });
         }
-        let module_src = ptx::for_compute_capability(major, minor).ok_or(GpuError::NoPtx)?;
-        let module =
-            ctx.load_module(cudarc::nvrtc::Ptx::from_src(module_src.text)).map_err(driver("loading the PTX module"))?;
+        let candidates = ptx::candidates_for_compute_capability(major, minor);
+        let Some(first) = candidates.first() else { return Err(GpuError::NoPtx) };
+        let mut notes = Vec::new();
+        let mut loaded = load_module(&ctx, &device, first);
+        if let (Err(e), Some(fallback)) = (&loaded, candidates.get(1)) {
+            notes.push(format!("the {} module failed to load ({e}); fell back to {}", first.arch, fallback.arch));
+            loaded = load_module(&ctx, &device, fallback);
+        }
+        let (module, arch) = loaded?;
+        let functions = Functions::load(&module).map_err(|(kernel, source)| GpuError::MissingKernel {
+            device: device.clone(),
+            arch,
+            kernel,
+            source,
+        })?;
+        let attr = |a, what| ctx.attribute(a).map_err(driver(what));
+        let sm_count =
+            attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "reading the SM count")? as u32;
+        let l2_bytes = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "reading the L2 size")? as usize;
+        let shared_limit = attr(
+            CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            "reading the shared-memory opt-in limit",
+        )? as u32;
+        // Kernels whose dynamic shared memory grows with the shape may use up
+        // to the device's opt-in maximum: set once here, never per launch.
+        for f in functions.growing_shared_memory() {
+            f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_limit as i32)
+                .map_err(driver("opting in to the device's shared memory"))?;
+        }
+        let uuid = ctx.uuid().map(|u| format_uuid(&u.bytes)).map_err(driver("reading the device UUID"))?;
         // One stream, so cudarc's cross-stream event tracking is pure overhead
         // inside timed loops.
         // SAFETY: every buffer of this backend lives on `stream`.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let sm_count = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(driver("reading the SM count"))? as u32;
         Ok(CudaBackend {
             ctx,
             stream,
-            module,
+            _module: module,
+            functions,
             device,
-            arch: module_src.arch,
+            uuid,
+            arch,
             compute_capability: (major, minor),
             sm_count,
+            l2_bytes,
+            shared_limit,
+            notes,
         })
     }
 
     /// Device name.
     pub fn device_name(&self) -> &str {
         &self.device
+    }
+    /// The device's UUID as NVML prints it (`GPU-xxxxxxxx-…`): the key that
+    /// matches this device to its NVML handle whatever the two orderings.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
     }
     /// The PTX architecture loaded (`sm_80` or `sm_90`).
     pub fn arch(&self) -> &'static str {
@@ -149,6 +210,18 @@ impl CudaBackend {
     pub fn sm_count(&self) -> u32 {
         self.sm_count
     }
+    /// L2 cache size, bytes.
+    pub fn l2_bytes(&self) -> usize {
+        self.l2_bytes
+    }
+    /// Dynamic shared memory per block with the opt-in, bytes.
+    pub fn shared_limit(&self) -> u32 {
+        self.shared_limit
+    }
+    /// What happened while opening (a module fallback), for reports.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
     /// The context.
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
@@ -157,37 +230,39 @@ impl CudaBackend {
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
+    /// Every kernel, resolved once at creation.
+    pub(crate) fn functions(&self) -> &Functions {
+        &self.functions
+    }
 
-    fn err(&self, kernel: &'static str, shape: &str) -> impl FnOnce(cudarc::driver::DriverError) -> KernelError {
+    /// A one-line description.
+    pub fn describe(&self) -> String {
+        let (ma, mi) = self.compute_capability;
+        format!("{} (compute {ma}.{mi}, PTX {}, {})", self.device, self.arch, self.uuid)
+    }
+
+    pub(crate) fn err(
+        &self,
+        kernel: &'static str,
+        shape: &str,
+    ) -> impl FnOnce(cudarc::driver::DriverError) -> KernelError + use<> {
         let (device, shape) = (self.device.clone(), shape.to_owned());
         move |source| KernelError::Cuda { kernel, shape, device, source }
     }
 
-    fn function(&self, kernel: &'static str, shape: &str) -> KernelResult<CudaFunction> {
-        self.module.load_function(kernel).map_err(self.err(kernel, shape))
-    }
-
     /// Copies host data to a new device buffer.
-    pub fn upload<T: DeviceRepr>(&self, data: &[T], what: &'static str) -> KernelResult<CudaSlice<T>> {
-        self.stream.clone_htod(data).map_err(self.err(what, &format!("{} elements", data.len())))
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> KernelResult<CudaSlice<T>> {
+        self.stream.clone_htod(data).map_err(self.err("upload", &format!("{} elements", data.len())))
     }
 
     /// A zeroed device buffer.
-    pub fn zeros<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
-        &self,
-        len: usize,
-        what: &'static str,
-    ) -> KernelResult<CudaSlice<T>> {
-        self.stream.alloc_zeros(len).map_err(self.err(what, &format!("{len} elements")))
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> KernelResult<CudaSlice<T>> {
+        self.stream.alloc_zeros(len).map_err(self.err("alloc", &format!("{len} elements")))
     }
 
     /// Copies a device buffer back.
-    pub fn download<T: DeviceRepr + Default + Clone>(
-        &self,
-        buf: &CudaSlice<T>,
-        what: &'static str,
-    ) -> KernelResult<Vec<T>> {
-        self.stream.clone_dtoh(buf).map_err(self.err(what, &format!("{} elements", buf.len())))
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, buf: &CudaSlice<T>) -> KernelResult<Vec<T>> {
+        self.stream.clone_dtoh(buf).map_err(self.err("download", &format!("{} elements", buf.len())))
     }
 
     /// Device-to-device copy (the bandwidth ceiling of the benchmarks).
@@ -197,8 +272,8 @@ impl CudaBackend {
     }
 
     /// Waits for the stream.
-    pub fn synchronize(&self, what: &'static str) -> KernelResult<()> {
-        self.stream.synchronize().map_err(self.err(what, "-"))
+    pub fn synchronize(&self) -> KernelResult<()> {
+        self.stream.synchronize().map_err(self.err("synchronize", "-"))
     }
 
     /// GPU time of `iters` back-to-back runs of `work`, from CUDA events.
@@ -213,277 +288,123 @@ impl CudaBackend {
         }
         end.record(&self.stream).map_err(self.err(what, "-"))?;
         end.synchronize().map_err(self.err(what, "-"))?;
-        let ms = start.elapsed_ms(&end).map_err(self.err(what, "-"))?;
+        let ms = event_elapsed_ms(start.cu_event(), end.cu_event()).map_err(self.err(what, "-"))?;
         Ok(Duration::from_secs_f64(ms as f64 / 1e3))
     }
 
-    /// Launches `unpack_i8` on device buffers.
-    pub fn launch_unpack_i8(
-        &self,
-        words: &CudaSlice<u32>,
-        out: &mut CudaSlice<i8>,
-        rows: usize,
-        cols: usize,
-    ) -> KernelResult<()> {
-        let kernel = kernels::unpack_i8::NAME;
-        let shape = shape2(rows, cols);
-        check_len(kernel, &shape, words.len(), rows * kernels_gpu::format::words_per_row(cols), "packed words")?;
-        check_len(kernel, &shape, out.len(), rows * cols, "output")?;
-        let f = self.function(kernel, &shape)?;
-        let g: Geometry = geometry::unpack(words.len());
-        let (rows, cols) = (rows as u32, cols as u32);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(words).arg(out).arg(&rows).arg(&cols);
-        // SAFETY: argument order and types match `unpack_i8`'s signature; the
-        // buffer lengths were checked against its `# Safety` contract above.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    /// Captures the ops `work` issues on this backend's stream as a CUDA
+    /// graph, without running them; [`CudaBackend::replay`] runs them all with
+    /// one launch. The buffers the ops use must outlive the graph.
+    pub fn capture(&self, work: impl FnOnce() -> KernelResult<()>) -> KernelResult<CudaGraph> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(self.err("graph capture", "-"))?;
+        let issued = work();
+        let graph = self.stream.end_capture(CUgraphInstantiate_flags(0)).map_err(self.err("graph capture", "-"));
+        issued?;
+        graph?.ok_or(KernelError::Unsupported { op: "capturing an empty CUDA graph", backend: "cuda" })
     }
 
-    /// Launches `unpack_f16` on device buffers (output as IEEE half bits).
-    pub fn launch_unpack_f16(
-        &self,
-        words: &CudaSlice<u32>,
-        out: &mut CudaSlice<u16>,
-        rows: usize,
-        cols: usize,
-        scale: f32,
-    ) -> KernelResult<()> {
-        let kernel = kernels::unpack_f16::NAME;
-        let shape = shape2(rows, cols);
-        check_len(kernel, &shape, words.len(), rows * kernels_gpu::format::words_per_row(cols), "packed words")?;
-        check_len(kernel, &shape, out.len(), rows * cols, "output")?;
-        let f = self.function(kernel, &shape)?;
-        let g = geometry::unpack(words.len());
-        let (rows, cols) = (rows as u32, cols as u32);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(words).arg(out).arg(&rows).arg(&cols).arg(&scale);
-        // SAFETY: as in `launch_unpack_i8`.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
+    /// Replays a captured graph on this backend's stream.
+    pub fn replay(&self, graph: &CudaGraph) -> KernelResult<()> {
+        graph.launch().map_err(self.err("graph launch", "-"))
     }
-}
 
-impl CudaBackend {
     /// Blocks a TriHash launch uses: enough to fill every SM (four 46 KiB blocks fit one).
     pub fn trihash_blocks(&self) -> u32 {
         self.sm_count * 4
     }
+}
 
-    /// Launches `trihash_pow` on device buffers; `hits[0]` must be zero.
-    #[allow(clippy::too_many_arguments)]
-    pub fn launch_trihash_pow(
-        &self,
-        base: &CudaSlice<i8>,
-        first_batch: u64,
-        batches: u32,
-        mwm: usize,
-        hits: &mut CudaSlice<u32>,
-    ) -> KernelResult<()> {
-        let kernel = kernels::trihash_pow::NAME;
-        let shape = format!("{batches} batches from {first_batch}, mwm {mwm}");
-        check_trihash_search(batches as u64, mwm)?;
-        check_len(kernel, &shape, base.len(), 729, "base state")?;
-        if hits.is_empty() {
-            return Err(KernelError::Shape { kernel, shape, reason: "empty hit buffer".into() });
+/// Loads one PTX module; on failure the JIT log is read with a second,
+/// logging load so the error says why.
+fn load_module(
+    ctx: &Arc<CudaContext>,
+    device: &str,
+    src: &ptx::PtxModule,
+) -> Result<(Arc<CudaModule>, &'static str), GpuError> {
+    match ctx.load_module(cudarc::nvrtc::Ptx::from_src(src.text)) {
+        Ok(m) => Ok((m, src.arch)),
+        Err(source) => Err(GpuError::ModuleLoad {
+            device: device.to_owned(),
+            arch: src.arch,
+            source,
+            log: jit_error_log(src.text),
+        }),
+    }
+}
+
+/// The JIT compiler's error log for a module the driver rejected.
+fn jit_error_log(text: &str) -> String {
+    use cudarc::driver::sys::{CUjit_option, cuModuleLoadDataEx, cuModuleUnload};
+    use std::ffi::c_void;
+    let Ok(src) = std::ffi::CString::new(text) else { return "the PTX text holds a NUL byte".into() };
+    let mut log = vec![0u8; 16 * 1024];
+    let mut options = [CUjit_option::CU_JIT_ERROR_LOG_BUFFER, CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
+    let mut values: [*mut c_void; 2] = [log.as_mut_ptr().cast(), log.len() as *mut c_void];
+    let mut module = std::ptr::null_mut();
+    // SAFETY: `src` is a NUL-terminated PTX image; the option arrays have two
+    // entries each, the log buffer outlives the call and its size is passed;
+    // a module that does load is unloaded at once.
+    unsafe {
+        let r = cuModuleLoadDataEx(
+            &mut module,
+            src.as_ptr().cast(),
+            options.len() as u32,
+            options.as_mut_ptr(),
+            values.as_mut_ptr(),
+        );
+        if r == cudarc::driver::sys::CUresult::CUDA_SUCCESS && !module.is_null() {
+            cuModuleUnload(module);
         }
-        let f = self.function(kernel, &shape)?;
-        let g = geometry::trihash(batches as u64, self.trihash_blocks());
-        let (mwm, capacity) = (mwm as u32, hits.len() as u32 - 1);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(base).arg(&first_batch).arg(&batches).arg(&mwm).arg(hits).arg(&capacity);
-        // SAFETY: argument order and types match `trihash_pow`; `base` has 729
-        // trits, `hits` 1 + capacity words, and the geometry supplies the shared memory.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
     }
-
-    /// Launches `trihash_batch` on device buffers.
-    pub fn launch_trihash_batch(&self, messages: &CudaSlice<i8>, digests: &mut CudaSlice<i8>) -> KernelResult<()> {
-        let kernel = kernels::trihash_batch::NAME;
-        let count = messages.len() / HASH_TRITS;
-        let shape = format!("{count} messages");
-        check_len(kernel, &shape, digests.len(), messages.len(), "digests")?;
-        let f = self.function(kernel, &shape)?;
-        let g = geometry::trihash(count.div_ceil(LANES_PER_BATCH) as u64, self.trihash_blocks());
-        let count = count as u32;
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(messages).arg(digests).arg(&count);
-        // SAFETY: argument order and types match `trihash_batch`; both buffers hold count · 243 trits.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
-    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    String::from_utf8_lossy(&log[..end]).into_owned()
 }
 
-/// Quantized activations on the device (the quantizer's output, the matmuls' input).
-#[derive(Debug)]
-pub struct DeviceActivations {
-    /// Rows (M).
-    pub rows: usize,
-    /// Columns (K).
-    pub cols: usize,
-    /// K padded to 64.
-    pub k_pad: usize,
-    /// `rows × k_pad` int8, as words.
-    pub words: CudaSlice<u32>,
-    /// Per-row scales.
-    pub scales: CudaSlice<f32>,
-    /// Per-row sums.
-    pub sums: CudaSlice<i32>,
+/// `cuEventElapsedTime_v2` where the driver has it (CUDA 12.8+), else the
+/// original `cuEventElapsedTime` (drivers from R535 / CUDA 12.2 on): cudarc,
+/// built for CUDA 13 headers, would call only the former and fail on older drivers.
+fn event_elapsed_ms(
+    start: cudarc::driver::sys::CUevent,
+    end: cudarc::driver::sys::CUevent,
+) -> Result<f32, cudarc::driver::DriverError> {
+    use cudarc::driver::sys::{CUevent, CUresult};
+    type ElapsedFn = unsafe extern "C" fn(*mut f32, CUevent, CUevent) -> CUresult;
+    static ELAPSED: std::sync::OnceLock<Option<ElapsedFn>> = std::sync::OnceLock::new();
+    let f = ELAPSED.get_or_init(|| {
+        // SAFETY: a CUDA backend exists, so libcuda loads; both symbols have
+        // this exact signature in every driver that exports them.
+        unsafe {
+            let lib = cudarc::driver::sys::culib();
+            lib.get::<ElapsedFn>(b"cuEventElapsedTime_v2")
+                .or_else(|_| lib.get::<ElapsedFn>(b"cuEventElapsedTime"))
+                .ok()
+                .map(|s| *s)
+        }
+    });
+    let Some(f) = f else { return Err(cudarc::driver::DriverError(CUresult::CUDA_ERROR_NOT_FOUND)) };
+    let mut ms = 0f32;
+    // SAFETY: both events were created on this context and recorded on one stream; `end` has completed.
+    unsafe { f(&mut ms, start, end) }.result()?;
+    Ok(ms)
 }
 
-/// Ternary weights (device layout) on the device.
-#[derive(Debug)]
-pub struct DeviceWeights {
-    /// Rows (N).
-    pub rows: usize,
-    /// Columns (K).
-    pub cols: usize,
-    /// K padded to 64.
-    pub k_pad: usize,
-    /// Absmean scale.
-    pub scale: f32,
-    /// The words.
-    pub words: CudaSlice<u32>,
+/// A CUDA UUID in NVML's text form: `GPU-` and 16 bytes as 8-4-4-4-12 hex digits.
+pub fn format_uuid(bytes: &[std::ffi::c_char; 16]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|&b| format!("{:02x}", b as u8)).collect();
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        hex[0..4].concat(),
+        hex[4..6].concat(),
+        hex[6..8].concat(),
+        hex[8..10].concat(),
+        hex[10..16].concat()
+    )
 }
-
-/// Largest dynamic shared memory a launch asks for without opting in.
-const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 impl CudaBackend {
-    /// Copies weights to the device.
-    pub fn upload_weights(&self, w: &DeviceTernary) -> KernelResult<DeviceWeights> {
-        Ok(DeviceWeights {
-            rows: w.rows(),
-            cols: w.cols(),
-            k_pad: w.k_pad(),
-            scale: w.scale(),
-            words: self.upload(w.words(), "upload weights")?,
-        })
-    }
-
-    /// Device buffers for `rows × cols` quantized activations.
-    pub fn alloc_activations(&self, rows: usize, cols: usize) -> KernelResult<DeviceActivations> {
-        let k_pad = kernels_gpu::format::device_layout::padded_k(cols);
-        Ok(DeviceActivations {
-            rows,
-            cols,
-            k_pad,
-            words: self.zeros(rows * k_pad / 4, "alloc activations")?,
-            scales: self.zeros(rows, "alloc activations")?,
-            sums: self.zeros(rows, "alloc activations")?,
-        })
-    }
-
-    /// Copies quantized activations to the device.
-    pub fn upload_activations(&self, x: &QuantizedActivations) -> KernelResult<DeviceActivations> {
-        Ok(DeviceActivations {
-            rows: x.rows,
-            cols: x.cols,
-            k_pad: x.k_pad,
-            words: self.upload(&x.words, "upload activations")?,
-            scales: self.upload(&x.scales, "upload activations")?,
-            sums: self.upload(&x.sums, "upload activations")?,
-        })
-    }
-
-    fn opt_in_shared(&self, f: &CudaFunction, kernel: &'static str, shape: &str, bytes: u32) -> KernelResult<()> {
-        if bytes > DEFAULT_SHARED_LIMIT {
-            use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-            f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-                .map_err(self.err(kernel, shape))?;
-        }
-        Ok(())
-    }
-
-    /// Launches `quantize_f32` (`x_bits: None`) or `quantize_f16` on `rows × cols` activations.
-    pub fn launch_quantize(
-        &self,
-        x_f32: Option<&CudaSlice<f32>>,
-        x_f16: Option<&CudaSlice<u16>>,
-        out: &mut DeviceActivations,
-    ) -> KernelResult<()> {
-        let kernel = if x_f32.is_some() { kernels::quantize_f32::NAME } else { kernels::quantize_f16::NAME };
-        let shape = shape2(out.rows, out.cols);
-        let len = x_f32.map(|x| x.len()).or(x_f16.map(|x| x.len())).unwrap_or(0);
-        check_len(kernel, &shape, len, out.rows * out.cols, "activations")?;
-        let f = self.function(kernel, &shape)?;
-        let g = geometry::quantize(out.rows, 65_535);
-        let (r, c, kp) = (out.rows as u32, out.cols as u32, out.k_pad as u32);
-        let mut launch = self.stream.launch_builder(&f);
-        match (x_f32, x_f16) {
-            (Some(x), _) => launch.arg(x),
-            (None, Some(x)) => launch.arg(x),
-            (None, None) => return Err(KernelError::Shape { kernel, shape, reason: "no input".into() }),
-        };
-        launch.arg(&mut out.words).arg(&mut out.scales).arg(&mut out.sums).arg(&r).arg(&c).arg(&kp);
-        // SAFETY: arguments match `quantize_f32/f16`; lengths checked above and by construction of `out`.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
-    }
-
-    /// Launches the ternary GEMV (`gemm: false`, M ≤ 8) or GEMM; `y` holds
-    /// `m · n` f32 (`precision` F32) or f16 bits (F16).
-    pub fn launch_ternary<T: DeviceRepr>(
-        &self,
-        gemm: bool,
-        x: &DeviceActivations,
-        w: &DeviceWeights,
-        precision: Precision,
-        y: &mut CudaSlice<T>,
-    ) -> KernelResult<()> {
-        let kernel = match (gemm, precision) {
-            (false, Precision::F32) => kernels::ternary_gemv_f32::NAME,
-            (false, Precision::F16) => kernels::ternary_gemv_f16::NAME,
-            (true, Precision::F32) => kernels::ternary_gemm_f32::NAME,
-            (true, Precision::F16) => kernels::ternary_gemm_f16::NAME,
-        };
-        let (m, n) = (x.rows, w.rows);
-        let shape = shape3(m, n, w.cols);
-        let want_size = if precision == Precision::F32 { 4 } else { 2 };
-        if std::mem::size_of::<T>() != want_size || x.cols != w.cols || x.k_pad != w.k_pad {
-            return Err(KernelError::Shape { kernel, shape, reason: "mismatched buffers".into() });
-        }
-        if !gemm && m > kernels_gpu::matmul::GEMV_MAX_M {
-            return Err(KernelError::Shape { kernel, shape, reason: format!("M = {m} exceeds 8 (use the GEMM)") });
-        }
-        check_len(kernel, &shape, y.len(), m * n, "output")?;
-        let f = self.function(kernel, &shape)?;
-        let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
-        let mut launch = self.stream.launch_builder(&f);
-        let g = if gemm {
-            launch.arg(&x.words).arg(&x.scales).arg(&w.words).arg(&w.scale);
-            geometry::ternary_gemm(m, n)
-        } else {
-            launch.arg(&x.words).arg(&x.scales).arg(&x.sums).arg(&w.words).arg(&w.scale);
-            geometry::ternary_gemv(m, n, x.k_pad)
-        };
-        self.opt_in_shared(&f, kernel, &shape, g.shared_bytes)?;
-        launch.arg(y).arg(&mu).arg(&nu).arg(&kp);
-        // SAFETY: arguments match the kernel's signature; buffer sizes follow
-        // from the checked shapes and the allocation helpers.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
-    }
-
-    /// Launches our SGEMM, `c = a · bᵀ`.
-    pub fn launch_sgemm(
-        &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
-        c: &mut CudaSlice<f32>,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> KernelResult<()> {
-        let kernel = kernels::sgemm::NAME;
-        let shape = shape3(m, n, k);
-        check_len(kernel, &shape, a.len(), m * k, "A")?;
-        check_len(kernel, &shape, b.len(), n * k, "B")?;
-        check_len(kernel, &shape, c.len(), m * n, "C")?;
-        let f = self.function(kernel, &shape)?;
-        let g = geometry::sgemm(m, n);
-        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(a).arg(b).arg(c).arg(&mu).arg(&nu).arg(&ku);
-        // SAFETY: arguments match `sgemm`; lengths checked above.
-        unsafe { launch.launch(g.cuda()) }.map(drop).map_err(self.err(kernel, &shape))
-    }
-
     /// A cuBLAS handle on this backend's stream.
     pub fn cublas(&self) -> KernelResult<cudarc::cublas::CudaBlas> {
         if !cublas_present() {
@@ -515,7 +436,7 @@ impl CudaBackend {
         T: num_one::One,
     {
         use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
-        let shape = shape3(m, n, k);
+        let shape = format!("{m}×{n}×{k}");
         // Row-major C (m×n) is column-major Cᵀ = B · Aᵀ: B's row-major buffer
         // is column-major Bᵀ (k×n), transposed back; A's is column-major Aᵀ.
         let cfg = GemmConfig {
@@ -566,150 +487,6 @@ pub mod num_one {
         }
         fn zero() -> Self {
             half::f16::ZERO
-        }
-    }
-}
-
-fn check_len(kernel: &'static str, shape: &str, got: usize, want: usize, what: &str) -> KernelResult<()> {
-    if got == want {
-        return Ok(());
-    }
-    Err(KernelError::Shape {
-        kernel,
-        shape: shape.to_owned(),
-        reason: format!("{what}: {got} elements, expected {want}"),
-    })
-}
-
-impl Backend for CudaBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Cuda
-    }
-
-    fn describe(&self) -> String {
-        let (ma, mi) = self.compute_capability;
-        format!("{} (compute {ma}.{mi}, PTX {})", self.device, self.arch)
-    }
-
-    fn unpack_i8(&self, w: &PackedTernary) -> KernelResult<Vec<i8>> {
-        let words = self.upload(w.words(), "upload")?;
-        let mut out = self.zeros::<i8>(w.rows() * w.cols(), "alloc")?;
-        self.launch_unpack_i8(&words, &mut out, w.rows(), w.cols())?;
-        self.download(&out, "download")
-    }
-
-    fn unpack_f16(&self, w: &PackedTernary) -> KernelResult<Vec<f16>> {
-        let words = self.upload(w.words(), "upload")?;
-        let mut out = self.zeros::<u16>(w.rows() * w.cols(), "alloc")?;
-        self.launch_unpack_f16(&words, &mut out, w.rows(), w.cols(), w.scale())?;
-        Ok(self.download(&out, "download")?.into_iter().map(f16::from_bits).collect())
-    }
-
-    fn trihash_batch(&self, messages: &[i8]) -> KernelResult<Vec<i8>> {
-        check_trihash_batch(messages)?;
-        let input = self.upload(messages, "upload")?;
-        let mut out = self.zeros::<i8>(messages.len(), "alloc")?;
-        self.launch_trihash_batch(&input, &mut out)?;
-        self.download(&out, "download")
-    }
-
-    fn trihash_search(&self, base: &[i8; 729], first_batch: u64, batches: u64, mwm: usize) -> KernelResult<Vec<u64>> {
-        check_trihash_search(batches, mwm)?;
-        let base_dev = self.upload(base, "upload")?;
-        let mut found = Vec::new();
-        for (first, n) in launch_chunks(first_batch, batches) {
-            let mut hits = self.zeros::<u32>(1 + TRIHASH_HIT_CAPACITY, "alloc")?;
-            self.launch_trihash_pow(&base_dev, first, n as u32, mwm, &mut hits)?;
-            let hits = self.download(&hits, "download")?;
-            let count = hits[0] as usize;
-            if count > TRIHASH_HIT_CAPACITY {
-                return Err(KernelError::Shape {
-                    kernel: kernels::trihash_pow::NAME,
-                    shape: format!("{n} batches, mwm {mwm}"),
-                    reason: format!(
-                        "{count} hits exceed the {TRIHASH_HIT_CAPACITY} recorded; raise mwm or search fewer batches"
-                    ),
-                });
-            }
-            found.extend(hits[1..1 + count].iter().map(|&o| first * LANES_PER_BATCH as u64 + o as u64));
-        }
-        found.sort_unstable();
-        Ok(found)
-    }
-
-    fn quantize(&self, x: Activations<'_>, rows: usize, cols: usize) -> KernelResult<QuantizedActivations> {
-        check_quantize(&x, rows, cols)?;
-        let mut out = self.alloc_activations(rows, cols)?;
-        match x {
-            Activations::F32(v) => {
-                let dx = self.upload(v, "upload")?;
-                self.launch_quantize(Some(&dx), None, &mut out)?;
-            }
-            Activations::F16(v) => {
-                let dx = self.upload(bytemuck::cast_slice::<half::f16, u16>(v), "upload")?;
-                self.launch_quantize(None, Some(&dx), &mut out)?;
-            }
-        }
-        Ok(QuantizedActivations {
-            rows,
-            cols,
-            k_pad: out.k_pad,
-            words: self.download(&out.words, "download")?,
-            scales: self.download(&out.scales, "download")?,
-            sums: self.download(&out.sums, "download")?,
-        })
-    }
-
-    fn ternary_gemv(
-        &self,
-        x: &QuantizedActivations,
-        w: &DeviceTernary,
-        precision: Precision,
-    ) -> KernelResult<Vec<f32>> {
-        check_ternary("ternary_gemv", x, w, kernels_gpu::matmul::GEMV_MAX_M)?;
-        self.ternary_host(false, x, w, precision)
-    }
-
-    fn ternary_gemm(
-        &self,
-        x: &QuantizedActivations,
-        w: &DeviceTernary,
-        precision: Precision,
-    ) -> KernelResult<Vec<f32>> {
-        check_ternary("ternary_gemm", x, w, usize::MAX)?;
-        self.ternary_host(true, x, w, precision)
-    }
-
-    fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> KernelResult<Vec<f32>> {
-        check_sgemm(a, b, m, n, k)?;
-        let (da, db) = (self.upload(a, "upload")?, self.upload(b, "upload")?);
-        let mut dc = self.zeros::<f32>(m * n, "alloc")?;
-        self.launch_sgemm(&da, &db, &mut dc, m, n, k)?;
-        self.download(&dc, "download")
-    }
-}
-
-impl CudaBackend {
-    fn ternary_host(
-        &self,
-        gemm: bool,
-        x: &QuantizedActivations,
-        w: &DeviceTernary,
-        precision: Precision,
-    ) -> KernelResult<Vec<f32>> {
-        let (dx, dw) = (self.upload_activations(x)?, self.upload_weights(w)?);
-        let len = x.rows * w.rows();
-        match precision {
-            Precision::F32 => {
-                let mut y = self.zeros::<f32>(len, "alloc")?;
-                self.launch_ternary(gemm, &dx, &dw, precision, &mut y)?;
-                self.download(&y, "download")
-            }
-            Precision::F16 => {
-                let mut y = self.zeros::<u16>(len, "alloc")?;
-                self.launch_ternary(gemm, &dx, &dw, precision, &mut y)?;
-                Ok(crate::emulator::halves_to_f32(&self.download(&y, "download")?))
-            }
         }
     }
 }

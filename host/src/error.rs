@@ -51,6 +51,16 @@ pub enum KernelError {
         /// What is wrong.
         reason: String,
     },
+    /// A buffer handed to an op lives on another device than the op's.
+    #[error("`{op}` on the {backend} backend was given {location}")]
+    WrongDevice {
+        /// The op.
+        op: &'static str,
+        /// The backend.
+        backend: &'static str,
+        /// Where the offending buffer lives.
+        location: &'static str,
+    },
     /// The backend does not implement this operation.
     #[error("`{op}` is not available on the {backend} backend")]
     Unsupported {

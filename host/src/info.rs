@@ -32,6 +32,12 @@ pub struct DeviceInfo {
     pub sm_clock_mhz: Option<u32>,
     /// Why the GPU is unavailable, when it is.
     pub unavailable: Option<String>,
+    /// The device's UUID as CUDA reports it (NVML is matched to it).
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// L2 cache size, bytes.
+    #[serde(default)]
+    pub l2_bytes: Option<u64>,
 }
 
 /// Gathers device facts for GPU `ordinal`.
@@ -44,6 +50,8 @@ pub fn gather(ordinal: usize) -> DeviceInfo {
             info.compute_capability = Some(format!("{ma}.{mi}"));
             info.ptx_arch = Some(gpu.arch().to_owned());
             info.memory_total_bytes = gpu.context().total_mem().ok().map(|b| b as u64);
+            info.uuid = Some(gpu.uuid().to_owned());
+            info.l2_bytes = Some(gpu.l2_bytes() as u64);
         }
         Err(e) => info.unavailable = Some(e.to_string()),
     }
@@ -51,7 +59,13 @@ pub fn gather(ordinal: usize) -> DeviceInfo {
         info.driver_version = nvml.sys_driver_version().ok();
         info.cuda_driver_version =
             nvml.sys_cuda_driver_version().ok().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
-        if let Ok(dev) = nvml.device_by_index(ordinal as u32) {
+        // The board CUDA opened, by UUID (NVML's index order differs from CUDA's);
+        // by index only when CUDA itself could not open the device.
+        let dev = match &info.uuid {
+            Some(uuid) => nvml.device_by_uuid(uuid.as_str()),
+            None => nvml.device_by_index(ordinal as u32),
+        };
+        if let Ok(dev) = dev {
             info.name = info.name.or_else(|| dev.name().ok());
             if let Ok(m) = dev.memory_info() {
                 info.memory_total_bytes = info.memory_total_bytes.or(Some(m.total));
@@ -72,8 +86,10 @@ impl std::fmt::Display for DeviceInfo {
             writeln!(f, "GPU: not available: {why}")?;
         }
         let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
-        let rows: [(&str, Option<String>); 11] = [
+        let rows: [(&str, Option<String>); 13] = [
             ("device", self.name.clone()),
+            ("UUID", self.uuid.clone()),
+            ("L2", self.l2_bytes.map(|b| format!("{:.0} MB", b as f64 / 1e6))),
             ("compute capability", self.compute_capability.clone()),
             ("PTX loaded", self.ptx_arch.clone()),
             ("memory total", self.memory_total_bytes.map(gib)),

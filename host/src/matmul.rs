@@ -11,13 +11,10 @@
 //!
 //! So the f32 outputs of every backend must equal the reference bit for bit;
 //! f16 outputs are the f32 result rounded to nearest even. The functions here
-//! are the scalar references, written for obviousness.
+//! are the types; the scalar references are in [`crate::reference`].
 
 use half::f16;
 pub use kernels_gpu::format::device_layout::{dequantize, padded_k};
-use kernels_gpu::matmul::{activation_scale, quantize_value};
-
-use crate::ternary::DeviceTernary;
 
 /// Activations handed to the quantizer.
 #[derive(Debug, Clone, Copy)]
@@ -121,81 +118,40 @@ impl QuantizedActivations {
     }
 }
 
-/// Scalar reference of the quantizer (`quantize_f32` / `quantize_f16`).
-pub fn quantize_reference(x: Activations<'_>, rows: usize, cols: usize) -> QuantizedActivations {
-    let mut out = QuantizedActivations::zeroed(rows, cols);
-    let mut values = vec![0i8; rows * out.k_pad];
-    for r in 0..rows {
-        let absmax = (0..cols).map(|c| x.get(r * cols + c).abs()).fold(0.0f32, f32::max);
-        let scale = activation_scale(absmax);
-        out.scales[r] = scale;
-        for c in 0..cols {
-            let q = quantize_value(x.get(r * cols + c), scale);
-            values[r * out.k_pad + c] = q;
-            out.sums[r] += q as i32;
-        }
-    }
-    out.words = bytemuck::cast_slice::<i8, u32>(&values).to_vec();
-    out
+/// Borrowed quantized activations (host memory): what the CPU paths read.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedRef<'a> {
+    /// Rows (M).
+    pub rows: usize,
+    /// Columns (K).
+    pub cols: usize,
+    /// Row length in memory.
+    pub k_pad: usize,
+    /// `rows × k_pad` int8 values as words.
+    pub words: &'a [u32],
+    /// Per-row scales.
+    pub scales: &'a [f32],
+    /// Per-row sums.
+    pub sums: &'a [i32],
 }
 
-/// Scalar reference of the ternary linear layer (both the GEMV and the GEMM):
-/// exact int32 dot products, then [`dequantize`], then `precision`.
-pub fn ternary_matmul_reference(x: &QuantizedActivations, w: &DeviceTernary, precision: Precision) -> Vec<f32> {
-    let (m, n, k) = (x.rows, w.rows(), w.cols());
-    let xv = x.values();
-    let mut y = vec![0f32; m * n];
-    for r in 0..m {
-        for c in 0..n {
-            let acc: i32 = (0..k).map(|kk| xv[r * x.k_pad + kk] as i32 * w.trit(c, kk) as i32).sum();
-            y[r * n + c] = precision.round(dequantize(acc, w.scale(), x.scales[r]));
-        }
+impl QuantizedRef<'_> {
+    /// The int8 values, `rows × k_pad`.
+    pub fn values(&self) -> &[i8] {
+        bytemuck::cast_slice(self.words)
     }
-    y
 }
 
-/// Scalar reference of SGEMM, `C = A · Bᵀ` (A: m×k, B: n×k), accumulated in
-/// f64; also returns `Σ|a||b|` per output, the scale of the rounding error an
-/// f32 kernel may make.
-pub fn sgemm_reference(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f64>) {
-    let mut c = vec![0f32; m * n];
-    let mut mag = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut t) = (0f64, 0f64);
-            for kk in 0..k {
-                let p = a[i * k + kk] as f64 * b[j * k + kk] as f64;
-                s += p;
-                t += p.abs();
-            }
-            c[i * n + j] = s as f32;
-            mag[i * n + j] = t;
-        }
-    }
-    (c, mag)
-}
-
-/// The SGEMM tolerance: `|got − want| ≤ SGEMM_REL_TOL · Σ|a||b| + 1e-30`.
-/// An f32 accumulation over K terms errs by at most about `K · 2⁻²⁴ · Σ|a||b|`;
-/// this bound (`2⁻¹²`, i.e. K up to 4096 in the worst case, far more in
-/// practice) catches any wrong index while accepting any summation order.
-pub const SGEMM_REL_TOL: f64 = 1.0 / 4096.0;
-
-/// Whether `got` is within the SGEMM tolerance of `want` (a NaN never is).
-fn within(got: f32, want: f32, magnitude: f64) -> bool {
-    matches!((got as f64 - want as f64).abs().partial_cmp(&(SGEMM_REL_TOL * magnitude + 1e-30)), Some(o) if o.is_le())
-}
-
-/// Checks an SGEMM result against [`sgemm_reference`].
-pub fn compare_sgemm(got: &[f32], want: &[f32], magnitude: &[f64]) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("length {} instead of {}", got.len(), want.len()));
-    }
-    let mut bad = got.iter().zip(want).zip(magnitude).enumerate().filter(|(_, ((g, w), m))| !within(**g, **w, **m));
-    match bad.next() {
-        None => Ok(()),
-        Some((i, ((g, w), m))) => {
-            Err(format!("{} outside tolerance; first at {i}: got {g}, want {w} (Σ|a||b| = {m:.3e})", 1 + bad.count()))
+impl QuantizedActivations {
+    /// A borrowed view.
+    pub fn view(&self) -> QuantizedRef<'_> {
+        QuantizedRef {
+            rows: self.rows,
+            cols: self.cols,
+            k_pad: self.k_pad,
+            words: &self.words,
+            scales: &self.scales,
+            sums: &self.sums,
         }
     }
 }

@@ -33,15 +33,16 @@ pub fn modules() -> &'static [PtxModule] {
     MODULES
 }
 
-/// The module for a compute capability: `sm_90` for 9.x and newer, `sm_80`
-/// for 8.x; `None` below 8.0 (the kernels use `mma.sync` m16n8k32, an sm_80 feature).
-pub fn for_compute_capability(major: i32, _minor: i32) -> Option<&'static PtxModule> {
-    let arch = match major {
-        ..=7 => return None,
-        8 => "sm_80",
-        _ => "sm_90",
+/// The modules to try for a compute capability, best first: `sm_90` then
+/// `sm_80` for 9.x and newer (the driver JITs sm_80 PTX for any later GPU),
+/// `sm_80` for 8.x; none below 8.0 (the kernels use `mma.sync` m16n8k32, an sm_80 feature).
+pub fn candidates_for_compute_capability(major: i32, _minor: i32) -> Vec<&'static PtxModule> {
+    let archs: &[&str] = match major {
+        ..=7 => &[],
+        8 => &["sm_80"],
+        _ => &["sm_90", "sm_80"],
     };
-    MODULES.iter().find(|m| m.arch == arch)
+    archs.iter().filter_map(|a| MODULES.iter().find(|m| m.arch == *a)).collect()
 }
 
 /// Which toolchain built the embedded PTX (for `trinity info`).

@@ -272,6 +272,43 @@ impl DeviceTernary {
     pub fn words(&self) -> &[u32] {
         &self.words
     }
+
+    /// A borrowed view.
+    pub fn view(&self) -> TernaryRef<'_> {
+        TernaryRef { rows: self.rows, cols: self.cols, scale: self.scale, words: &self.words }
+    }
+}
+
+/// Borrowed device-layout ternary weights (host memory): what the CPU paths read.
+#[derive(Debug, Clone, Copy)]
+pub struct TernaryRef<'a> {
+    /// Rows (N).
+    pub rows: usize,
+    /// Columns (K).
+    pub cols: usize,
+    /// The absmean scale.
+    pub scale: f32,
+    /// `rows × k_pad / 16` words.
+    pub words: &'a [u32],
+}
+
+impl TernaryRef<'_> {
+    /// Rows (N).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Words per row.
+    pub fn words_per_row(&self) -> usize {
+        padded_k(self.cols) / WEIGHTS_PER_WORD
+    }
+    /// The absmean scale.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+    /// The words.
+    pub fn words(&self) -> &[u32] {
+        self.words
+    }
 }
 
 /// BitNet b1.58 absmean ternarization of latent weights: returns the trits

@@ -9,8 +9,8 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::backend::Backend;
-use crate::cpu;
+use crate::host_ops::HostOps;
+use crate::reference as cpu;
 use crate::ternary::PackedTernary;
 
 /// The outcome of one kernel on one shape.
@@ -71,8 +71,21 @@ pub struct Plan {
 
 /// Matmul shapes `(M, N, K)` small enough for the emulator: 1, odd, and not
 /// multiples of the tiles (GEMM 128 × 128 × 64, GEMV 64-weight chunks).
-pub const MATMUL_SHAPES_SMALL: &[(usize, usize, usize)] =
-    &[(1, 1, 16), (1, 7, 33), (3, 64, 256), (8, 5, 100), (17, 33, 130), (64, 128, 512), (130, 129, 65)];
+///
+/// `(3, 5, 2112)` takes the GEMV's second load of its chunk loop (K > 2048),
+/// `(8, 3, 8256)` its second pass (K > 8192) and more than 48 KB of shared
+/// memory (8 × 8256 bytes of activations: the opt-in path).
+pub const MATMUL_SHAPES_SMALL: &[(usize, usize, usize)] = &[
+    (1, 1, 16),
+    (1, 7, 33),
+    (3, 64, 256),
+    (8, 5, 100),
+    (17, 33, 130),
+    (64, 128, 512),
+    (130, 129, 65),
+    (3, 5, 2112),
+    (8, 3, 8256),
+];
 /// Large matmul shapes: decode and prefill of the BitNet shapes.
 pub const MATMUL_SHAPES_LARGE: &[(usize, usize, usize)] =
     &[(1, 4096, 4096), (8, 6912, 2560), (512, 1536, 4096), (300, 2560, 2560), (1000, 999, 1001)];
@@ -107,7 +120,7 @@ impl Plan {
 }
 
 /// Runs every kernel of `backend` on the shapes of `plan` with inputs drawn from `seed`.
-pub fn verify(backend: &dyn Backend, plan: &Plan, seed: u64) -> Vec<Check> {
+pub fn verify(backend: &dyn HostOps, plan: &Plan, seed: u64) -> Vec<Check> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checks = Vec::new();
     let unpack_shapes = &plan.unpack;
@@ -159,7 +172,7 @@ pub fn verify(backend: &dyn Backend, plan: &Plan, seed: u64) -> Vec<Check> {
         let r = backend.sgemm(&a, &b, m, n, k).map_err(|e| e.to_string());
         let result = r.and_then(|got| {
             let (want, magnitude) = sgemm_expected(&a, &b, m, n, k);
-            crate::matmul::compare_sgemm(&got, &want, &magnitude)
+            crate::reference::compare_sgemm(&got, &want, &magnitude)
         });
         checks.push(check("sgemm", shape, result));
     }
@@ -172,18 +185,21 @@ const SCALAR_REFERENCE_LIMIT: usize = 50_000_000;
 
 fn sgemm_expected(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f64>) {
     if m * n * k <= SCALAR_REFERENCE_LIMIT {
-        return crate::matmul::sgemm_reference(a, b, m, n, k);
+        return crate::reference::sgemm_reference(a, b, m, n, k);
     }
-    let cpu = cpu::CpuBackend;
-    let want = cpu.sgemm(a, b, m, n, k).expect("valid shape");
+    let mut want = vec![0f32; m * n];
+    crate::cpu::sgemm(a, b, &mut want, m, n, k);
     let (aa, bb): (Vec<f32>, Vec<f32>) = (a.iter().map(|v| v.abs()).collect(), b.iter().map(|v| v.abs()).collect());
-    let magnitude = cpu.sgemm(&aa, &bb, m, n, k).expect("valid shape").into_iter().map(|v| v as f64 * 1.001).collect();
+    let mut magnitude = vec![0f32; m * n];
+    crate::cpu::sgemm(&aa, &bb, &mut magnitude, m, n, k);
+    let magnitude = magnitude.into_iter().map(|v| v as f64 * 1.001).collect();
     (want, magnitude)
 }
 
-fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k: usize, checks: &mut Vec<Check>) {
-    use crate::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
-    let x32: Vec<f32> = (0..m * k).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+fn verify_matmul(backend: &dyn HostOps, rng: &mut StdRng, m: usize, n: usize, k: usize, checks: &mut Vec<Check>) {
+    use crate::matmul::{Activations, Precision};
+    use crate::reference::{quantize_reference, ternary_matmul_reference};
+    let x32 = random_activations(rng, m, k);
     let x16: Vec<half::f16> = x32.iter().map(|&v| half::f16::from_f32(v)).collect();
     let w = crate::ternary::DeviceTernary::from_packed(&random_weights(rng, n, k));
     let small = m * n * k <= SCALAR_REFERENCE_LIMIT;
@@ -204,7 +220,7 @@ fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k:
         let want = if small {
             ternary_matmul_reference(&x, &w, precision)
         } else {
-            cpu::CpuBackend.ternary_gemm(&x, &w, precision).expect("valid shape")
+            crate::cpu_ternary::ternary_matmul(&x, &w, precision)
         };
         let suffix = precision.name();
         if m <= kernels_gpu::matmul::GEMV_MAX_M {
@@ -218,6 +234,27 @@ fn verify_matmul(backend: &dyn Backend, rng: &mut StdRng, m: usize, n: usize, k:
     }
 }
 
+/// Random activations, `rows × cols`: most rows uniform in ±4; every third row
+/// has absmax 127 (so the quantizer's scale is exactly 1) and values on the
+/// half-integers, so rounding ties (ties to even), the ±127 ends and signed
+/// zeros are exercised, not left to chance.
+pub fn random_activations(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        if r % 3 == 2 {
+            x.extend((0..cols).map(|c| match c {
+                0 => 127.0,
+                1 => -0.0,
+                2 => -127.0,
+                _ => rng.random_range(-253i32..=253) as f32 * 0.5,
+            }));
+        } else {
+            x.extend((0..cols).map(|_| rng.random_range(-4.0f32..4.0)));
+        }
+    }
+    x
+}
+
 /// Bit-exact comparison of floats that reports values, not bit patterns.
 pub fn compare_f32_exact(got: &[f32], want: &[f32]) -> Result<(), String> {
     if got.len() != want.len() {
@@ -228,4 +265,81 @@ pub fn compare_f32_exact(got: &[f32], want: &[f32]) -> Result<(), String> {
         None => Ok(()),
         Some((i, (g, w))) => Err(format!("{} mismatches; first at {i}: got {g:e}, want {w:e}", 1 + bad.count())),
     }
+}
+
+/// The non-square shape the vendor baselines are checked on (M ≠ N ≠ K;
+/// N and K multiples of 4 as cuBLASLt's INT8 path requires).
+pub const BASELINE_SHAPE: (usize, usize, usize) = (67, 44, 132);
+
+/// Checks the vendor baselines `trinity run` compares against — cuBLAS SGEMM,
+/// cuBLAS FP16 `GemmEx` and cuBLASLt INT8 — with the CPU reference on
+/// [`BASELINE_SHAPE`], so a ratio is never taken against a wrong result.
+pub fn verify_baselines(gpu: &crate::cuda::CudaBackend, seed: u64) -> Vec<Check> {
+    use half::f16;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (m, n, k) = BASELINE_SHAPE;
+    let shape = format!("{m}×{n}×{k}");
+    let mut checks = Vec::new();
+    let blas = match gpu.cublas() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            checks.push(check("cublas_sgemm", shape.clone(), Err(e.to_string())));
+            None
+        }
+    };
+    let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let b: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    if let Some(blas) = &blas {
+        let r = (|| -> crate::KernelResult<Vec<f32>> {
+            let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
+            let mut dc = gpu.zeros::<f32>(m * n)?;
+            gpu.cublas_gemm(blas, &da, &db, &mut dc, m, n, k)?;
+            gpu.download(&dc)
+        })();
+        let (want, mag) = crate::reference::sgemm_reference(&a, &b, m, n, k);
+        let result = r.map_err(|e| e.to_string()).and_then(|got| crate::reference::compare_sgemm(&got, &want, &mag));
+        checks.push(check("cublas_sgemm", shape.clone(), result));
+
+        // FP16 inputs are exact in f64; the f16 output rounds (2⁻¹¹ relative) and
+        // the f32 accumulation errs by at most K·2⁻²⁴·Σ|a||b|.
+        let (a16, b16): (Vec<f16>, Vec<f16>) =
+            (a.iter().map(|&v| f16::from_f32(v)).collect(), b.iter().map(|&v| f16::from_f32(v)).collect());
+        let r = (|| -> crate::KernelResult<Vec<f16>> {
+            let (da, db) = (gpu.upload(&a16)?, gpu.upload(&b16)?);
+            let mut dc = gpu.zeros::<f16>(m * n)?;
+            gpu.cublas_gemm(blas, &da, &db, &mut dc, m, n, k)?;
+            gpu.download(&dc)
+        })();
+        let widen = |v: &[f16]| v.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+        let (want, mag) = crate::reference::sgemm_reference(&widen(&a16), &widen(&b16), m, n, k);
+        let result = r.map_err(|e| e.to_string()).and_then(|got| {
+            let bad: Vec<usize> = (0..m * n)
+                .filter(|&i| {
+                    let (g, w) = (got[i].to_f32() as f64, want[i] as f64);
+                    let tolerance = w.abs() / 1024.0 + mag[i] / 4096.0;
+                    !matches!((g - w).abs().partial_cmp(&tolerance), Some(o) if o.is_le())
+                })
+                .collect();
+            match bad.first() {
+                None => Ok(()),
+                Some(&i) => {
+                    Err(format!("{} outside tolerance; first at {i}: got {}, want {}", bad.len(), got[i], want[i]))
+                }
+            }
+        });
+        checks.push(check("cublas_gemm_fp16", shape.clone(), result));
+    }
+    let a8: Vec<i8> = (0..m * k).map(|_| rng.random_range(-128i32..=127) as i8).collect();
+    let w8: Vec<i8> = (0..n * k).map(|_| rng.random_range(-1i8..=1)).collect();
+    let r = (|| -> crate::KernelResult<Vec<i32>> {
+        let plan = crate::cublaslt_int8::Int8Gemm::new(gpu, m, n, k)?;
+        let (da, dw) = (gpu.upload(&a8)?, gpu.upload(&w8)?);
+        let mut dc = gpu.zeros::<i32>(m * n)?;
+        plan.run(&da, &dw, &mut dc)?;
+        gpu.download(&dc)
+    })();
+    let want: Vec<i32> =
+        (0..m * n).map(|i| (0..k).map(|kk| a8[(i / n) * k + kk] as i32 * w8[(i % n) * k + kk] as i32).sum()).collect();
+    checks.push(check("cublaslt_int8", shape, r.map_err(|e| e.to_string()).and_then(|got| compare_exact(&got, &want))));
+    checks
 }

@@ -175,6 +175,44 @@ unsafe fn gpu_trit(src: u32, dst: u32, (a, b, out): (u32, u32, u32)) {
 /// Shared memory one TriHash block needs, bytes.
 pub const GPU_SHARED_BYTES: usize = 2 * GPU_WORDS * STATE_TRITS * 8;
 
+/// The TriHash kernels' launch: one 243-thread block per 128-lane batch, at
+/// most `max_blocks` blocks striding over `batches`, the sliced state in
+/// dynamic shared memory.
+pub const fn trihash_geometry(batches: u64, max_blocks: u32) -> crate::launch::LaunchConfig {
+    let grid = if batches == 0 {
+        1
+    } else if batches > max_blocks as u64 {
+        max_blocks
+    } else {
+        batches as u32
+    };
+    crate::launch::LaunchConfig::linear(grid, GPU_THREADS as u32, GPU_SHARED_BYTES as u32)
+}
+
+/// Checks a proof-of-work search request (`trihash_pow`).
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn trihash_pow_check(batches: u64, mwm: usize) -> Result<(), String> {
+    if mwm > HASH_TRITS {
+        return Err(format!("mwm {mwm} exceeds the 243 trits of a hash"));
+    }
+    if batches == 0 {
+        return Err("nothing to search (0 batches)".into());
+    }
+    if batches * LANES_PER_BATCH as u64 > u32::MAX as u64 {
+        return Err(format!("{batches} batches: the nonce offsets of one launch must fit 32 bits"));
+    }
+    Ok(())
+}
+
+/// Checks a batch-hash request (`trihash_batch`): `trits` of input and `out` of output.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn trihash_batch_check(trits: usize, out: usize) -> Result<(), String> {
+    if trits == 0 || !trits.is_multiple_of(HASH_TRITS) {
+        return Err(format!("{trits} trits: messages must be a non-empty whole number of 243-trit blocks"));
+    }
+    crate::launch::check_len("digests", out, trits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

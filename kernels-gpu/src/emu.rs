@@ -8,7 +8,8 @@
 //! - One OS thread per GPU thread of a block. The same threads run the blocks
 //!   of the grid one after another (blocks are independent by CUDA's rules).
 //! - [`crate::device::sync_threads`] is a real barrier over the block's
-//!   threads. A thread that returns while others wait at a barrier makes the
+//!   threads, matched by call site: threads waiting at two different barriers
+//!   are a reported divergence (undefined behaviour on a GPU). A thread that returns while others wait at a barrier makes the
 //!   launch fail with [`EmuError::Divergence`] naming the kernel: on a GPU that
 //!   is undefined behaviour (usually a hang), here it is a report.
 //! - Warp collectives meet at a per-warp rendezvous: each lane publishes its
@@ -42,23 +43,7 @@ pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 /// The byte dynamic shared memory holds at block start.
 pub const SHARED_POISON: u8 = 0xA5;
 
-/// Grid and block shape of a launch, as in CUDA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LaunchConfig {
-    /// Blocks in x, y, z.
-    pub grid: [u32; 3],
-    /// Threads per block in x, y, z.
-    pub block: [u32; 3],
-    /// Dynamic shared memory per block, in bytes.
-    pub shared_bytes: u32,
-}
-
-impl LaunchConfig {
-    /// A 1-D launch.
-    pub fn linear(grid: u32, block: u32, shared_bytes: u32) -> Self {
-        LaunchConfig { grid: [grid, 1, 1], block: [block, 1, 1], shared_bytes }
-    }
-}
+pub use crate::launch::LaunchConfig;
 
 /// Why an emulated launch failed. Every variant names the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,10 +168,24 @@ struct RvState {
     exited: usize,
     generation: u64,
     broken: bool,
+    /// Where the threads of the current generation are waiting.
+    site: Option<Site>,
 }
 
-/// A broken rendezvous: `Some((arrived, exited))` for the thread that detected it.
-type Broken = Option<(usize, usize)>;
+/// The call site of a barrier or collective (the kernel's own line, through
+/// the `#[track_caller]` device API).
+type Site = &'static std::panic::Location<'static>;
+
+/// Why a rendezvous broke, for the thread that detected it.
+enum Detected {
+    /// Some threads arrived while others had returned.
+    Exited(usize, usize),
+    /// Threads arrived at two different call sites.
+    Sites(Site, Site),
+}
+
+/// A broken rendezvous: `Some(why)` for the thread that detected it.
+type Broken = Option<Detected>;
 
 impl Rendezvous {
     fn new(parties: usize) -> Self {
@@ -198,21 +197,31 @@ impl Rendezvous {
         s.arrived = 0;
         s.exited = 0;
         s.broken = false;
+        s.site = None;
     }
 
-    fn arrive(&self) -> Result<(), Broken> {
+    fn arrive(&self, site: Site) -> Result<(), Broken> {
         let mut s = lock(&self.state);
         if s.broken {
             return Err(None);
+        }
+        match s.site {
+            Some(waiting) if s.arrived > 0 && waiting != site => {
+                s.broken = true;
+                self.cv.notify_all();
+                return Err(Some(Detected::Sites(waiting, site)));
+            }
+            _ => s.site = Some(site),
         }
         s.arrived += 1;
         if s.arrived + s.exited == self.parties {
             if s.exited > 0 {
                 s.broken = true;
                 self.cv.notify_all();
-                return Err(Some((s.arrived, s.exited)));
+                return Err(Some(Detected::Exited(s.arrived, s.exited)));
             }
             s.arrived = 0;
+            s.site = None;
             s.generation += 1;
             self.cv.notify_all();
             return Ok(());
@@ -224,7 +233,7 @@ impl Rendezvous {
         if s.generation == generation { Err(None) } else { Ok(()) }
     }
 
-    fn exit(&self) -> Broken {
+    fn exit(&self) -> Option<(usize, usize)> {
         let mut s = lock(&self.state);
         s.exited += 1;
         if !s.broken && s.arrived > 0 && s.arrived + s.exited == self.parties {
@@ -306,17 +315,27 @@ fn current() -> (ThreadCtx, &'static BlockState, &'static LaunchShared) {
     })
 }
 
-pub(crate) fn sync_threads() {
+/// What a detected divergence says.
+fn describe(op: &str, scope: &str, why: Detected) -> String {
+    match why {
+        Detected::Exited(arrived, exited) => {
+            format!("{op} reached by {arrived} {scope} while {exited} had returned (every one must reach it)")
+        }
+        Detected::Sites(a, b) => format!(
+            "divergent {op}: {scope} wait at {a} while another arrives at {b} (every one must reach the same one)"
+        ),
+    }
+}
+
+pub(crate) fn sync_threads(site: Site) {
     let (t, block, launch) = current();
-    match block.barrier.arrive() {
+    match block.barrier.arrive(site) {
         Ok(()) => EPOCH.with(|e| e.set(e.get() + 1)),
-        Err(Some((arrived, exited))) => {
+        Err(Some(why)) => {
             launch.record(EmuError::Divergence {
                 kernel: launch.kernel,
                 block: t.block_idx,
-                what: format!(
-                    "sync_threads reached by {arrived} threads while {exited} had returned (a barrier every thread must reach)"
-                ),
+                what: describe("sync_threads", "threads", why),
             });
             abort()
         }
@@ -324,22 +343,19 @@ pub(crate) fn sync_threads() {
     }
 }
 
-fn warp_sync(op: &str) -> (&'static Warp, usize) {
+fn warp_sync(op: &str, site: Site) -> (&'static Warp, usize) {
     let (t, block, launch) = current();
     let warp = &block.warps[(t.linear / 32) as usize];
     if warp.lanes != 32 {
         fault(format!("{op} in a partial warp of {} lanes (blocks must be a multiple of 32 threads)", warp.lanes));
     }
-    match warp.rendezvous.arrive() {
+    match warp.rendezvous.arrive(site) {
         Ok(()) => (warp, (t.linear % 32) as usize),
-        Err(Some((arrived, exited))) => {
+        Err(Some(why)) => {
             launch.record(EmuError::Divergence {
                 kernel: launch.kernel,
                 block: t.block_idx,
-                what: format!(
-                    "{op} in warp {} reached by {arrived} lanes while {exited} had returned (full-warp mask)",
-                    t.linear / 32
-                ),
+                what: format!("warp {}: {} (full-warp mask)", t.linear / 32, describe(op, "lanes", why)),
             });
             abort()
         }
@@ -353,24 +369,24 @@ fn publish(slot: usize, v: u32) {
     warp.slots[(t.linear % 32) as usize * SLOTS_PER_LANE + slot].store(v, Ordering::Relaxed);
 }
 
-pub(crate) fn shuffle(v: u32, src_lane: impl Fn(u32) -> Option<u32>) -> u32 {
+pub(crate) fn shuffle(v: u32, src_lane: impl Fn(u32) -> Option<u32>, site: Site) -> u32 {
     publish(0, v);
-    let (warp, lane) = warp_sync("shuffle");
+    let (warp, lane) = warp_sync("shuffle", site);
     let r = match src_lane(lane as u32) {
         Some(s) => warp.slots[s as usize * SLOTS_PER_LANE].load(Ordering::Relaxed),
         None => v,
     };
-    warp_sync("shuffle");
+    warp_sync("shuffle", site);
     r
 }
 
-pub(crate) fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
+pub(crate) fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4], site: Site) -> [i32; 4] {
     for (i, v) in a.iter().enumerate() {
         publish(i, *v);
     }
     publish(4, b[0]);
     publish(5, b[1]);
-    let (warp, lane) = warp_sync("mma.m16n8k32");
+    let (warp, lane) = warp_sync("mma.m16n8k32", site);
     let slot = |lane: usize, s: usize| warp.slots[lane * SLOTS_PER_LANE + s].load(Ordering::Relaxed);
     let byte = |word: u32, k: usize| (word >> (8 * (k % 4))) as u8 as i8 as i32;
     // A[row][k] lives in lane (row%8)*4 + (k%16)/4, register (row>=8) + 2*(k>=16).
@@ -386,7 +402,7 @@ pub(crate) fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4]
             *acc = acc.wrapping_add(a_at(row, k) * b_at(k, col));
         }
     }
-    warp_sync("mma.m16n8k32");
+    warp_sync("mma.m16n8k32", site);
     d
 }
 

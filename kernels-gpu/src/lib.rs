@@ -32,6 +32,7 @@ pub mod device;
 pub mod emu;
 pub mod format;
 pub mod kernels;
+pub mod launch;
 pub mod matmul;
 
 #[cfg(target_arch = "nvptx64")]

@@ -6,6 +6,7 @@
 
 use crate::device::*;
 use crate::format::device_layout::{codes, codes_to_trits, dequantize};
+use crate::launch::LaunchConfig;
 
 /// An activation element the quantizer reads.
 pub trait Element: Copy {
@@ -63,6 +64,34 @@ pub fn quantize_value(x: f32, scale: f32) -> i8 {
 pub const QUANTIZE_THREADS: u32 = 256;
 /// Dynamic shared memory of the quantizer: 32 scratch words.
 pub const QUANTIZE_SHARED_BYTES: u32 = 32 * 4;
+
+/// The quantizer's launch: one 256-thread block per row, at most `max_blocks` striding over rows.
+pub const fn quantize_geometry(rows: usize, max_blocks: u32) -> LaunchConfig {
+    let grid = if rows == 0 {
+        1
+    } else if rows > max_blocks as usize {
+        max_blocks
+    } else {
+        rows as u32
+    };
+    LaunchConfig::linear(grid, QUANTIZE_THREADS, QUANTIZE_SHARED_BYTES)
+}
+
+/// Checks a quantizer request: `x_len` activations for `rows × cols`, into a
+/// block whose rows are `k_pad` long.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn quantize_check(rows: usize, cols: usize, x_len: usize, k_pad: usize) -> Result<(), String> {
+    if rows == 0 || cols == 0 {
+        return Err("empty matrix".into());
+    }
+    if x_len != rows * cols {
+        return Err(format!("{x_len} activations given"));
+    }
+    if k_pad < cols || !k_pad.is_multiple_of(64) {
+        return Err(format!("output rows of {k_pad} bytes cannot hold K = {cols} (a multiple of 64 is needed)"));
+    }
+    Ok(())
+}
 
 /// Per-row absmax int8 quantization; see `quantize_f32`.
 ///
@@ -128,6 +157,41 @@ pub const GEMV_MAX_M: usize = 8;
 /// Dynamic shared memory of the GEMV: the whole int8 activation block.
 pub const fn gemv_shared_bytes(m: usize, k_pad: usize) -> u32 {
     (m * k_pad) as u32
+}
+
+/// The GEMV's launch: 8 warps per block, one output row per warp, the
+/// activation block in shared memory (more than 48 KB needs the device's opt-in).
+pub const fn gemv_geometry(m: usize, n: usize, k_pad: usize) -> LaunchConfig {
+    let grid = (n as u32).div_ceil(GEMV_WARPS);
+    LaunchConfig::linear(if grid == 0 { 1 } else { grid }, 32 * GEMV_WARPS, gemv_shared_bytes(m, k_pad))
+}
+
+/// Checks a ternary matmul request (the GEMV with `max_m` = [`GEMV_MAX_M`],
+/// the GEMM with `usize::MAX`): activations `m × x_cols` padded to `x_k_pad`,
+/// weights `n × w_cols` padded to `w_k_pad`.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn ternary_check(
+    m: usize,
+    n: usize,
+    x_cols: usize,
+    w_cols: usize,
+    x_k_pad: usize,
+    w_k_pad: usize,
+    max_m: usize,
+) -> Result<(), String> {
+    if x_cols != w_cols {
+        return Err(format!("activations have K = {x_cols}, weights K = {w_cols}"));
+    }
+    if m == 0 || n == 0 || x_cols == 0 {
+        return Err("empty matrix".into());
+    }
+    if m > max_m {
+        return Err(format!("M = {m} exceeds this kernel's {max_m} (use the GEMM)"));
+    }
+    if x_k_pad != w_k_pad || !x_k_pad.is_multiple_of(64) || x_k_pad < x_cols {
+        return Err(format!("activation rows padded to {x_k_pad}, weight rows to {w_k_pad}"));
+    }
+    Ok(())
 }
 
 /// Ternary GEMV body; see `ternary_gemv_f32`.
@@ -228,6 +292,15 @@ pub const GEMM_ROW_WORDS: u32 = 20;
 const GEMM_TILE_WORDS: u32 = GEMM_BM * GEMM_ROW_WORDS;
 /// Dynamic shared memory of the GEMM: A and B tiles, double-buffered.
 pub const GEMM_SHARED_BYTES: u32 = 4 * GEMM_TILE_WORDS * 4;
+
+/// The GEMM's launch: one 256-thread block per 128 × 128 output tile.
+pub const fn gemm_geometry(m: usize, n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid: [(n as u32).div_ceil(GEMM_BN), (m as u32).div_ceil(GEMM_BM), 1],
+        block: [GEMM_THREADS, 1, 1],
+        shared_bytes: GEMM_SHARED_BYTES,
+    }
+}
 
 /// Word index of (row, word) of tile `which` (0 = A, 1 = B) in buffer `buf`.
 #[inline(always)]

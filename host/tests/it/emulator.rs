@@ -16,6 +16,27 @@ kernel! {
 }
 
 kernel! {
+    /// Even and odd warps wait at two different barriers: undefined behaviour on a GPU.
+    pub unsafe fn divergent_barriers(out: Out<u32>) {
+        if warp_id() % 2 == 0 {
+            sync_threads();
+            out.set(thread_idx_x() as usize, 1);
+        } else {
+            out.set(thread_idx_x() as usize, 2);
+            sync_threads();
+        }
+    }
+}
+
+kernel! {
+    /// Lanes of one warp meet at two different shuffles.
+    pub unsafe fn divergent_shuffles(out: Out<u32>) {
+        let v = if lane_id() < 16 { shfl_xor(1, 1) } else { shfl_xor(2, 1) };
+        out.set(thread_idx_x() as usize, v);
+    }
+}
+
+kernel! {
     /// Writes one element per thread with no bounds guard.
     pub unsafe fn unguarded_write(out: Out<u32>) {
         let i = global_thread_x() as usize;
@@ -137,6 +158,26 @@ fn typed_shared_memory_is_bounds_checked() {
     let err = unsafe { shared_words::launch(LaunchConfig::linear(1, 32, 31 * 8), Out::from_slice(&mut out), 31) }
         .unwrap_err();
     assert!(err.to_string().contains("shared memory access of element 31"), "{err}");
+}
+
+#[test]
+fn threads_at_two_different_barriers_are_a_reported_divergence() {
+    let mut out = vec![0u32; 64];
+    // SAFETY: the view covers 64 elements, one per thread.
+    let err =
+        unsafe { divergent_barriers::launch(LaunchConfig::linear(1, 64, 0), Out::from_slice(&mut out)) }.unwrap_err();
+    match err {
+        EmuError::Divergence { kernel, what, .. } => {
+            assert_eq!(kernel, "divergent_barriers");
+            assert!(what.contains("divergent sync_threads") && what.contains("emulator.rs"), "{what}");
+        }
+        other => panic!("expected a divergence, got {other:?}"),
+    }
+    let mut out = vec![0u32; 32];
+    // SAFETY: as above.
+    let err =
+        unsafe { divergent_shuffles::launch(LaunchConfig::linear(1, 32, 0), Out::from_slice(&mut out)) }.unwrap_err();
+    assert!(err.to_string().contains("divergent shuffle"), "{err}");
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! Each test is written once as a function of a backend; `backend_tests!`
-//! instantiates it for every backend.
+//! instantiates it for every backend (`cpu`, `emu`, and `cuda`: skipped with
+//! the driver's reason when no GPU starts, a failure under `TRINITY_REQUIRE_GPU=1`).
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use trinity::backend::Backend;
-use trinity::cpu::{unpack_f16_reference, unpack_i8_reference};
-use trinity::verify;
+use trinity::reference::{unpack_f16_reference, unpack_i8_reference};
+use trinity::{Device, HostOps, verify};
 
 /// Fresh inputs each run; the seed is printed so a failure can be replayed.
 fn rng() -> StdRng {
@@ -16,7 +16,7 @@ fn rng() -> StdRng {
 
 const SHAPES: &[(usize, usize)] = &[(1, 1), (1, 15), (1, 16), (1, 17), (3, 33), (17, 64), (5, 257), (64, 100)];
 
-fn unpack_i8_matches_reference(b: &dyn Backend) {
+fn unpack_i8_matches_reference(b: &dyn HostOps) {
     let mut rng = rng();
     for &(rows, cols) in SHAPES {
         let w = verify::random_weights(&mut rng, rows, cols);
@@ -25,7 +25,7 @@ fn unpack_i8_matches_reference(b: &dyn Backend) {
     }
 }
 
-fn unpack_f16_matches_reference(b: &dyn Backend) {
+fn unpack_f16_matches_reference(b: &dyn HostOps) {
     let mut rng = rng();
     for &(rows, cols) in SHAPES {
         let w = verify::random_weights(&mut rng, rows, cols);
@@ -35,20 +35,20 @@ fn unpack_f16_matches_reference(b: &dyn Backend) {
     }
 }
 
-fn verify_reports_no_failures(b: &dyn Backend) {
+fn verify_reports_no_failures(b: &dyn HostOps) {
     let checks = verify::verify(b, &verify::Plan::small(), rand::random());
     assert!(!checks.is_empty());
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     assert!(failed.is_empty(), "{failed:?}");
 }
 
-fn trihash_batch_matches_reference(b: &dyn Backend) {
+fn trihash_batch_matches_reference(b: &dyn HostOps) {
     use rand::RngExt;
     let mut rng = rng();
     for count in [1usize, 2, 129] {
         let messages: Vec<i8> = (0..count * 243).map(|_| rng.random_range(-1i8..=1)).collect();
         let got = b.trihash_batch(&messages).unwrap();
-        let want = trinity::cpu::trihash_batch_reference(&messages);
+        let want = trinity::reference::trihash_batch_reference(&messages);
         assert_eq!(verify::compare_exact(&got, &want), Ok(()), "{count} messages on {}", b.kind());
     }
 }
@@ -56,11 +56,11 @@ fn trihash_batch_matches_reference(b: &dyn Backend) {
 /// The deterministic search check: a fixed transaction, a fixed nonce range,
 /// m = 4 trailing zeros; every backend must find exactly the scalar
 /// reference's set.
-fn trihash_search_finds_the_reference_nonce_set(b: &dyn Backend) {
+fn trihash_search_finds_the_reference_nonce_set(b: &dyn HostOps) {
     use rand::SeedableRng;
     let pow = trinity::trihash::Pow::random(&mut StdRng::seed_from_u64(2026));
     let (first, batches, mwm) = (12_345u64, 4u64, 4usize);
-    let want = trinity::cpu::trihash_search_reference(pow.base(), first, batches, mwm);
+    let want = trinity::reference::trihash_search_reference(pow.base(), first, batches, mwm);
     assert!(!want.is_empty());
     let got = b.trihash_search(pow.base(), first, batches, mwm).unwrap();
     assert_eq!(got, want, "on {}", b.kind());
@@ -69,27 +69,38 @@ fn trihash_search_finds_the_reference_nonce_set(b: &dyn Backend) {
     }
 }
 
-fn trihash_rejects_bad_requests(b: &dyn Backend) {
+fn trihash_rejects_bad_requests(b: &dyn HostOps) {
     let err = b.trihash_batch(&[0; 100]).unwrap_err();
     assert!(err.to_string().contains("243-trit"), "{err}");
     let err = b.trihash_search(&[0; 729], 0, 1, 244).unwrap_err();
     assert!(err.to_string().contains("mwm 244"), "{err}");
 }
 
-/// The shapes plus edges of every tile: (M, N, K).
-const MATMUL_SHAPES: &[(usize, usize, usize)] =
-    &[(1, 1, 16), (1, 7, 33), (3, 64, 256), (17, 33, 130), (64, 128, 512), (8, 9, 300), (129, 130, 64)];
+/// Edges of every tile, and the GEMV's long-K paths: K > 2048 (a lane's second
+/// load per pass), K > 8192 (a second pass) with more than 48 KB of shared
+/// memory (M = 8): (M, N, K).
+const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 16),
+    (1, 7, 33),
+    (3, 64, 256),
+    (17, 33, 130),
+    (64, 128, 512),
+    (8, 9, 300),
+    (129, 130, 64),
+    (2, 3, 2112),
+    (8, 2, 8256),
+];
 
 fn random_activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    use rand::RngExt;
-    (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+    verify::random_activations(rng, 1, n)
 }
 
-fn quantize_matches_reference(b: &dyn Backend) {
-    use trinity::matmul::{Activations, quantize_reference};
+fn quantize_matches_reference(b: &dyn HostOps) {
+    use trinity::matmul::Activations;
+    use trinity::reference::quantize_reference;
     let mut rng = rng();
     for &(m, _, k) in MATMUL_SHAPES {
-        let x = random_activations(&mut rng, m * k);
+        let x = verify::random_activations(&mut rng, m, k);
         let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
         for xs in [Activations::F32(&x), Activations::F16(&x16)] {
             let got = b.quantize(xs, m, k).unwrap();
@@ -101,11 +112,12 @@ fn quantize_matches_reference(b: &dyn Backend) {
     assert!(got.values().iter().all(|&v| v == 0) && got.scales.iter().all(|&s| s == 127.0 / 1e-5));
 }
 
-fn ternary_matmul_matches_reference_bit_for_bit(b: &dyn Backend) {
-    use trinity::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
+fn ternary_matmul_matches_reference_bit_for_bit(b: &dyn HostOps) {
+    use trinity::matmul::{Activations, Precision};
+    use trinity::reference::{quantize_reference, ternary_matmul_reference};
     let mut rng = rng();
     for &(m, n, k) in MATMUL_SHAPES {
-        let x = quantize_reference(Activations::F32(&random_activations(&mut rng, m * k)), m, k);
+        let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
         let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
         for p in [Precision::F32, Precision::F16] {
             let want: Vec<u32> = ternary_matmul_reference(&x, &w, p).iter().map(|v| v.to_bits()).collect();
@@ -119,19 +131,20 @@ fn ternary_matmul_matches_reference_bit_for_bit(b: &dyn Backend) {
     }
 }
 
-fn sgemm_matches_reference_within_tolerance(b: &dyn Backend) {
+fn sgemm_matches_reference_within_tolerance(b: &dyn HostOps) {
     let mut rng = rng();
     for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (17, 33, 130), (130, 129, 9)] {
         let a = random_activations(&mut rng, m * k);
         let bb = random_activations(&mut rng, n * k);
         let got = b.sgemm(&a, &bb, m, n, k).unwrap();
-        let (want, mag) = trinity::matmul::sgemm_reference(&a, &bb, m, n, k);
-        assert_eq!(trinity::matmul::compare_sgemm(&got, &want, &mag), Ok(()), "{m}×{n}×{k} on {}", b.kind());
+        let (want, mag) = trinity::reference::sgemm_reference(&a, &bb, m, n, k);
+        assert_eq!(trinity::reference::compare_sgemm(&got, &want, &mag), Ok(()), "{m}×{n}×{k} on {}", b.kind());
     }
 }
 
-fn matmul_rejects_bad_shapes(b: &dyn Backend) {
-    use trinity::matmul::{Activations, Precision, quantize_reference};
+fn matmul_rejects_bad_shapes(b: &dyn HostOps) {
+    use trinity::matmul::{Activations, Precision};
+    use trinity::reference::quantize_reference;
     let err = b.quantize(Activations::F32(&[1.0; 5]), 2, 3).unwrap_err();
     assert!(err.to_string().contains("5 activations"), "{err}");
     let x = quantize_reference(Activations::F32(&[1.0; 9 * 20]), 9, 20);
@@ -147,11 +160,12 @@ fn matmul_rejects_bad_shapes(b: &dyn Backend) {
 
 #[test]
 fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
-    use trinity::matmul::{Activations, Precision, quantize_reference, ternary_matmul_reference};
+    use trinity::matmul::{Activations, Precision};
+    use trinity::reference::{quantize_reference, ternary_matmul_reference};
     let mut rng = rng();
     // K past 256-weight blocks with 64/128/192-weight tails; M around the 4-row register blocking.
     for &(m, n, k) in &[(1, 3, 256), (5, 17, 600), (9, 4, 1024), (4, 33, 700), (2, 2, 250)] {
-        let x = quantize_reference(Activations::F32(&random_activations(&mut rng, m * k)), m, k);
+        let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
         let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
         let want = ternary_matmul_reference(&x, &w, Precision::F32);
         assert_eq!(trinity::cpu_ternary::ternary_matmul(&x, &w, Precision::F32), want, "{m}×{n}×{k}");
@@ -160,19 +174,25 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
 }
 
 macro_rules! backend_tests {
-    ($($backend:ident => $make:expr;)*) => {$(
+    ($($backend:ident => $choice:expr;)*) => {$(
         mod $backend {
             use super::*;
-            fn backend() -> Option<Box<dyn Backend>> {
-                $make
+            /// The backend, or why it cannot run here (then the test is skipped and says so,
+            /// unless `TRINITY_REQUIRE_GPU=1` makes that a failure).
+            fn backend() -> Result<Box<dyn HostOps>, String> {
+                match Device::open($choice) {
+                    Ok((device, _)) => Ok(Box::new(device)),
+                    Err(e) if trinity::device::gpu_required() => panic!("TRINITY_REQUIRE_GPU=1 and the GPU cannot be used: {e}"),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             macro_rules! run {
                 ($test:ident) => {
                     #[test]
                     fn $test() {
                         match backend() {
-                            Some(b) => super::$test(b.as_ref()),
-                            None => eprintln!("skipped: no {} device", stringify!($backend)),
+                            Ok(b) => super::$test(b.as_ref()),
+                            Err(why) => eprintln!("skipped: {} unavailable: {why}", stringify!($backend)),
                         }
                     }
                 };
@@ -187,21 +207,70 @@ macro_rules! backend_tests {
             run!(ternary_matmul_matches_reference_bit_for_bit);
             run!(sgemm_matches_reference_within_tolerance);
             run!(matmul_rejects_bad_shapes);
+            run!(device_buffers_chain_quantize_into_gemv_without_the_host);
         }
     )*};
 }
 
 backend_tests! {
-    cpu => Some(Box::new(trinity::cpu::CpuBackend));
-    emu => Some(Box::new(trinity::emulator::EmuBackend));
-    cuda => trinity::cuda::CudaBackend::new(0).ok().map(|b| Box::new(b) as Box<dyn Backend>);
+    cpu => trinity::BackendChoice::Cpu;
+    emu => trinity::BackendChoice::Emu;
+    cuda => trinity::BackendChoice::Cuda;
+}
+
+/// Quantize → GEMV → GEMM on device buffers, one download at the end: the
+/// model's path. Matches the host-data layer, which matches the reference.
+fn device_buffers_chain_quantize_into_gemv_without_the_host(b: &dyn HostOps) {
+    use trinity::matmul::{Activations, Precision};
+    let (device, _) = Device::open(match b.kind() {
+        trinity::BackendKind::Cpu => trinity::BackendChoice::Cpu,
+        trinity::BackendKind::Emu => trinity::BackendChoice::Emu,
+        trinity::BackendKind::Cuda => trinity::BackendChoice::Cuda,
+    })
+    .unwrap();
+    let mut rng = rng();
+    let (m, n, k) = (3, 40, 200);
+    let x = verify::random_activations(&mut rng, m, k);
+    let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
+    let dx = device.upload(&x).unwrap();
+    let dw = device.upload_ternary(&w).unwrap();
+    let mut q = device.alloc_quantized(m, k).unwrap();
+    let mut y = device.alloc::<f32>(m * n).unwrap();
+    device.quantize(&dx, &mut q).unwrap();
+    device.ternary_linear(&q, &dw, &mut y).unwrap();
+    let got = device.download(&y).unwrap();
+    let want = trinity::reference::ternary_matmul_reference(
+        &trinity::reference::quantize_reference(Activations::F32(&x), m, k),
+        &w,
+        Precision::F32,
+    );
+    assert_eq!(verify::compare_f32_exact(&got, &want), Ok(()));
+    // A buffer of another device is refused with a clear error, not misused.
+    let host = Device::Cpu.upload(&x).unwrap();
+    if device.kind() == trinity::BackendKind::Cuda {
+        let err = device.quantize(&host, &mut q).unwrap_err();
+        assert!(err.to_string().contains("host memory"), "{err}");
+    }
+}
+
+#[test]
+fn a_gemv_that_needs_more_shared_memory_than_the_device_allows_names_both_numbers() {
+    use trinity::matmul::{Activations, Precision};
+    // M = 8, K = 12800: 102400 bytes of activations, over the emulator's 99 KB (an sm_86 card's opt-in).
+    let (m, n, k) = (8, 2, 12800);
+    let x = trinity::reference::quantize_reference(Activations::F32(&vec![1.0; m * k]), m, k);
+    let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng(), n, k));
+    let err = HostOps::ternary_gemv(&Device::Emu, &x, &w, Precision::F32).unwrap_err().to_string();
+    assert!(err.contains("needs 102400 bytes of shared memory per block; the device allows 101376"), "{err}");
+    // The CPU has no such limit, and the GEMM none at all.
+    assert!(HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).is_ok());
 }
 
 #[test]
 fn verify_detects_a_wrong_result() {
     // A backend that is off by one element must fail verification.
     struct Broken;
-    impl Backend for Broken {
+    impl HostOps for Broken {
         fn kind(&self) -> trinity::BackendKind {
             trinity::BackendKind::Cpu
         }
@@ -218,7 +287,7 @@ fn verify_detects_a_wrong_result() {
             Ok(unpack_f16_reference(w))
         }
         fn trihash_batch(&self, messages: &[i8]) -> trinity::KernelResult<Vec<i8>> {
-            Ok(trinity::cpu::trihash_batch_reference(messages))
+            Ok(trinity::reference::trihash_batch_reference(messages))
         }
         fn trihash_search(
             &self,
@@ -227,7 +296,7 @@ fn verify_detects_a_wrong_result() {
             batches: u64,
             mwm: usize,
         ) -> trinity::KernelResult<Vec<u64>> {
-            Ok(trinity::cpu::trihash_search_reference(base, first, batches, mwm))
+            Ok(trinity::reference::trihash_search_reference(base, first, batches, mwm))
         }
         fn quantize(
             &self,
@@ -235,7 +304,7 @@ fn verify_detects_a_wrong_result() {
             rows: usize,
             cols: usize,
         ) -> trinity::KernelResult<trinity::matmul::QuantizedActivations> {
-            Ok(trinity::matmul::quantize_reference(x, rows, cols))
+            Ok(trinity::reference::quantize_reference(x, rows, cols))
         }
         fn ternary_gemv(
             &self,
@@ -243,7 +312,7 @@ fn verify_detects_a_wrong_result() {
             w: &trinity::ternary::DeviceTernary,
             p: trinity::matmul::Precision,
         ) -> trinity::KernelResult<Vec<f32>> {
-            Ok(trinity::matmul::ternary_matmul_reference(x, w, p))
+            Ok(trinity::reference::ternary_matmul_reference(x, w, p))
         }
         fn ternary_gemm(
             &self,
@@ -251,10 +320,10 @@ fn verify_detects_a_wrong_result() {
             w: &trinity::ternary::DeviceTernary,
             p: trinity::matmul::Precision,
         ) -> trinity::KernelResult<Vec<f32>> {
-            Ok(trinity::matmul::ternary_matmul_reference(x, w, p))
+            Ok(trinity::reference::ternary_matmul_reference(x, w, p))
         }
         fn sgemm(&self, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> trinity::KernelResult<Vec<f32>> {
-            Ok(trinity::matmul::sgemm_reference(a, b, m, n, k).0)
+            Ok(trinity::reference::sgemm_reference(a, b, m, n, k).0)
         }
     }
     let plan = verify::Plan { unpack: vec![(3, 17)], ..verify::Plan::empty() };

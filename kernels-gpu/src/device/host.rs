@@ -133,23 +133,28 @@ pub fn block_dim(axis: usize) -> u32 {
 pub fn grid_dim(axis: usize) -> u32 {
     emu::with_thread(|t| t.grid_dim[axis])
 }
+#[track_caller]
 pub fn sync_threads() {
-    emu::sync_threads()
+    emu::sync_threads(std::panic::Location::caller())
 }
+#[track_caller]
 pub fn shfl_xor(v: u32, lane_mask: u32) -> u32 {
-    emu::shuffle(v, |lane| Some(lane ^ (lane_mask & 31)))
+    emu::shuffle(v, |lane| Some(lane ^ (lane_mask & 31)), std::panic::Location::caller())
 }
+#[track_caller]
 pub fn shfl_down(v: u32, delta: u32) -> u32 {
-    emu::shuffle(v, |lane| lane.checked_add(delta).filter(|&s| s < 32))
+    emu::shuffle(v, |lane| lane.checked_add(delta).filter(|&s| s < 32), std::panic::Location::caller())
 }
+#[track_caller]
 pub fn shfl_idx(v: u32, src: u32) -> u32 {
-    emu::shuffle(v, |_| Some(src % 32))
+    emu::shuffle(v, |_| Some(src % 32), std::panic::Location::caller())
 }
 pub fn dp4a(a: u32, b: u32, c: i32) -> i32 {
     crate::device::dp4a_reference(a, b, c)
 }
+#[track_caller]
 pub fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
-    emu::mma_m16n8k32_s8(a, b, c)
+    emu::mma_m16n8k32_s8(a, b, c, std::panic::Location::caller())
 }
 pub fn clock64() -> u64 {
     emu::clock64()

@@ -94,13 +94,20 @@ pub fn warp_id() -> u32 {
 
 /// Block-wide barrier (`bar.sync 0`): waits until every thread of the block
 /// arrives; shared-memory writes before it are visible after it.
+///
+/// On the emulator, barriers and warp collectives are matched by call site
+/// (`#[track_caller]`, through the helpers that wrap them): threads meeting at
+/// two different barriers are a reported divergence, as they are undefined
+/// behaviour on a GPU.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn sync_threads() {
     imp::sync_threads()
 }
 
 /// Butterfly shuffle: returns `v` from lane `lane_id() ^ lane_mask`.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn shfl_xor(v: u32, lane_mask: u32) -> u32 {
     imp::shfl_xor(v, lane_mask)
 }
@@ -108,18 +115,21 @@ pub fn shfl_xor(v: u32, lane_mask: u32) -> u32 {
 /// Returns `v` from lane `lane_id() + delta`, or the caller's own `v` when
 /// that lane is past 31.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn shfl_down(v: u32, delta: u32) -> u32 {
     imp::shfl_down(v, delta)
 }
 
 /// Returns `v` from lane `src_lane % 32`.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn shfl_idx(v: u32, src_lane: u32) -> u32 {
     imp::shfl_idx(v, src_lane)
 }
 
 /// Sum of `v` over the 32 lanes of the warp, returned to every lane.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn warp_sum_i32(mut v: i32) -> i32 {
     let mut mask = 16;
     while mask > 0 {
@@ -131,6 +141,7 @@ pub fn warp_sum_i32(mut v: i32) -> i32 {
 
 /// Maximum of `v` over the 32 lanes of the warp, returned to every lane.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn warp_max_f32(mut v: f32) -> f32 {
     let mut mask = 16;
     while mask > 0 {
@@ -168,6 +179,7 @@ pub fn dp4a_reference(a: u32, b: u32, c: i32) -> i32 {
 /// - `b[0]`: B[4t..4t+4][g], `b[1]`: B[16+4t..16+4t+4][g];
 /// - `c[0], c[1]`: C[g][2t], C[g][2t+1]; `c[2], c[3]`: C[g+8][2t], C[g+8][2t+1].
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
     imp::mma_m16n8k32_s8(a, b, c)
 }
@@ -299,6 +311,7 @@ pub fn abs_f32(v: f32) -> f32 {
 /// The 32 scratch words are within the dynamic shared memory and not used
 /// concurrently for anything else.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub unsafe fn block_max_f32(v: f32, scratch: u32) -> f32 {
     let m = warp_max_f32(v);
     // SAFETY: forwarded.
@@ -320,6 +333,7 @@ pub unsafe fn block_max_f32(v: f32, scratch: u32) -> f32 {
 /// # Safety
 /// As [`block_max_f32`].
 #[inline(always)]
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub unsafe fn block_sum_i32(v: i32, scratch: u32) -> i32 {
     let s = warp_sum_i32(v);
     // SAFETY: forwarded.

@@ -14,6 +14,27 @@ const STAGE_WORDS: u32 = 2 * SGEMM_BK * SGEMM_TILE;
 /// Dynamic shared memory: A and B tiles (stored K-major), double-buffered.
 pub const SGEMM_SHARED_BYTES: u32 = 2 * STAGE_WORDS * 4;
 
+/// SGEMM's launch: one 256-thread block per 128 × 128 output tile.
+pub const fn sgemm_geometry(m: usize, n: usize) -> crate::launch::LaunchConfig {
+    crate::launch::LaunchConfig {
+        grid: [(n as u32).div_ceil(SGEMM_TILE), (m as u32).div_ceil(SGEMM_TILE), 1],
+        block: [SGEMM_THREADS, 1, 1],
+        shared_bytes: SGEMM_SHARED_BYTES,
+    }
+}
+
+/// Checks an SGEMM request `C[m×n] = A[m×k] · B[n×k]ᵀ` against the buffer lengths.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn sgemm_check(m: usize, n: usize, k: usize, a: usize, b: usize, c: usize) -> Result<(), String> {
+    if m == 0 || n == 0 || k == 0 {
+        return Err("empty matrix".into());
+    }
+    if a != m * k || b != n * k || c != m * n {
+        return Err(format!("A has {a} elements (want {}), B {b} (want {}), C {c} (want {})", m * k, n * k, m * n));
+    }
+    Ok(())
+}
+
 /// Shared word of (k, i) of tile `which` (0 = A, 1 = B) in buffer `buf`.
 #[inline(always)]
 fn sgemm_word(buf: u32, which: u32, k: u32, i: u32) -> u32 {

@@ -3,6 +3,22 @@
 use crate::device::{In, Out, global_thread_x};
 use crate::format::{WEIGHTS_PER_WORD, decode, words_per_row};
 use crate::kernel;
+use crate::launch::LaunchConfig;
+
+/// Threads per block of the unpack kernels (`unpack_i8`, `unpack_f16`).
+pub const UNPACK_THREADS: u32 = 256;
+
+/// The unpack kernels' launch: one thread per packed word.
+pub const fn unpack_geometry(words: usize) -> LaunchConfig {
+    LaunchConfig::cover(words, UNPACK_THREADS)
+}
+
+/// Checks an unpack request: `words` packed words and an output of `out` elements for `rows × cols`.
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn unpack_check(rows: usize, cols: usize, words: usize, out: usize) -> Result<(), String> {
+    crate::launch::check_len("packed words", words, rows * words_per_row(cols))?;
+    crate::launch::check_len("output", out, rows * cols)
+}
 
 kernel! {
     /// Unpacks a packed ternary matrix (format v1) into int8 trits.

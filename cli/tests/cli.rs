@@ -40,6 +40,27 @@ fn verify_on_cuda_without_a_driver_is_a_clear_error() {
 }
 
 #[test]
+fn run_on_cuda_without_a_driver_fails_with_the_reason_and_run_on_emu_is_refused() {
+    if !trinity::cuda::driver_present() {
+        let (code, _, stderr) = trinity(&["run", "--backend", "cuda", "--quick", "--results-dir", "/nonexistent"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("the CUDA backend is unavailable: no NVIDIA driver found"), "{stderr}");
+    }
+    let (code, _, stderr) = trinity(&["run", "--backend", "emu", "--quick"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the emulator runs one OS thread per GPU thread"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn auto_says_which_backend_it_chose_and_why() {
+    let (code, stdout, stderr) = trinity(&["trihash", "pow", "--random", "--seed", "1", "--mwm", "2"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("backend: auto: "), "{stderr}");
+    assert!(stdout.contains("trailing zero trits"), "{stdout}");
+}
+
+#[test]
 fn bad_arguments_are_rejected_by_the_parser() {
     let (code, _, stderr) = trinity(&["verify", "--backend", "tpu"]);
     assert_eq!(code, 2);
@@ -49,8 +70,8 @@ fn bad_arguments_are_rejected_by_the_parser() {
 mod run_compare_report {
     use super::trinity;
     use std::path::{Path, PathBuf};
-    use trinity::measure::results::RunResults;
-    use trinity::measure::stats::Summary;
+    use trinity_measure::results::RunResults;
+    use trinity_measure::stats::Summary;
 
     fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("trinity-it-{tag}-{}", std::process::id()));
@@ -65,7 +86,7 @@ mod run_compare_report {
             trinity(&["run", "--quick", "--backend", "cpu", "--seed", "3", "--results-dir", dir.to_str().unwrap()]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.starts_with("# Trinity run: CPU"), "{stdout}");
-        assert!(stdout.contains("CPU backend requested"), "{stdout}");
+        assert!(stdout.contains("Backend: cpu requested"), "{stdout}");
         let json = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::results::RunResults;
-use super::stats::{Verdict, verdict};
+use crate::results::RunResults;
+use crate::stats::{Verdict, verdict};
 
 /// Engineering notation with a unit: `1.23 G` + unit.
 pub fn si(v: f64, unit: &str) -> String {
@@ -41,7 +41,7 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 /// The device label of a run.
 pub fn device_label(r: &RunResults) -> String {
     match &r.device.name {
-        Some(n) if r.backend == crate::backend::BackendKind::Cuda => n.clone(),
+        Some(n) if r.backend == trinity::BackendKind::Cuda => n.clone(),
         _ => format!("CPU ({}, {} threads)", r.host.cpu, r.host.cpu_threads),
     }
 }
@@ -410,8 +410,8 @@ pub fn compare_markdown(rows: &[CompareRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::results::tests::sample;
-    use crate::measure::stats::Summary;
+    use crate::results::tests::sample;
+    use crate::stats::Summary;
 
     #[test]
     fn a_run_compared_with_itself_is_the_same() {

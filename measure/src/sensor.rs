@@ -72,16 +72,18 @@ pub trait Sensor: Send {
     fn energy_mj(&mut self) -> Option<u64>;
 }
 
-/// NVML on device `index`.
+/// NVML on one device, found by its UUID: NVML numbers devices by PCI bus,
+/// CUDA fastest-first, and `CUDA_VISIBLE_DEVICES` only renumbers CUDA's, so
+/// an index could read another board's power.
 pub struct NvmlSensor {
     nvml: Nvml,
-    index: u32,
+    uuid: String,
     source: PowerSource,
 }
 
 impl std::fmt::Debug for NvmlSensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NvmlSensor").field("index", &self.index).field("source", &self.source).finish()
+        f.debug_struct("NvmlSensor").field("uuid", &self.uuid).field("source", &self.source).finish()
     }
 }
 
@@ -95,18 +97,22 @@ fn instant_power(sample: Option<&Result<FieldValueSample, nvml_wrapper::error::N
 }
 
 impl NvmlSensor {
-    /// Opens NVML; `None` without a driver or device.
-    pub fn open(index: u32) -> Option<Self> {
+    /// Opens NVML for the device with this UUID (as
+    /// [`trinity::cuda::CudaBackend::uuid`] gives it); `None` without a driver
+    /// or such a device. A field the board does not report only leaves that
+    /// field empty in each reading.
+    pub fn open(uuid: &str) -> Option<Self> {
         let nvml = Nvml::init().ok()?;
-        let dev = nvml.device_by_index(index).ok()?;
-        let source = if instant_power(dev.field_values_for(&[FieldId(FIELD_POWER_INSTANT)]).ok()?.first()).is_some() {
+        let dev = nvml.device_by_uuid(uuid).ok()?;
+        let instant = dev.field_values_for(&[FieldId(FIELD_POWER_INSTANT)]).ok().and_then(|v| instant_power(v.first()));
+        let source = if instant.is_some() {
             PowerSource::Instant
         } else if dev.power_usage().is_ok() {
             PowerSource::Average
         } else {
             PowerSource::None
         };
-        Some(NvmlSensor { nvml, index, source })
+        Some(NvmlSensor { nvml, uuid: uuid.to_owned(), source })
     }
 }
 
@@ -124,7 +130,7 @@ fn limiting(reasons: ThrottleReasons) -> Vec<String> {
 
 impl Sensor for NvmlSensor {
     fn read(&mut self) -> SensorReading {
-        let Ok(dev) = self.nvml.device_by_index(self.index) else {
+        let Ok(dev) = self.nvml.device_by_uuid(self.uuid.as_str()) else {
             return SensorReading::default();
         };
         let power_w = match self.source {
@@ -151,7 +157,7 @@ impl Sensor for NvmlSensor {
     }
 
     fn energy_mj(&mut self) -> Option<u64> {
-        self.nvml.device_by_index(self.index).ok()?.total_energy_consumption().ok()
+        self.nvml.device_by_uuid(self.uuid.as_str()).ok()?.total_energy_consumption().ok()
     }
 }
 

@@ -1,7 +1,7 @@
 //! # The timing core
 //!
 //! One loop, two clocks: GPU time from CUDA events
-//! ([`crate::cuda::CudaBackend::time`]) or CPU wall time ([`wall_clock`]).
+//! ([`trinity::cuda::CudaBackend::time`]) or CPU wall time ([`wall_clock`]).
 //! `trinity run` uses it directly; the Criterion benches hand the same GPU
 //! clock to `iter_custom`.
 //!
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::Summary;
+use crate::stats::Summary;
 
 /// How long and how much to sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

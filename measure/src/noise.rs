@@ -18,11 +18,11 @@
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::results::NoisePoint;
-use crate::backend::Backend;
-use crate::error::KernelResult;
-use crate::matmul::{Activations, Precision};
-use crate::ternary::{DeviceTernary, PackedTernary};
+use crate::results::NoisePoint;
+use trinity::HostOps;
+use trinity::KernelResult;
+use trinity::matmul::{Activations, Precision};
+use trinity::ternary::{DeviceTernary, PackedTernary};
 
 /// The original's corruption probabilities: 0, 5, …, 30 %.
 pub const REPLACEMENT_PROBABILITIES: [f64; 7] = [0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30];
@@ -61,7 +61,7 @@ fn gaussian(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 
 /// The trit-replacement curve on `backend`.
 pub fn trit_replacement(
-    backend: &dyn Backend,
+    backend: &dyn HostOps,
     rng: &mut impl Rng,
     size: usize,
     rows: usize,
@@ -97,7 +97,7 @@ pub fn flip_bits(p: &PackedTernary, q: f64, rng: &mut impl Rng) -> PackedTernary
 
 /// The bit-flip curve on `backend`, over `shapes` with `rows` tokens each.
 pub fn bit_flips(
-    backend: &dyn Backend,
+    backend: &dyn HostOps,
     rng: &mut impl Rng,
     shapes: &[(usize, usize)],
     rows: usize,
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn trit_replacement_lands_on_its_expectation() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-        let curve = trit_replacement(&crate::cpu::CpuBackend, &mut rng, 1024, 100).unwrap();
+        let curve = trit_replacement(&trinity::Device::Cpu, &mut rng, 1024, 100).unwrap();
         assert!((curve[0].retention_pct - 100.0).abs() < 1e-6);
         for pt in &curve {
             // Tolerance: 1024² weights and 100 × 1024 outputs put the sampling
@@ -150,7 +150,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         // 128 tokens: the statistic's own spread is then about 0.2 points
         // (32 tokens give 0.8, too close to the tolerance).
-        let curve = bit_flips(&crate::cpu::CpuBackend, &mut rng, &[(512, 1024)], 128).unwrap();
+        let curve = bit_flips(&trinity::Device::Cpu, &mut rng, &[(512, 1024)], 128).unwrap();
         for pt in &curve {
             assert!((pt.retention_pct - pt.expected_pct).abs() < 1.5, "{pt:?}");
         }

@@ -1,6 +1,7 @@
-//! # Measuring: timing, sensors, results, comparison
+//! # trinity-measure: timing, sensors, results, comparison, and `trinity run`
 //!
-//! The other half of Trinity: numbers a kernel developer can trust.
+//! The other half of Trinity: numbers a kernel developer can trust. It sits on
+//! the runtime (`trinity`); nothing in the runtime depends on it.
 //!
 //! - [`stats`]: sample summaries (median, spread, a confidence interval of
 //!   the median) and the compare rule (FASTER / SLOWER / SAME / UNSURE).

@@ -1,12 +1,12 @@
-//! `trinity`: verify Trinity's kernels and report on the GPU.
+//! `trinity`: a thin command line over the runtime (`trinity`), the measurement
+//! system (`trinity-measure`) and the TriHash search (`trinity-trihash`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use trinity::backend::{Backend, BackendKind};
-use trinity::{cpu, cuda, emulator, info, ptx, verify};
+use trinity::{BackendChoice, BackendKind, Device, info, ptx, verify};
 
 #[derive(Parser, Debug)]
 #[command(name = "trinity", version, about = "Ternary (BitNet b1.58) GPU kernels: verify and measure")]
@@ -21,9 +21,9 @@ enum Command {
     Info,
     /// Run every kernel against the CPU reference on fresh random inputs.
     Verify {
-        /// Backend to check (default: cuda when a GPU is present, else emu).
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        /// Backend to check: auto (cuda when a GPU starts, else cpu), cpu, emu or cuda.
+        #[arg(long, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
         /// Seed of the random inputs (default: fresh; printed for reproduction).
         #[arg(long)]
         seed: Option<u64>,
@@ -37,9 +37,9 @@ enum Command {
     /// The whole GPU report in one command: verify every kernel, then measure
     /// and write JSON under results/ and Markdown on stdout.
     Run {
-        /// Backend (default: cuda when a GPU is present, else cpu).
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        /// Backend: auto (cuda when a GPU starts, else cpu), cpu or cuda (emu is refused).
+        #[arg(long, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
         /// Price of the machine per hour, for cost per run and per million tokens.
         #[arg(long)]
         cost_per_hour: Option<f64>,
@@ -113,9 +113,9 @@ enum TrihashCommand {
         /// Trailing zero trits required.
         #[arg(long)]
         mwm: usize,
-        /// Backend (default: cuda when a GPU is present, else cpu).
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        /// Backend: auto (cuda when a GPU starts, else cpu), cpu, emu or cuda.
+        #[arg(long, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
         /// Give up after this many 128-nonce batches.
         #[arg(long, default_value_t = 1 << 40)]
         max_batches: u64,
@@ -128,7 +128,7 @@ enum TrihashCommand {
 fn trihash_pow(
     tx: Option<PathBuf>,
     mwm: usize,
-    backend: Option<BackendKind>,
+    backend: BackendChoice,
     max_batches: u64,
     seed: Option<u64>,
 ) -> Result<ExitCode> {
@@ -146,41 +146,13 @@ fn trihash_pow(
             Pow::random(&mut rand::rngs::StdRng::seed_from_u64(seed))
         }
     };
-    let backend: Box<dyn Backend> = match backend {
-        None => match cuda::CudaBackend::new(0) {
-            Ok(gpu) => Box::new(gpu),
-            Err(_) => Box::new(cpu::CpuBackend),
-        },
-        some => open_backend(some)?,
-    };
-    let step: u64 = match backend.kind() {
-        BackendKind::Emu => 2,
-        BackendKind::Cpu => (rayon::current_num_threads() * 4 * trihash::sliced::BATCHES_PER_UNIT) as u64,
-        BackendKind::Cuda => 1 << 16,
-    };
-    eprintln!("searching on {} for mwm {mwm}", backend.describe());
-    let start = std::time::Instant::now();
-    let mut done = 0u64;
-    let found = loop {
-        if done >= max_batches {
-            break None;
-        }
-        let n = step.min(max_batches - done);
-        let hits = backend.trihash_search(pow.base(), done, n, mwm)?;
-        done += n;
-        if let Some(&v) = hits.first() {
-            break Some(v);
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let tried = done * kernels_gpu::curl::LANES_PER_BATCH as u64;
-    eprintln!("{tried} hashes in {secs:.3} s ({:.2} MH/s)", tried as f64 / secs / 1e6);
-    let Some(v) = found else {
+    let device = open_device(backend)?;
+    eprintln!("searching for mwm {mwm}");
+    let out = trinity_trihash::search(&device, &pow, mwm, max_batches)?;
+    eprintln!("{} hashes in {:.3} s ({:.2} MH/s)", out.hashes, out.seconds, out.mhash_per_s());
+    let Some(v) = out.nonce else {
         bail!("no nonce with {mwm} trailing zero trits in {max_batches} batches");
     };
-    if !pow.verify_nonce(v, mwm) {
-        bail!("the {} backend reported nonce index {v}, which the independent re-hash rejects", backend.kind());
-    }
     let tx = pow.transaction_with_nonce(v);
     let hash = trihash::hash_trytes(&tx, 243, false)?;
     println!("nonce index: {v}");
@@ -191,19 +163,14 @@ fn trihash_pow(
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_backend(kind: Option<BackendKind>) -> Result<Box<dyn Backend>> {
-    Ok(match kind {
-        Some(BackendKind::Cpu) => Box::new(cpu::CpuBackend),
-        Some(BackendKind::Emu) => Box::new(emulator::EmuBackend),
-        Some(BackendKind::Cuda) => Box::new(cuda::CudaBackend::new(0).context("opening the CUDA backend")?),
-        None => match cuda::CudaBackend::new(0) {
-            Ok(gpu) => Box::new(gpu),
-            Err(e) => {
-                eprintln!("no GPU ({e}); verifying on the emulator");
-                Box::new(emulator::EmuBackend)
-            }
-        },
-    })
+/// Opens the backend and says on stderr which one and why.
+fn open_device(choice: BackendChoice) -> Result<Device> {
+    let (device, why) = Device::open(choice).with_context(|| match choice {
+        BackendChoice::Cuda => "opening the CUDA backend".to_owned(),
+        other => format!("opening the backend ({other})"),
+    })?;
+    eprintln!("backend: {why}");
+    Ok(device)
 }
 
 fn run() -> Result<ExitCode> {
@@ -223,12 +190,15 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { backend, seed, large, small } => {
-            let backend = open_backend(backend)?;
+            let device = open_device(backend)?;
             let seed = seed.unwrap_or_else(rand::random);
-            println!("verifying on {} ({}), seed {seed}", backend.kind(), backend.describe());
-            let full = !small && (large || backend.kind() != BackendKind::Emu);
+            println!("verifying on {} ({}), seed {seed}", device.kind(), device.describe());
+            let full = !small && (large || device.kind() != BackendKind::Emu);
             let plan = if full { verify::Plan::full() } else { verify::Plan::small() };
-            let checks = verify::verify(backend.as_ref(), &plan, seed);
+            let mut checks = verify::verify(&device, &plan, seed);
+            if let Some(gpu) = device.cuda() {
+                checks.extend(verify::verify_baselines(gpu, seed));
+            }
             let failed = checks.iter().filter(|c| !c.passed).count();
             for c in &checks {
                 let status = if c.passed { "ok  " } else { "FAIL" };
@@ -245,18 +215,18 @@ fn run() -> Result<ExitCode> {
             trihash_pow(tx, mwm, backend, max_batches, seed)
         }
         Command::Run { backend, cost_per_hour, results_dir, quick, seed } => {
-            use trinity::measure::run::{RunOptions, run};
+            use trinity_measure::run::{RunOptions, run};
             let opts =
                 RunOptions { backend, cost_per_hour, results_dir, quick, seed: seed.unwrap_or_else(rand::random) };
             let progress = BarProgress::new();
             let out = run(&opts, &progress).context("trinity run")?;
             progress.finish();
-            print!("{}", trinity::measure::report::run_markdown(&out.results));
+            print!("{}", trinity_measure::report::run_markdown(&out.results));
             eprintln!("results: {}\nreport:  {}", out.json.display(), out.markdown.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { files, charts } => {
-            use trinity::measure::{report, results::RunResults};
+            use trinity_measure::{report, results::RunResults};
             let runs = files.iter().map(|f| RunResults::load(f)).collect::<Result<Vec<_>, _>>()?;
             println!("{}", report::runs_markdown(&runs));
             for r in &runs {
@@ -271,7 +241,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare { base, new, threshold, allow_different_devices } => {
-            use trinity::measure::{report, results::RunResults, stats::Verdict};
+            use trinity_measure::{report, results::RunResults, stats::Verdict};
             let (b, n) = (RunResults::load(&base)?, RunResults::load(&new)?);
             let rows = report::compare(&b, &n, threshold, allow_different_devices)?;
             print!("{}", report::compare_markdown(&rows));
@@ -308,7 +278,7 @@ impl BarProgress {
     }
 }
 
-impl trinity::measure::run::Progress for BarProgress {
+impl trinity_measure::run::Progress for BarProgress {
     fn step(&self, message: &str) {
         // indicatif draws nothing when stderr is not a terminal (CI, logs): print plainly there.
         if self.0.is_hidden() {

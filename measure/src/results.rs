@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::sensor::{EnergyWindow, SensorSummary};
-use super::stats::Summary;
-use super::timing::StopReason;
-use crate::backend::BackendKind;
-use crate::info::DeviceInfo;
-use crate::verify::Check;
+use crate::sensor::{EnergyWindow, SensorSummary};
+use crate::stats::Summary;
+use crate::timing::StopReason;
+use trinity::BackendKind;
+use trinity::info::DeviceInfo;
+use trinity::verify::Check;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+// v2 (runtime split): adds the headline's launch-overhead figures
+// (`launch_host_us`, `gemv_launches_us`, `gemv_graph_us`); v1 files read as
+// v2 with those empty.
 
 /// Errors reading or writing results.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,15 @@ pub struct Headline {
     /// cuBLASLt INT8 (int32 accumulation) of that shape, tokens per second.
     #[serde(default)]
     pub cublaslt_int8_tokens_per_s: Option<f64>,
+    /// Host time to enqueue one kernel launch (no synchronization), µs; GPU runs only.
+    #[serde(default)]
+    pub launch_host_us: Option<f64>,
+    /// Decode-sized GEMV (cold weights) per launch as back-to-back launches, µs of GPU time.
+    #[serde(default)]
+    pub gemv_launches_us: Option<f64>,
+    /// The same GEMVs replayed from a captured CUDA graph, µs of GPU time per GEMV.
+    #[serde(default)]
+    pub gemv_graph_us: Option<f64>,
     /// Ternary GEMV decode (M = 1, 4096×4096, cold) weight bandwidth, GB/s.
     pub gemv_bandwidth_gb_s: Option<f64>,
     /// Device-to-device copy bandwidth (read + write), GB/s.
@@ -368,9 +380,29 @@ pub(crate) mod tests {
     #[test]
     fn newer_schemas_are_refused_clearly() {
         let mut v = serde_json::to_value(sample()).unwrap();
-        v["schema_version"] = 2.into();
+        v["schema_version"] = 3.into();
         let err = RunResults::parse(&v.to_string(), Path::new("results/new.json")).unwrap_err();
-        assert!(err.to_string().contains("results/new.json uses results schema v2; this Trinity reads v1"), "{err}");
+        assert!(err.to_string().contains("results/new.json uses results schema v3; this Trinity reads v2"), "{err}");
+    }
+
+    #[test]
+    fn v1_files_still_read() {
+        // A v1 file has no launch-overhead fields; the committed CPU run is one.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["schema_version"] = 1.into();
+        for key in ["launch_host_us", "gemv_launches_us", "gemv_graph_us"] {
+            v["headline"].as_object_mut().unwrap().remove(key);
+        }
+        let r = RunResults::parse(&v.to_string(), Path::new("old.json")).unwrap();
+        assert_eq!(r.schema_version, 1);
+        assert_eq!(r.headline.gemv_graph_us, None);
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                RunResults::load(&path).unwrap();
+            }
+        }
     }
 
     #[test]

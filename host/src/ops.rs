@@ -1,0 +1,544 @@
+//! # Ops: one typed method per kernel, on every backend
+//!
+//! This file is where a kernel is registered with the runtime. Each op of
+//! [`Device`] takes and writes [`Buffer`]s that live on the device, checks the
+//! request with the kernel's own facts (geometry and argument checks, stated
+//! next to the kernel in `kernels-gpu`), then runs one of three arms:
+//!
+//! - `cpu`: the fast CPU path ([`crate::cpu`]);
+//! - `emu`: the kernel source on the SIMT emulator, with the kernel's geometry;
+//! - `cuda`: the PTX function resolved once when the backend was created
+//!   ([`Functions`]), launched on the backend's stream with the same geometry.
+//!
+//! Adding a kernel: its source in `kernels-gpu/src/kernels/`, its scalar
+//! reference in [`crate::reference`], its op here (and its name in
+//! `cuda_functions!`), its line in [`crate::verify`] (which the tests run on
+//! every backend), and its bench line.
+
+use cudarc::driver::{CudaFunction, CudaModule, PushKernelArg};
+use half::f16;
+use kernels_gpu::curl::{self, LANES_PER_BATCH};
+use kernels_gpu::device::{In, Out};
+use kernels_gpu::emu::EmuError;
+use kernels_gpu::kernels::{self, sgemm_check, sgemm_geometry, unpack_check, unpack_geometry};
+use kernels_gpu::launch::{LaunchConfig, check_shared};
+use kernels_gpu::matmul::{self as facts, GEMV_MAX_M};
+
+use crate::buffer::{ActivationElem, Buffer, OutputElem, QuantizedBuffer, TernaryBuffer};
+use crate::device::Device;
+use crate::error::{KernelError, KernelResult};
+
+/// Declares the kernels the CUDA backend resolves at creation: one field per
+/// PTX entry point, and the ones whose shared memory grows with the shape.
+macro_rules! cuda_functions {
+    (growing: [$($grow:ident),*]; all: [$($name:ident),* $(,)?]) => {
+        /// Every kernel of the PTX module, resolved once.
+        #[derive(Debug)]
+        pub(crate) struct Functions {
+            $($name: CudaFunction,)*
+        }
+
+        impl Functions {
+            /// Resolves every kernel; `Err` names the missing one.
+            pub(crate) fn load(
+                module: &std::sync::Arc<CudaModule>,
+            ) -> Result<Self, (&'static str, cudarc::driver::DriverError)> {
+                Ok(Functions { $($name: module.load_function(stringify!($name)).map_err(|e| (stringify!($name), e))?,)* })
+            }
+
+            /// A kernel by its PTX name (variants are chosen by name).
+            fn get(&self, name: &str) -> &CudaFunction {
+                match name {
+                    $(stringify!($name) => &self.$name,)*
+                    other => unreachable!("kernel `{other}` is not registered in cuda_functions!"),
+                }
+            }
+
+            /// The kernels that may need more than 48 KB of dynamic shared memory.
+            pub(crate) fn growing_shared_memory(&self) -> [&CudaFunction; [$(stringify!($grow)),*].len()] {
+                [$(&self.$grow),*]
+            }
+        }
+    };
+}
+
+cuda_functions! {
+    growing: [ternary_gemv_f32, ternary_gemv_f16];
+    all: [
+        unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
+        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch,
+    ]
+}
+
+/// Blocks the emulator launches for TriHash (more would only add threads; two exercise the grid stride).
+const EMU_TRIHASH_BLOCKS: u32 = 2;
+/// Blocks the quantizer strides over rows with (CUDA's grid limit in x is far above; this keeps grids modest).
+const QUANTIZE_MAX_BLOCKS: u32 = 65_535;
+
+/// The one rule that picks the decode kernel or the prefill kernel: the GEMV
+/// for up to [`GEMV_MAX_M`] rows (tokens), the tensor-core GEMM beyond.
+pub fn uses_gemv(m: usize) -> bool {
+    m <= GEMV_MAX_M
+}
+
+fn cuda_config(c: LaunchConfig) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (c.grid[0], c.grid[1], c.grid[2]),
+        block_dim: (c.block[0], c.block[1], c.block[2]),
+        shared_mem_bytes: c.shared_bytes,
+    }
+}
+
+fn shape_err(kernel: &'static str, shape: &str) -> impl FnOnce(String) -> KernelError + use<> {
+    let shape = shape.to_owned();
+    move |reason| KernelError::Shape { kernel, shape, reason }
+}
+
+fn emu_err(kernel: &'static str, shape: &str) -> impl FnOnce(EmuError) -> KernelError + use<> {
+    let shape = shape.to_owned();
+    move |source| KernelError::Emu { kernel, shape, source }
+}
+
+/// The emulator launchers of the kernels that come in an f32 and an f16
+/// variant: implemented for exactly those two element types.
+pub trait EmuVariant: Sized {
+    /// # Safety
+    /// As the quantizer kernels.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn quantize(
+        cfg: LaunchConfig,
+        x: &[Self],
+        q: Out<i8>,
+        scales: Out<f32>,
+        sums: Out<i32>,
+        rows: u32,
+        cols: u32,
+        k_pad: u32,
+    ) -> Result<(), EmuError>;
+    /// # Safety
+    /// As the GEMV kernels.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemv(
+        cfg: LaunchConfig,
+        x: (In<u32>, In<f32>, In<i32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [Self],
+        mnk: [u32; 3],
+    ) -> Result<(), EmuError>;
+    /// # Safety
+    /// As the GEMM kernels.
+    unsafe fn gemm(
+        cfg: LaunchConfig,
+        x: (In<u32>, In<f32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [Self],
+        mnk: [u32; 3],
+    ) -> Result<(), EmuError>;
+}
+
+impl EmuVariant for f32 {
+    unsafe fn quantize(
+        cfg: LaunchConfig,
+        x: &[f32],
+        q: Out<i8>,
+        scales: Out<f32>,
+        sums: Out<i32>,
+        rows: u32,
+        cols: u32,
+        k_pad: u32,
+    ) -> Result<(), EmuError> {
+        // SAFETY: forwarded.
+        unsafe { kernels::quantize_f32::launch(cfg, In::from_slice(x), q, scales, sums, rows, cols, k_pad) }
+    }
+    unsafe fn gemv(
+        cfg: LaunchConfig,
+        (x, xs, xu): (In<u32>, In<f32>, In<i32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [f32],
+        [m, n, k]: [u32; 3],
+    ) -> Result<(), EmuError> {
+        // SAFETY: forwarded.
+        unsafe { kernels::ternary_gemv_f32::launch(cfg, x, xs, xu, w, w_scale, Out::from_slice(y), m, n, k) }
+    }
+    unsafe fn gemm(
+        cfg: LaunchConfig,
+        (x, xs): (In<u32>, In<f32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [f32],
+        [m, n, k]: [u32; 3],
+    ) -> Result<(), EmuError> {
+        // SAFETY: forwarded.
+        unsafe { kernels::ternary_gemm_f32::launch(cfg, x, xs, w, w_scale, Out::from_slice(y), m, n, k) }
+    }
+}
+
+impl EmuVariant for f16 {
+    unsafe fn quantize(
+        cfg: LaunchConfig,
+        x: &[f16],
+        q: Out<i8>,
+        scales: Out<f32>,
+        sums: Out<i32>,
+        rows: u32,
+        cols: u32,
+        k_pad: u32,
+    ) -> Result<(), EmuError> {
+        let bits: &[u16] = bytemuck::cast_slice(x);
+        // SAFETY: forwarded.
+        unsafe { kernels::quantize_f16::launch(cfg, In::from_slice(bits), q, scales, sums, rows, cols, k_pad) }
+    }
+    unsafe fn gemv(
+        cfg: LaunchConfig,
+        (x, xs, xu): (In<u32>, In<f32>, In<i32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [f16],
+        [m, n, k]: [u32; 3],
+    ) -> Result<(), EmuError> {
+        let y = Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(y));
+        // SAFETY: forwarded.
+        unsafe { kernels::ternary_gemv_f16::launch(cfg, x, xs, xu, w, w_scale, y, m, n, k) }
+    }
+    unsafe fn gemm(
+        cfg: LaunchConfig,
+        (x, xs): (In<u32>, In<f32>),
+        w: In<u32>,
+        w_scale: f32,
+        y: &mut [f16],
+        [m, n, k]: [u32; 3],
+    ) -> Result<(), EmuError> {
+        let y = Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(y));
+        // SAFETY: forwarded.
+        unsafe { kernels::ternary_gemm_f16::launch(cfg, x, xs, w, w_scale, y, m, n, k) }
+    }
+}
+
+impl Device {
+    /// `unpack_i8`: packed ternary (format v1, `rows × cols`) → int8 trits.
+    pub fn unpack_i8(&self, packed: &Buffer<u32>, rows: usize, cols: usize, out: &mut Buffer<i8>) -> KernelResult<()> {
+        let kernel = kernels::unpack_i8::NAME;
+        let shape = format!("{rows}×{cols}");
+        unpack_check(rows, cols, packed.len(), out.len()).map_err(shape_err(kernel, &shape))?;
+        let cfg = unpack_geometry(packed.len());
+        let (r, c) = (rows as u32, cols as u32);
+        match (self, packed, out) {
+            (Device::Cpu, Buffer::Host(p), Buffer::Host(o)) => {
+                crate::cpu::unpack_i8(p, rows, cols, o);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(p), Buffer::Host(o)) => {
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::unpack_i8::launch(cfg, In::from_slice(p), Out::from_slice(o), r, c) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(p), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(p).arg(o).arg(&r).arg(&c);
+                // SAFETY: arguments match `unpack_i8`'s signature; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `unpack_f16`: packed ternary → f16 `trit · scale`.
+    pub fn unpack_f16(
+        &self,
+        packed: &Buffer<u32>,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        out: &mut Buffer<f16>,
+    ) -> KernelResult<()> {
+        let kernel = kernels::unpack_f16::NAME;
+        let shape = format!("{rows}×{cols}");
+        unpack_check(rows, cols, packed.len(), out.len()).map_err(shape_err(kernel, &shape))?;
+        let cfg = unpack_geometry(packed.len());
+        let (r, c) = (rows as u32, cols as u32);
+        match (self, packed, out) {
+            (Device::Cpu, Buffer::Host(p), Buffer::Host(o)) => {
+                crate::cpu::unpack_f16(p, rows, cols, scale, o);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(p), Buffer::Host(o)) => {
+                let o = Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(o));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::unpack_f16::launch(cfg, In::from_slice(p), o, r, c, scale) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(p), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(p).arg(o).arg(&r).arg(&c).arg(&scale);
+                // SAFETY: arguments match `unpack_f16`'s signature (f16 is its u16 bits); lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `quantize_f32` / `quantize_f16` (by `E`): per-row absmax int8 of
+    /// `out.rows × out.cols` activations into `out`.
+    pub fn quantize<E: ActivationElem + EmuVariant>(
+        &self,
+        x: &Buffer<E>,
+        out: &mut QuantizedBuffer,
+    ) -> KernelResult<()> {
+        let kernel = E::QUANTIZE;
+        let (rows, cols, k_pad) = (out.rows, out.cols, out.k_pad);
+        let shape = format!("{rows}×{cols}");
+        facts::quantize_check(rows, cols, x.len(), k_pad).map_err(shape_err(kernel, &shape))?;
+        let lens = [out.words.len(), out.scales.len(), out.sums.len()];
+        if lens != [rows * k_pad / 4, rows, rows] {
+            return Err(shape_err(kernel, &shape)(format!("output buffers of {lens:?} elements")));
+        }
+        let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
+        match (self, x, &mut out.words, &mut out.scales, &mut out.sums) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)) => {
+                crate::cpu::quantize(x, rows, cols, k_pad, q, s, u);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)) => {
+                let cfg = facts::quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
+                let q = Out::from_slice(bytemuck::cast_slice_mut::<u32, i8>(q));
+                // SAFETY: every view covers a live buffer of the size checked above.
+                unsafe { E::quantize(cfg, x, q, Out::from_slice(s), Out::from_slice(u), r, c, kp) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(q), Buffer::Cuda(s), Buffer::Cuda(u)) => {
+                let cfg = facts::quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(q).arg(s).arg(u).arg(&r).arg(&c).arg(&kp);
+                // SAFETY: arguments match the quantizer's signature; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// The ternary linear layer `y = dequantize(x · wᵀ)`, with the kernel
+    /// chosen by [`uses_gemv`]: what a model calls.
+    pub fn ternary_linear<O: OutputElem + EmuVariant>(
+        &self,
+        x: &QuantizedBuffer,
+        w: &TernaryBuffer,
+        y: &mut Buffer<O>,
+    ) -> KernelResult<()> {
+        if uses_gemv(x.rows) { self.ternary_gemv(x, w, y) } else { self.ternary_gemm(x, w, y) }
+    }
+
+    /// The decode kernel (`ternary_gemv_f32` / `_f16` by `O`): `M ≤ 8` rows.
+    pub fn ternary_gemv<O: OutputElem + EmuVariant>(
+        &self,
+        x: &QuantizedBuffer,
+        w: &TernaryBuffer,
+        y: &mut Buffer<O>,
+    ) -> KernelResult<()> {
+        let kernel = O::GEMV;
+        let cfg = facts::gemv_geometry(x.rows, w.rows, x.k_pad);
+        self.ternary(kernel, GEMV_MAX_M, cfg, x, w, y, true)
+    }
+
+    /// The prefill kernel (`ternary_gemm_f32` / `_f16` by `O`; tensor cores on the GPU): any M.
+    pub fn ternary_gemm<O: OutputElem + EmuVariant>(
+        &self,
+        x: &QuantizedBuffer,
+        w: &TernaryBuffer,
+        y: &mut Buffer<O>,
+    ) -> KernelResult<()> {
+        let kernel = O::GEMM;
+        let cfg = facts::gemm_geometry(x.rows, w.rows);
+        self.ternary(kernel, usize::MAX, cfg, x, w, y, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ternary<O: OutputElem + EmuVariant>(
+        &self,
+        kernel: &'static str,
+        max_m: usize,
+        cfg: LaunchConfig,
+        x: &QuantizedBuffer,
+        w: &TernaryBuffer,
+        y: &mut Buffer<O>,
+        gemv: bool,
+    ) -> KernelResult<()> {
+        let (m, n) = (x.rows, w.rows);
+        let shape = format!("{m}×{n}×{}", w.cols);
+        let err = |reason| shape_err(kernel, &shape)(reason);
+        facts::ternary_check(m, n, x.cols, w.cols, x.k_pad, w.k_pad, max_m).map_err(err)?;
+        let lens = [x.words.len(), x.scales.len(), x.sums.len(), w.words.len(), y.len()];
+        if lens != [m * x.k_pad / 4, m, m, n * w.k_pad / 16, m * n] {
+            return Err(err(format!("buffer lengths {lens:?} do not fit the shape")));
+        }
+        if !matches!(self, Device::Cpu) {
+            check_shared(&cfg, self.shared_limit()).map_err(err)?;
+        }
+        let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
+        match (self, &x.words, &x.scales, &x.sums, &w.words, y) {
+            (Device::Cpu, Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu), Buffer::Host(ww), Buffer::Host(y)) => {
+                let xr = crate::matmul::QuantizedRef {
+                    rows: m,
+                    cols: x.cols,
+                    k_pad: x.k_pad,
+                    words: xw,
+                    scales: xs,
+                    sums: xu,
+                };
+                let wr = crate::ternary::TernaryRef { rows: n, cols: w.cols, scale: w.scale, words: ww };
+                crate::cpu_ternary::ternary_matmul_into(xr, wr, y);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu), Buffer::Host(ww), Buffer::Host(y)) => {
+                let (xw, xs, xu, ww) = (In::from_slice(xw), In::from_slice(xs), In::from_slice(xu), In::from_slice(ww));
+                // SAFETY: every view covers a live buffer of the length checked above; the geometry is the kernel's own.
+                let r = unsafe {
+                    if gemv {
+                        O::gemv(cfg, (xw, xs, xu), ww, w.scale, y, [mu, nu, kp])
+                    } else {
+                        O::gemm(cfg, (xw, xs), ww, w.scale, y, [mu, nu, kp])
+                    }
+                };
+                r.map_err(emu_err(kernel, &shape))
+            }
+            (
+                Device::Cuda(g),
+                Buffer::Cuda(xw),
+                Buffer::Cuda(xs),
+                Buffer::Cuda(xu),
+                Buffer::Cuda(ww),
+                Buffer::Cuda(y),
+            ) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(xw).arg(xs);
+                if gemv {
+                    l.arg(xu);
+                }
+                l.arg(ww).arg(&w.scale).arg(y).arg(&mu).arg(&nu).arg(&kp);
+                // SAFETY: arguments match the kernel's signature (the GEMM takes no sums);
+                // lengths and the shared-memory opt-in were checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `sgemm`: FP32 `C = A · Bᵀ` (A: m×k, B: n×k, C: m×n, row-major).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        &self,
+        a: &Buffer<f32>,
+        b: &Buffer<f32>,
+        c: &mut Buffer<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::sgemm::NAME;
+        let shape = format!("{m}×{n}×{k}");
+        sgemm_check(m, n, k, a.len(), b.len(), c.len()).map_err(shape_err(kernel, &shape))?;
+        let cfg = sgemm_geometry(m, n);
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
+        match (self, a, b, c) {
+            (Device::Cpu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(c)) => {
+                crate::cpu::sgemm(a, b, c, m, n, k);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(c)) => {
+                let (a, b, c) = (In::from_slice(a), In::from_slice(b), Out::from_slice(c));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::sgemm::launch(cfg, a, b, c, mu, nu, ku) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(a), Buffer::Cuda(b), Buffer::Cuda(c)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(a).arg(b).arg(c).arg(&mu).arg(&nu).arg(&ku);
+                // SAFETY: arguments match `sgemm`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `trihash_batch`: Curl-P-81 of `messages.len() / 243` one-block messages.
+    pub fn trihash_batch(&self, messages: &Buffer<i8>, digests: &mut Buffer<i8>) -> KernelResult<()> {
+        let kernel = kernels::trihash_batch::NAME;
+        let count = messages.len() / curl::HASH_TRITS;
+        let shape = format!("{count} messages");
+        curl::trihash_batch_check(messages.len(), digests.len()).map_err(shape_err(kernel, &shape))?;
+        let batches = count.div_ceil(LANES_PER_BATCH) as u64;
+        let n = count as u32;
+        match (self, messages, digests) {
+            (Device::Cpu, Buffer::Host(msg), Buffer::Host(out)) => {
+                out.copy_from_slice(&crate::trihash::sliced::hash_batch(msg));
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(msg), Buffer::Host(out)) => {
+                let cfg = curl::trihash_geometry(batches, EMU_TRIHASH_BLOCKS);
+                // SAFETY: the views cover live buffers of `count · 243` trits.
+                unsafe { kernels::trihash_batch::launch(cfg, In::from_slice(msg), Out::from_slice(out), n) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(msg), Buffer::Cuda(out)) => {
+                let cfg = curl::trihash_geometry(batches, g.trihash_blocks());
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(msg).arg(out).arg(&n);
+                // SAFETY: arguments match `trihash_batch`; both buffers hold count · 243 trits.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `trihash_pow`: tries nonce indices `first_batch·128 .. (first_batch +
+    /// batches)·128` from the 729-trit `base`; `hits[0]` (zero on entry) counts
+    /// the nonces whose hash ends in `mwm` zero trits, `hits[1..]` records their
+    /// offsets from `first_batch·128` (as many as fit, in no order).
+    pub fn trihash_pow(
+        &self,
+        base: &Buffer<i8>,
+        first_batch: u64,
+        batches: u64,
+        mwm: usize,
+        hits: &mut Buffer<u32>,
+    ) -> KernelResult<()> {
+        let kernel = kernels::trihash_pow::NAME;
+        let shape = format!("{batches} batches from {first_batch}, mwm {mwm}");
+        let err = |reason| shape_err(kernel, &shape)(reason);
+        curl::trihash_pow_check(batches, mwm).map_err(err)?;
+        kernels_gpu::launch::check_len("base state", base.len(), curl::STATE_TRITS).map_err(err)?;
+        if hits.is_empty() {
+            return Err(err("empty hit buffer".into()));
+        }
+        let (nb, mw, capacity) = (batches as u32, mwm as u32, hits.len() as u32 - 1);
+        match (self, base, hits) {
+            (Device::Cpu, Buffer::Host(base), Buffer::Host(hits)) => {
+                let base: &[i8; 729] = base.as_slice().try_into().expect("length checked above");
+                let found = crate::trihash::sliced::search(base, first_batch, batches, mwm);
+                hits[0] = found.len() as u32;
+                let offsets = found.iter().map(|&v| (v - first_batch * LANES_PER_BATCH as u64) as u32);
+                for (slot, o) in hits[1..].iter_mut().zip(offsets) {
+                    *slot = o;
+                }
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(base), Buffer::Host(hits)) => {
+                let cfg = curl::trihash_geometry(batches, EMU_TRIHASH_BLOCKS);
+                let (b, h) = (In::from_slice(base), Out::from_slice(hits));
+                // SAFETY: `base` has 729 trits, `hits` 1 + capacity words.
+                unsafe { kernels::trihash_pow::launch(cfg, b, first_batch, nb, mw, h, capacity) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(base), Buffer::Cuda(hits)) => {
+                let cfg = curl::trihash_geometry(batches, g.trihash_blocks());
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(base).arg(&first_batch).arg(&nb).arg(&mw).arg(hits).arg(&capacity);
+                // SAFETY: arguments match `trihash_pow`; `base` has 729 trits,
+                // `hits` 1 + capacity words, and the geometry supplies the shared memory.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+}
