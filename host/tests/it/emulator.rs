@@ -18,7 +18,7 @@ kernel! {
 kernel! {
     /// Even and odd warps wait at two different barriers: undefined behaviour on a GPU.
     pub unsafe fn divergent_barriers(out: Out<u32>) {
-        if warp_id() % 2 == 0 {
+        if warp_id().is_multiple_of(2) {
             sync_threads();
             out.set(thread_idx_x() as usize, 1);
         } else {
