@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use trinity::{BackendChoice, BackendKind, Device, info, ptx, verify};
 
+mod model_cmds;
+
 #[derive(Parser, Debug)]
 #[command(name = "trinity", version, about = "Ternary (BitNet b1.58) GPU kernels: verify and measure")]
 struct Cli {
@@ -81,6 +83,18 @@ enum Command {
         #[command(subcommand)]
         command: TrihashCommand,
     },
+    /// The logits of every prompt position, as one JSON object on stdout.
+    Logits {
+        #[command(flatten)]
+        model: model_cmds::ModelArgs,
+        /// The prompt as token ids, e.g. 1,2,3.
+        #[arg(long)]
+        prompt_ids: String,
+    },
+    /// Generate text (streamed to stdout), then prefill and decode tokens/s on stderr.
+    Generate(model_cmds::GenerateArgs),
+    /// llama-bench-style prefill (ppN) and decode (tgN) tokens/s with their spread.
+    BenchModel(model_cmds::BenchArgs),
     /// Write the embedded PTX modules to a directory.
     Ptx {
         /// Output directory.
@@ -248,6 +262,18 @@ fn run() -> Result<ExitCode> {
             let slower = rows.iter().filter(|r| r.verdict == Verdict::Slower).count();
             println!("\n{} benchmarks: {} slower (threshold {:.1} %)", rows.len(), slower, threshold * 100.0);
             Ok(if slower > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Logits { model, prompt_ids } => {
+            model_cmds::logits(&model, &prompt_ids)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => {
+            model_cmds::generate_cmd(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchModel(args) => {
+            model_cmds::bench_model(&args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Ptx { out } => {
             if !ptx::available() {

@@ -145,3 +145,101 @@ mod run_compare_report {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+mod model {
+    use super::trinity;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> String {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../model/tests/fixtures")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn expected(name: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(PathBuf::from(fixture(name)).join("expected.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn ids(v: &serde_json::Value) -> String {
+        v.as_array().unwrap().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    #[test]
+    fn logits_and_greedy_generation_match_transformers_on_both_linear_classes() {
+        for name in ["hf-bitlinear-f32", "hf-autobitlinear-bf16"] {
+            let want = expected(name);
+            let prompt = ids(&want["prompt_ids"]);
+            let (code, stdout, stderr) =
+                trinity(&["logits", "--model", &fixture(name), "--prompt-ids", &prompt, "--backend", "cpu"]);
+            assert_eq!(code, 0, "{stderr}");
+            let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(got["prompt_ids"], want["prompt_ids"]);
+            for (g, w) in got["logits"].as_array().unwrap().iter().zip(want["logits"].as_array().unwrap()) {
+                for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+                    assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-4, "{name}: {a} vs {b}");
+                }
+            }
+            let (code, stdout, stderr) = trinity(&[
+                "generate",
+                "--model",
+                &fixture(name),
+                "--prompt-ids",
+                &prompt,
+                "--max-tokens",
+                "8",
+                "--temperature",
+                "0",
+                "--format",
+                "json",
+                "--backend",
+                "cpu",
+            ]);
+            assert_eq!(code, 0, "{stderr}");
+            let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(got["new_ids"], want["greedy_ids"], "{name}");
+            assert!(got["text"].as_str().unwrap().starts_with('w'), "{stdout}");
+            assert!(got["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        }
+    }
+
+    #[test]
+    fn bad_model_requests_exit_non_zero_with_one_clear_line() {
+        let (code, _, stderr) =
+            trinity(&["logits", "--model", &fixture("onebitllm-f16"), "--prompt-ids", "1,99", "--backend", "cpu"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("token id 99 is outside the vocabulary (size 64)"), "{stderr}");
+        assert!(!stderr.contains("panicked"));
+        let (code, _, stderr) = trinity(&["logits", "--model", "nowhere/none", "--prompt-ids", "1"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("nowhere/none: not a directory"), "{stderr}");
+        let (code, _, stderr) = trinity(&["bench-model", "--shape", "gpt-5", "--backend", "cpu"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("--shape gpt-5: unknown"), "{stderr}");
+    }
+
+    #[test]
+    fn bench_model_reports_prefill_and_decode() {
+        let (code, stdout, stderr) = trinity(&[
+            "bench-model",
+            "--model",
+            &fixture("hf-online-bf16"),
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "2",
+            "--backend",
+            "cpu",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(v["pp"]["tokens_per_s"].as_f64().unwrap() > 0.0 && v["tg"]["samples"].as_array().unwrap().len() == 2);
+        assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+    }
+}

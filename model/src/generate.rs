@@ -1,0 +1,244 @@
+//! # Sampling and generation
+//!
+//! [`Sampling`]: greedy (`temperature` 0: the first index of the largest
+//! logit, as `torch.argmax`), or temperature with optional top-k and top-p
+//! (nucleus) from a seeded generator. [`generate`] runs the prompt as one
+//! prefill, then one token per decode step from the KV cache, and stops at an
+//! end-of-sequence id, at `max_tokens`, or at the context.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::bitnet::BitNet;
+use crate::error::{ModelError, ModelResult};
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// Keep the `k` most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches `p` (1: all).
+    pub top_p: f32,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+}
+
+/// The index of the largest logit (the first on ties; NaN never wins).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] || logits[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A stateful sampler.
+#[derive(Debug)]
+pub struct Sampler {
+    cfg: Sampling,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler seeded from `cfg.seed`.
+    pub fn new(cfg: Sampling) -> Self {
+        Sampler { cfg, rng: StdRng::seed_from_u64(cfg.seed) }
+    }
+
+    /// Chooses a token.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.cfg.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if self.cfg.top_k > 0 {
+            idx.truncate(self.cfg.top_k);
+        }
+        if idx.is_empty() {
+            return argmax(logits);
+        }
+        let max = logits[idx[0]] as f64;
+        let mut probs: Vec<f64> =
+            idx.iter().map(|&i| ((logits[i] as f64 - max) / self.cfg.temperature as f64).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if self.cfg.top_p < 1.0 {
+            let mut cum = 0.0;
+            let keep = probs
+                .iter()
+                .position(|&p| {
+                    cum += p;
+                    cum >= self.cfg.top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+            idx.truncate(keep);
+            let total: f64 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= total);
+        }
+        let mut u: f64 = self.rng.random();
+        for (p, &i) in probs.iter().zip(&idx) {
+            if u < *p {
+                return i as u32;
+            }
+            u -= p;
+        }
+        idx[idx.len() - 1] as u32
+    }
+}
+
+/// What [`generate`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The new token ids.
+    pub new_ids: Vec<u32>,
+    /// Why it stopped: `eos`, `max_tokens` or `context`.
+    pub stop: &'static str,
+    /// Prompt tokens per second of the prefill.
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second of the decode steps.
+    pub decode_tokens_per_s: f64,
+}
+
+/// Generates up to `max_tokens` after `prompt`; `on_token` sees each new id as it comes.
+pub fn generate(
+    model: &BitNet,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: Sampling,
+    eos: &[u32],
+    mut on_token: impl FnMut(u32),
+) -> ModelResult<Generation> {
+    let context = model.config.max_position_embeddings;
+    if prompt.is_empty() {
+        return Err(ModelError::EmptyPrompt);
+    }
+    if prompt.len() > context {
+        return Err(ModelError::ContextExceeded { what: "the prompt", len: prompt.len(), context });
+    }
+    let mut cache = model.new_cache(context);
+    let mut sampler = Sampler::new(sampling);
+    let t0 = Instant::now();
+    let mut logits = model.forward(prompt, &mut cache, false)?.pop().expect("one row");
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut new_ids = Vec::new();
+    let t1 = Instant::now();
+    let stop = loop {
+        if new_ids.len() >= max_tokens {
+            break "max_tokens";
+        }
+        let next = sampler.sample(&logits);
+        new_ids.push(next);
+        on_token(next);
+        if eos.contains(&next) {
+            break "eos";
+        }
+        if new_ids.len() >= max_tokens {
+            break "max_tokens";
+        }
+        if cache.len() >= cache.context() {
+            break "context";
+        }
+        logits = model.forward(&[next], &mut cache, false)?.pop().expect("one row");
+    };
+    let decode = t1.elapsed().as_secs_f64();
+    let decode_steps = new_ids.len().saturating_sub(1).max(1);
+    Ok(Generation {
+        new_ids,
+        stop,
+        prefill_tokens_per_s: prompt.len() as f64 / prefill.max(1e-9),
+        decode_tokens_per_s: decode_steps as f64 / decode.max(1e-9),
+    })
+}
+
+/// The checkpoint's `tokenizer.json`.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("path", &self.path).finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json`.
+    pub fn load(dir: &Path) -> ModelResult<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
+        Ok(Tokenizer { inner, path })
+    }
+
+    /// Text → ids (with the tokenizer's own special tokens, e.g. BOS).
+    pub fn encode(&self, text: &str) -> ModelResult<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids → text (special tokens skipped).
+    pub fn decode(&self, ids: &[u32]) -> ModelResult<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    /// The id of a token string, when the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        assert_eq!(argmax(&[0.0, 3.0, 3.0, -1.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+        let mut s = Sampler::new(Sampling::default());
+        assert_eq!(s.sample(&[0.0, 0.5, 0.1]), 1);
+    }
+
+    #[test]
+    fn top_k_1_is_greedy_and_seeds_repeat() {
+        let logits = [0.1f32, 2.0, 1.9, -5.0];
+        let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 1, top_p: 1.0, seed: 3 });
+        assert!((0..20).all(|_| s.sample(&logits) == 1));
+        let run = |seed| {
+            let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, seed });
+            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert!(run(7).contains(&2), "temperature 1 samples the runner-up too");
+        assert!(!run(7).contains(&3) || run(7).iter().filter(|&&t| t == 3).count() < 3);
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // Probabilities ≈ 0.64, 0.24, 0.09, 0.03: top_p 0.5 keeps only the first.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 0.5, seed: 1 });
+        assert!((0..50).all(|_| s.sample(&logits) == 0));
+    }
+}

@@ -1,0 +1,85 @@
+//! # `--model`: a directory, or a Hugging Face model id in the local cache
+//!
+//! An id such as `microsoft/bitnet-b1.58-2B-4T` is looked up in the hub's cache
+//! layout under `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`:
+//! `models--org--name/refs/main` names the snapshot, `snapshots/<rev>/` holds
+//! the files. Fetching a model that is not cached is left to the hub's tools
+//! (this machine has no network to the hub).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, ModelResult};
+
+/// The hub cache directory from the environment.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(d).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// Resolves `--model`: an existing directory as it is, else an `org/name` id in the cache.
+pub fn resolve(model: &str) -> ModelResult<PathBuf> {
+    let p = Path::new(model);
+    if p.is_dir() {
+        return Ok(p.to_owned());
+    }
+    let Some(cache) = cache_dir() else {
+        return Err(ModelError::NotFound(format!("{model}: not a directory, and no Hugging Face cache is set")));
+    };
+    resolve_in(model, &cache)
+}
+
+/// Resolves model id `org/name` in hub cache `cache`.
+pub fn resolve_in(model: &str, cache: &Path) -> ModelResult<PathBuf> {
+    let not_found = |why: String| ModelError::NotFound(format!("{model}: not a directory, {why}"));
+    let Some((org, name)) = model.split_once('/') else {
+        return Err(not_found("nor a Hugging Face model id (org/name)".into()));
+    };
+    let repo = cache.join(format!("models--{org}--{name}"));
+    let refs = repo.join("refs/main");
+    let snapshot = match std::fs::read_to_string(&refs) {
+        Ok(rev) => repo.join("snapshots").join(rev.trim()),
+        Err(_) => {
+            // No ref: take the only snapshot, if there is exactly one.
+            let snaps: Vec<PathBuf> = std::fs::read_dir(repo.join("snapshots"))
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default();
+            match snaps.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(not_found(format!("and not in the Hugging Face cache at {}", cache.display()))),
+                _ => return Err(not_found(format!("and {} has several snapshots but no refs/main", repo.display()))),
+            }
+        }
+    };
+    if !snapshot.join("config.json").exists() {
+        return Err(not_found(format!("and the cached snapshot {} has no config.json", snapshot.display())));
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_snapshot_refs_main_names() {
+        let cache = std::env::temp_dir().join(format!("trinity-hub-{}", std::process::id()));
+        let repo = cache.join("models--microsoft--bitnet-b1.58-2B-4T");
+        std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots/old999")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        std::fs::write(repo.join("snapshots/abc123/config.json"), "{}").unwrap();
+        let got = resolve_in("microsoft/bitnet-b1.58-2B-4T", &cache).unwrap();
+        assert_eq!(got, repo.join("snapshots/abc123"));
+        let err = resolve_in("microsoft/other", &cache).unwrap_err().to_string();
+        assert!(err.contains("not in the Hugging Face cache"), "{err}");
+        let err = resolve_in("nonsense", &cache).unwrap_err().to_string();
+        assert!(err.contains("org/name"), "{err}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+}
