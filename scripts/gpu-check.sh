@@ -45,10 +45,16 @@ if command -v compute-sanitizer >/dev/null; then
 else
     say "compute-sanitizer not found: sanitizers skipped"
 fi
+for f in model/tests/fixtures/*/; do
+    step "fixture-$(basename "$f")" python3 scripts/check-fixture.py "$bundle/trinity" "${f%/}" --backend cuda
+done
+for shape in bitnet_b1_58-large bitnet-b1.58-2B-4T bitnet_b1_58-3B; do
+    step "bench-model-$shape" "$bundle/trinity" bench-model --shape "$shape" -p 512 -n 128 -r 3 --backend cuda
+done
 step run "$bundle/trinity" run --backend cuda --results-dir "$out/results" ${TRINITY_COST_PER_HOUR:+--cost-per-hour $TRINITY_COST_PER_HOUR}
 for b in "$bundle"/bench-*; do
     [ -x "$b" ] || continue
     step "$(basename "$b")" "$b" --bench --warm-up-time 0.3 --measurement-time 1
 done
-grep -E "^(ratio|ceiling)|THROTTLED" "$log" >>"$out/summary.txt" || true
+grep -E "^(ratio|ceiling)|THROTTLED|\| (pp|tg)[0-9]+ \||max \|logit diff\|" "$log" >>"$out/summary.txt" || true
 exit $status

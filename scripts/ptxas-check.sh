@@ -8,7 +8,7 @@ set -euo pipefail
 ptxas=$1
 out=$2
 bin=${3:-target/debug/trinity}
-[ -x "$bin" ] || cargo build -q -p trinity
+[ -x "$bin" ] || cargo build -q -p trinity-cli
 mkdir -p "$out"
 "$bin" ptx --out "$out" >/dev/null
 status=0

@@ -210,6 +210,7 @@ fn run() -> Result<ExitCode> {
             let full = !small && (large || device.kind() != BackendKind::Emu);
             let plan = if full { verify::Plan::full() } else { verify::Plan::small() };
             let mut checks = verify::verify(&device, &plan, seed);
+            checks.extend(verify::verify_layer_ops(&device, &plan, seed));
             if let Some(gpu) = device.cuda() {
                 checks.extend(verify::verify_baselines(gpu, seed));
             }

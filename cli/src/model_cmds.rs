@@ -47,7 +47,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
 pub fn logits(args: &ModelArgs, prompt_ids: &str) -> Result<()> {
     let ids = parse_ids(prompt_ids)?;
     let (model, _) = load(args)?;
-    let mut cache = model.new_cache(ids.len().max(1));
+    let mut cache = model.new_cache(ids.len().max(1))?;
     let logits = model.forward(&ids, &mut cache, true)?;
     let out = serde_json::json!({ "prompt_ids": ids, "logits": logits });
     println!("{out}");
@@ -254,13 +254,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
-        let mut cache = model.new_cache(context);
+        let mut cache = model.new_cache(context)?;
         let t = Instant::now();
         model.forward(&tokens, &mut cache, false)?;
         pp.push(a.prompt as f64 / t.elapsed().as_secs_f64());
         eprintln!("rep {}/{}: tg{} …", rep + 1, a.reps, a.n_gen);
         // tg: decode steps from an empty cache, as llama-bench's tgN.
-        let mut cache = model.new_cache(context);
+        let mut cache = model.new_cache(context)?;
         let t = Instant::now();
         let mut next = 1u32;
         for _ in 0..a.n_gen {

@@ -117,3 +117,136 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
         )
     };
 }
+
+/// `y = w · x / sqrt(mean(x²) + eps)` per row of `x` (`rows × w.len()`), in place.
+/// The mean is accumulated in f64 (closer to exact than any f32 order).
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for row in x.chunks_mut(n) {
+        let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+        let inv = 1.0 / ((ms as f32) + eps).sqrt();
+        for (v, &g) in row.iter_mut().zip(w) {
+            *v = g * (*v * inv);
+        }
+    }
+}
+
+/// The RoPE tables for positions `0..positions`: `cos` and `sin` of
+/// `pos · θ^(−2i/d)`, `positions × head_dim / 2` each, in f32 as transformers
+/// builds them (`inv_freq` in f32, the product in f32, then cos / sin).
+pub fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for &f in &inv_freq {
+            let a = p as f32 * f;
+            cos.push((a as f64).cos() as f32);
+            sin.push((a as f64).sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate-half RoPE on `rows × heads × head_dim` (row `r` at position `pos0 + r`), in place.
+pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, pos0: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    for (r, row) in x.chunks_mut(heads * head_dim).enumerate() {
+        let (c, s) = (&cos[(pos0 + r) * half..][..half], &sin[(pos0 + r) * half..][..half]);
+        for head in row.chunks_mut(head_dim) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * c[i] - x2 * s[i];
+                b[i] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+/// Causal attention for `rows` new queries at positions `pos0..`, against the
+/// cache of `pos0 + rows` keys / values (`kv_heads × context × head_dim`,
+/// position-major within a head). Query head `h` reads KV head
+/// `h / (heads / kv_heads)`; scores are scaled by `head_dim^-0.5`; softmax in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    pos0: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    context: usize,
+) {
+    use rayon::prelude::*;
+    let group = heads / kv_heads;
+    let scale = (head_dim as f32).powf(-0.5);
+    // One task per (row, head): each writes its own head_dim outputs.
+    out[..rows * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(task, o)| {
+        let (r, h) = (task / heads, task % heads);
+        let len = pos0 + r + 1;
+        let mut scores = vec![0f32; len];
+        {
+            let kvh = h / group;
+            let qv = &q[(r * heads + h) * head_dim..][..head_dim];
+            let keys = &k_cache[kvh * context * head_dim..];
+            let mut max = f32::NEG_INFINITY;
+            for (p, s) in scores[..len].iter_mut().enumerate() {
+                let kv = &keys[p * head_dim..][..head_dim];
+                let dot: f32 = qv.iter().zip(kv).map(|(a, b)| a * b).sum();
+                *s = dot * scale;
+                max = max.max(*s);
+            }
+            let mut total = 0f32;
+            for s in scores[..len].iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            o.fill(0.0);
+            let values = &v_cache[kvh * context * head_dim..];
+            for (p, &s) in scores[..len].iter().enumerate() {
+                let w = s / total;
+                for (acc, &v) in o.iter_mut().zip(&values[p * head_dim..][..head_dim]) {
+                    *acc += w * v;
+                }
+            }
+        }
+    });
+}
+
+/// `act(gate) · up`, elementwise, into `gate` (`act`: `kernels_gpu::kernels::ACT_RELU2` or `ACT_SILU`).
+pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let a = if act == kernels_gpu::kernels::ACT_RELU2 {
+            let r = g.max(0.0);
+            r * r
+        } else {
+            *g / (1.0 + (-*g).exp())
+        };
+        *g = a * u;
+    }
+}
+
+/// `cache[kh][pos0 + r][d] = x[r][kh][d]`.
+pub fn kv_write(x: &[f32], cache: &mut [f32], kv_heads: usize, head_dim: usize, pos0: usize, context: usize) {
+    for (r, row) in x.chunks(kv_heads * head_dim).enumerate() {
+        for (kh, src) in row.chunks(head_dim).enumerate() {
+            let dst = (kh * context + pos0 + r) * head_dim;
+            cache[dst..dst + head_dim].copy_from_slice(src);
+        }
+    }
+}
+
+/// Rows of `table` (`· × hidden`) for `ids`.
+pub fn embedding(table: &[f32], ids: &[u32], out: &mut [f32], hidden: usize) {
+    for (o, &id) in out.chunks_mut(hidden).zip(ids) {
+        match table.get(id as usize * hidden..(id as usize + 1) * hidden) {
+            Some(row) => o.copy_from_slice(row),
+            None => o.fill(0.0),
+        }
+    }
+}

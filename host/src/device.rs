@@ -236,6 +236,29 @@ impl Device {
         }
     }
 
+    /// A new buffer holding the last `n` elements of `src`.
+    pub fn tail<T: Elem>(&self, src: &Buffer<T>, n: usize) -> KernelResult<Buffer<T>> {
+        let len = src.len();
+        if n > len {
+            return Err(KernelError::Shape {
+                kernel: "tail",
+                shape: format!("{n} of {len} elements"),
+                reason: "more elements than the buffer holds".into(),
+            });
+        }
+        match (self, src) {
+            (Device::Cpu | Device::Emu, Buffer::Host(v)) => Ok(Buffer::Host(v[len - n..].to_vec())),
+            (Device::Cuda(g), Buffer::Cuda(s)) => {
+                let mut dst = g.zeros::<T>(n)?;
+                g.stream()
+                    .memcpy_dtod(&s.slice(len - n..), &mut dst)
+                    .map_err(g.err("tail", &format!("{n} of {len} elements")))?;
+                Ok(Buffer::Cuda(dst))
+            }
+            _ => Err(self.wrong_place("tail", src.location())),
+        }
+    }
+
     /// Buffers for `rows × cols` quantized activations.
     pub fn alloc_quantized(&self, rows: usize, cols: usize) -> KernelResult<QuantizedBuffer> {
         let k_pad = crate::matmul::padded_k(cols);

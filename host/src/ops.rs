@@ -63,12 +63,15 @@ macro_rules! cuda_functions {
 }
 
 cuda_functions! {
-    growing: [ternary_gemv_f32, ternary_gemv_f16];
+    growing: [ternary_gemv_f32, ternary_gemv_f16, attention_f32];
     all: [
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
-        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch,
+        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rope_f32,
+        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32,
     ]
 }
+
+pub use kernels_gpu::kernels::{ACT_RELU2, ACT_SILU};
 
 /// Blocks the emulator launches for TriHash (more would only add threads; two exercise the grid stride).
 const EMU_TRIHASH_BLOCKS: u32 = 2;
@@ -536,6 +539,279 @@ impl Device {
                 l.arg(base).arg(&first_batch).arg(&nb).arg(&mw).arg(hits).arg(&capacity);
                 // SAFETY: arguments match `trihash_pow`; `base` has 729 trits,
                 // `hits` 1 + capacity words, and the geometry supplies the shared memory.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+}
+
+/// The float ops of a transformer layer (`f32` activations).
+impl Device {
+    /// `rms_norm_f32`: `y = w · x / sqrt(mean(x²) + eps)` per row of `x` (`rows × w.len()`).
+    pub fn rms_norm(&self, x: &Buffer<f32>, w: &Buffer<f32>, y: &mut Buffer<f32>, eps: f32) -> KernelResult<()> {
+        let kernel = kernels::rms_norm_f32::NAME;
+        let cols = w.len();
+        let rows = x.len() / cols.max(1);
+        let shape = format!("{rows}×{cols}");
+        kernels::rms_norm_check(rows, cols, x.len(), w.len(), y.len()).map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::rms_norm_geometry(rows, QUANTIZE_MAX_BLOCKS);
+        let (r, c) = (rows as u32, cols as u32);
+        match (self, x, w, y) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(w), Buffer::Host(y)) => {
+                y.copy_from_slice(x);
+                crate::cpu::rms_norm(y, w, eps);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(w), Buffer::Host(y)) => {
+                let (x, w, y) = (In::from_slice(x), In::from_slice(w), Out::from_slice(y));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::rms_norm_f32::launch(cfg, x, w, y, r, c, eps) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(w), Buffer::Cuda(y)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(w).arg(y).arg(&r).arg(&c).arg(&eps);
+                // SAFETY: arguments match `rms_norm_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `rope_f32`: rotate-half RoPE in place on `x` (`rows × heads × head_dim`), row `r` at position `pos0 + r`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        x: &mut Buffer<f32>,
+        cos: &Buffer<f32>,
+        sin: &Buffer<f32>,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::rope_f32::NAME;
+        let rows = x.len() / (heads * head_dim).max(1);
+        let shape = format!("{rows}×{heads}×{head_dim} from position {pos0}");
+        kernels::rope_check(rows, heads, head_dim, pos0, x.len(), cos.len().min(sin.len()))
+            .map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::rope_geometry(rows, heads, head_dim);
+        let (r, h, d, p) = (rows as u32, heads as u32, head_dim as u32, pos0 as u32);
+        match (self, x, cos, sin) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s)) => {
+                crate::cpu::rope(x, heads, head_dim, pos0, c, s);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s)) => {
+                let (x, c, s) = (Out::from_slice(x), In::from_slice(c), In::from_slice(s));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::rope_f32::launch(cfg, x, c, s, r, h, d, p) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c), Buffer::Cuda(s)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(c).arg(s).arg(&r).arg(&h).arg(&d).arg(&p);
+                // SAFETY: arguments match `rope_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `attention_f32`: causal attention of `q` (`rows × heads × head_dim`, row `r` at
+    /// position `pos0 + r`) against a layer's KV cache (`kv_heads × context × head_dim`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &Buffer<f32>,
+        k: &Buffer<f32>,
+        v: &Buffer<f32>,
+        out: &mut Buffer<f32>,
+        pos0: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        context: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::attention_f32::NAME;
+        let rows = q.len() / (heads * head_dim).max(1);
+        let shape =
+            format!("{rows} rows from position {pos0}, {heads}/{kv_heads} heads × {head_dim}, context {context}");
+        let err = |reason| shape_err(kernel, &shape)(reason);
+        kernels::attention_check(
+            rows,
+            pos0,
+            heads,
+            kv_heads,
+            head_dim,
+            context,
+            q.len(),
+            k.len().min(v.len()),
+            out.len(),
+        )
+        .map_err(err)?;
+        let cfg = kernels::attention_geometry(rows, heads, context);
+        if !matches!(self, Device::Cpu) {
+            check_shared(&cfg, self.shared_limit()).map_err(err)?;
+        }
+        let scale = (head_dim as f32).powf(-0.5);
+        let a = [rows, pos0, heads, kv_heads, head_dim, context].map(|v| v as u32);
+        match (self, q, k, v, out) {
+            (Device::Cpu, Buffer::Host(q), Buffer::Host(k), Buffer::Host(v), Buffer::Host(o)) => {
+                crate::cpu::attention(q, k, v, o, rows, pos0, heads, kv_heads, head_dim, context);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(q), Buffer::Host(k), Buffer::Host(v), Buffer::Host(o)) => {
+                let (q, k, v, o) = (In::from_slice(q), In::from_slice(k), In::from_slice(v), Out::from_slice(o));
+                // SAFETY: the views cover live buffers of the lengths checked above; the geometry is the kernel's.
+                unsafe { kernels::attention_f32::launch(cfg, q, k, v, o, a[0], a[1], a[2], a[3], a[4], a[5], scale) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(q), Buffer::Cuda(k), Buffer::Cuda(v), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(q).arg(k).arg(v).arg(o);
+                for x in &a {
+                    l.arg(x);
+                }
+                l.arg(&scale);
+                // SAFETY: arguments match `attention_f32`; lengths and the shared-memory limit checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `gated_f32`: `gate ← act(gate) · up` (`act`: `kernels::ACT_RELU2` or `kernels::ACT_SILU`).
+    pub fn gated(&self, gate: &mut Buffer<f32>, up: &Buffer<f32>, act: u32) -> KernelResult<()> {
+        let kernel = kernels::gated_f32::NAME;
+        let n = gate.len();
+        let shape = format!("{n} elements");
+        kernels_gpu::launch::check_len("up", up.len(), n).map_err(shape_err(kernel, &shape))?;
+        if act != kernels::ACT_RELU2 && act != kernels::ACT_SILU {
+            return Err(shape_err(kernel, &shape)(format!("unknown activation {act}")));
+        }
+        let cfg = kernels::elementwise_geometry(n);
+        let nu = n as u32;
+        match (self, gate, up) {
+            (Device::Cpu, Buffer::Host(g), Buffer::Host(u)) => {
+                crate::cpu::gated(g, u, act);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(g), Buffer::Host(u)) => {
+                // SAFETY: the views cover live buffers of `n` elements.
+                unsafe { kernels::gated_f32::launch(cfg, Out::from_slice(g), In::from_slice(u), nu, act) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(gb), Buffer::Cuda(u)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(gb).arg(u).arg(&nu).arg(&act);
+                // SAFETY: arguments match `gated_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `add_f32`: `x ← x + y` (the residual connection).
+    pub fn add(&self, x: &mut Buffer<f32>, y: &Buffer<f32>) -> KernelResult<()> {
+        let kernel = kernels::add_f32::NAME;
+        let n = x.len();
+        let shape = format!("{n} elements");
+        kernels_gpu::launch::check_len("y", y.len(), n).map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::elementwise_geometry(n);
+        let nu = n as u32;
+        match (self, x, y) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(y)) => {
+                x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(y)) => {
+                // SAFETY: the views cover live buffers of `n` elements.
+                unsafe { kernels::add_f32::launch(cfg, Out::from_slice(x), In::from_slice(y), nu) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(y)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(y).arg(&nu);
+                // SAFETY: arguments match `add_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `embedding_f32`: the rows of `table` (`vocab × hidden`) for `ids`, into `out`.
+    pub fn embedding(
+        &self,
+        table: &Buffer<f32>,
+        ids: &Buffer<u32>,
+        out: &mut Buffer<f32>,
+        hidden: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::embedding_f32::NAME;
+        let (rows, vocab) = (ids.len(), table.len() / hidden.max(1));
+        let shape = format!("{rows} ids × {hidden}");
+        kernels::embedding_check(rows, hidden, vocab, table.len(), out.len()).map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::elementwise_geometry(rows * hidden);
+        let (r, h, v) = (rows as u32, hidden as u32, vocab as u32);
+        match (self, table, ids, out) {
+            (Device::Cpu, Buffer::Host(t), Buffer::Host(i), Buffer::Host(o)) => {
+                crate::cpu::embedding(t, i, o, hidden);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(t), Buffer::Host(i), Buffer::Host(o)) => {
+                let (t, i, o) = (In::from_slice(t), In::from_slice(i), Out::from_slice(o));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::embedding_f32::launch(cfg, t, i, o, r, h, v) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(t), Buffer::Cuda(i), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(t).arg(i).arg(o).arg(&r).arg(&h).arg(&v);
+                // SAFETY: arguments match `embedding_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `kv_write_f32`: new key or value rows (`rows × kv_heads × head_dim`) into a layer's
+    /// cache (`kv_heads × context × head_dim`) at positions `pos0..`.
+    pub fn kv_write(
+        &self,
+        x: &Buffer<f32>,
+        cache: &mut Buffer<f32>,
+        kv_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        context: usize,
+    ) -> KernelResult<()> {
+        let kernel = kernels::kv_write_f32::NAME;
+        let rows = x.len() / (kv_heads * head_dim).max(1);
+        let shape = format!("{rows} rows at position {pos0}, context {context}");
+        let err = |reason: String| shape_err(kernel, &shape)(reason);
+        kernels_gpu::launch::check_len("rows", x.len(), rows * kv_heads * head_dim).map_err(err)?;
+        kernels_gpu::launch::check_len("cache", cache.len(), kv_heads * context * head_dim).map_err(err)?;
+        if rows == 0 || pos0 + rows > context {
+            return Err(err(format!("positions up to {} do not fit the context of {context}", pos0 + rows)));
+        }
+        let cfg = kernels::elementwise_geometry(x.len());
+        let a = [rows, kv_heads, head_dim, pos0, context].map(|v| v as u32);
+        match (self, x, cache) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(c)) => {
+                crate::cpu::kv_write(x, c, kv_heads, head_dim, pos0, context);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(c)) => {
+                let (x, c) = (In::from_slice(x), Out::from_slice(c));
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::kv_write_f32::launch(cfg, x, c, a[0], a[1], a[2], a[3], a[4]) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(c);
+                for v in &a {
+                    l.arg(v);
+                }
+                // SAFETY: arguments match `kv_write_f32`; lengths checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),

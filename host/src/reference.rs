@@ -156,6 +156,100 @@ pub fn trihash_search_reference(base: &[i8; 729], first_batch: u64, batches: u64
         .collect()
 }
 
+/// Scalar reference of `rms_norm_f32`, in f64.
+pub fn rms_norm_reference(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let n = w.len();
+    x.chunks(n)
+        .flat_map(|row| {
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (ms + eps as f64).sqrt();
+            row.iter().zip(w).map(move |(&v, &g)| (g as f64 * v as f64 * inv) as f32)
+        })
+        .collect()
+}
+
+/// Scalar reference of `rope_f32`: angles `pos · θ^(−2i/d)` in f64 (not from the tables).
+pub fn rope_reference(x: &[f32], heads: usize, head_dim: usize, pos0: usize, theta: f64) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut y = x.to_vec();
+    for (r, row) in y.chunks_mut(heads * head_dim).enumerate() {
+        for head in row.chunks_mut(head_dim) {
+            for i in 0..half {
+                let angle = (pos0 + r) as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let (a, b) = (head[i] as f64, head[i + half] as f64);
+                head[i] = (a * angle.cos() - b * angle.sin()) as f32;
+                head[i + half] = (b * angle.cos() + a * angle.sin()) as f32;
+            }
+        }
+    }
+    y
+}
+
+/// Scalar reference of `attention_f32`, in f64: causal, GQA, softmax over `0 ..= pos0 + r`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos0: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    context: usize,
+) -> Vec<f32> {
+    let rows = q.len() / (heads * head_dim);
+    let mut out = vec![0f32; q.len()];
+    for r in 0..rows {
+        for h in 0..heads {
+            let kvh = h * kv_heads / heads;
+            let qv = &q[(r * heads + h) * head_dim..][..head_dim];
+            let at = |p: usize, d: usize| (kvh * context + p) * head_dim + d;
+            let scores: Vec<f64> = (0..=pos0 + r)
+                .map(|p| {
+                    (0..head_dim).map(|d| qv[d] as f64 * k[at(p, d)] as f64).sum::<f64>() / (head_dim as f64).sqrt()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for d in 0..head_dim {
+                let acc: f64 = e.iter().enumerate().map(|(p, w)| w / total * v[at(p, d)] as f64).sum();
+                out[(r * heads + h) * head_dim + d] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Scalar reference of `gated_f32`: relu(g)²·u (`act` 0) or g·sigmoid(g)·u (`act` 1), in f64.
+pub fn gated_reference(gate: &[f32], up: &[f32], act: u32) -> Vec<f32> {
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| {
+            let g = g as f64;
+            let a = if act == 0 { g.max(0.0).powi(2) } else { g / (1.0 + (-g).exp()) };
+            (a * u as f64) as f32
+        })
+        .collect()
+}
+
+/// Whether `got` is within `rel · |want| + abs` of `want` everywhere (a NaN never is).
+pub fn compare_close(got: &[f32], want: &[f32], rel: f64, abs: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("length {} instead of {}", got.len(), want.len()));
+    }
+    let bad: Vec<usize> = (0..got.len())
+        .filter(|&i| {
+            let tol = rel * (want[i] as f64).abs() + abs;
+            !matches!(((got[i] - want[i]) as f64).abs().partial_cmp(&tol), Some(o) if o.is_le())
+        })
+        .collect();
+    match bad.first() {
+        None => Ok(()),
+        Some(&i) => Err(format!("{} outside tolerance; first at {i}: got {:e}, want {:e}", bad.len(), got[i], want[i])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The helpers the kernels and the CPU paths share, pinned by known values.

@@ -67,6 +67,9 @@ pub struct Plan {
     pub matmul: Vec<(usize, usize, usize)>,
     /// `(M, N, K)` of SGEMM.
     pub sgemm: Vec<(usize, usize, usize)>,
+    /// `(rows, heads, kv_heads, head_dim, context)` of the layer ops (RMSNorm,
+    /// RoPE, attention, gated activation, add, embedding, KV write); see [`verify_layer_ops`].
+    pub layer_ops: Vec<(usize, usize, usize, usize, usize)>,
 }
 
 /// Matmul shapes `(M, N, K)` small enough for the emulator: 1, odd, and not
@@ -93,7 +96,14 @@ pub const MATMUL_SHAPES_LARGE: &[(usize, usize, usize)] =
 impl Plan {
     /// Nothing: a base for `Plan { field: …, ..Plan::empty() }`.
     pub fn empty() -> Self {
-        Plan { unpack: vec![], trihash_messages: vec![], trihash_search: vec![], matmul: vec![], sgemm: vec![] }
+        Plan {
+            unpack: vec![],
+            trihash_messages: vec![],
+            trihash_search: vec![],
+            matmul: vec![],
+            sgemm: vec![],
+            layer_ops: vec![],
+        }
     }
 
     /// Small shapes: fast on the emulator, awkward sizes included.
@@ -104,6 +114,7 @@ impl Plan {
             trihash_search: vec![(3, 3)],
             matmul: MATMUL_SHAPES_SMALL.to_vec(),
             sgemm: vec![(1, 1, 1), (3, 5, 7), (17, 33, 130), (64, 128, 40)],
+            layer_ops: vec![(1, 2, 1, 8, 1), (3, 4, 2, 16, 9), (5, 3, 3, 6, 7), (2, 4, 1, 32, 300)],
         }
     }
 
@@ -115,6 +126,7 @@ impl Plan {
         p.trihash_search.push((2_000, 7));
         p.matmul.extend_from_slice(MATMUL_SHAPES_LARGE);
         p.sgemm.extend_from_slice(&[(512, 512, 512), (1000, 999, 1001), (4096, 4096, 4096)]);
+        p.layer_ops.extend_from_slice(&[(64, 20, 5, 128, 512), (1, 32, 32, 100, 2048)]);
         p
     }
 }
@@ -341,5 +353,106 @@ pub fn verify_baselines(gpu: &crate::cuda::CudaBackend, seed: u64) -> Vec<Check>
     let want: Vec<i32> =
         (0..m * n).map(|i| (0..k).map(|kk| a8[(i / n) * k + kk] as i32 * w8[(i % n) * k + kk] as i32).sum()).collect();
     checks.push(check("cublaslt_int8", shape, r.map_err(|e| e.to_string()).and_then(|got| compare_exact(&got, &want))));
+    checks
+}
+
+/// The layer ops' tolerance: `1e-5 · |want| + 1e-5` (f32 arithmetic in any
+/// order against f64 references; the GPU's `ex2.approx` errs by 2 ulp).
+const LAYER_TOL: (f64, f64) = (1e-5, 1e-5);
+
+/// Runs the float ops of a transformer layer on `device` against the f64
+/// references of [`crate::reference`]: RMSNorm, RoPE (against angles computed
+/// in f64, not the tables), attention (causal, GQA, the last `rows` positions
+/// of the context), the relu² and SiLU gates, the residual add, the embedding
+/// gather and the KV-cache write (exact).
+pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<Check> {
+    use crate::reference::{attention_reference, compare_close, gated_reference, rms_norm_reference, rope_reference};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks = Vec::new();
+    let mut vec = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+    for &(rows, heads, kv_heads, head_dim, context) in &plan.layer_ops {
+        let shape = format!("{rows}×{heads}/{kv_heads}×{head_dim} ctx {context}");
+        let (tol_r, tol_a) = LAYER_TOL;
+        let cols = heads * head_dim;
+        let run = |f: &dyn Fn() -> crate::KernelResult<Vec<f32>>| f().map_err(|e| e.to_string());
+        // RMSNorm.
+        let (x, w) = (vec(rows * cols, -3.0, 3.0), vec(cols, 0.5, 1.5));
+        let got = run(&|| {
+            let (dx, dw) = (device.upload(&x)?, device.upload(&w)?);
+            let mut y = device.alloc::<f32>(x.len())?;
+            device.rms_norm(&dx, &dw, &mut y, 1e-5)?;
+            device.download(&y)
+        });
+        let want = rms_norm_reference(&x, &w, 1e-5);
+        checks.push(check("rms_norm_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, tol_r, tol_a))));
+        // RoPE at the last `rows` positions of the context.
+        let pos0 = context.saturating_sub(rows);
+        let theta = 10_000.0f32;
+        let (cos, sin) = crate::cpu::rope_tables(head_dim, theta, context.max(rows));
+        let got = run(&|| {
+            let mut dx = device.upload(&x)?;
+            device.rope(&mut dx, &device.upload(&cos)?, &device.upload(&sin)?, heads, head_dim, pos0)?;
+            device.download(&dx)
+        });
+        let want = rope_reference(&x, heads, head_dim, pos0, theta as f64);
+        // f32 angles (the tables) against f64 ones: up to ~1e-4 rad at position 2048.
+        checks.push(check("rope_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, 1e-3, 1e-3))));
+        // Attention against a filled cache.
+        if pos0 + rows <= context {
+            let q = vec(rows * cols, -1.0, 1.0);
+            let (k, v) = (vec(kv_heads * context * head_dim, -1.0, 1.0), vec(kv_heads * context * head_dim, -2.0, 2.0));
+            let got = run(&|| {
+                let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
+                let mut o = device.alloc::<f32>(q.len())?;
+                device.attention(&dq, &dk, &dv, &mut o, pos0, heads, kv_heads, head_dim, context)?;
+                device.download(&o)
+            });
+            let want = attention_reference(&q, &k, &v, pos0, heads, kv_heads, head_dim, context);
+            checks.push(check(
+                "attention_f32",
+                shape.clone(),
+                got.and_then(|g| compare_close(&g, &want, tol_r, tol_a)),
+            ));
+            // The KV write: exact.
+            let kx = vec(rows * kv_heads * head_dim, -1.0, 1.0);
+            let got = run(&|| {
+                let mut dc = device.upload(&k)?;
+                device.kv_write(&device.upload(&kx)?, &mut dc, kv_heads, head_dim, pos0, context)?;
+                device.download(&dc)
+            });
+            let mut want = k.clone();
+            crate::cpu::kv_write(&kx, &mut want, kv_heads, head_dim, pos0, context);
+            checks.push(check("kv_write_f32", shape.clone(), got.and_then(|g| compare_f32_exact(&g, &want))));
+        }
+        // Gates and the residual add.
+        let (g, u) = (vec(rows * cols, -4.0, 4.0), vec(rows * cols, -2.0, 2.0));
+        for (name, act) in [("gated_f32 relu2", crate::ops::ACT_RELU2), ("gated_f32 silu", crate::ops::ACT_SILU)] {
+            let got = run(&|| {
+                let mut dg = device.upload(&g)?;
+                device.gated(&mut dg, &device.upload(&u)?, act)?;
+                device.download(&dg)
+            });
+            let want = gated_reference(&g, &u, act);
+            checks.push(check(name, shape.clone(), got.and_then(|r| compare_close(&r, &want, tol_r, tol_a))));
+        }
+        let got = run(&|| {
+            let mut dg = device.upload(&g)?;
+            device.add(&mut dg, &device.upload(&u)?)?;
+            device.download(&dg)
+        });
+        let want: Vec<f32> = g.iter().zip(&u).map(|(a, b)| a + b).collect();
+        checks.push(check("add_f32", shape.clone(), got.and_then(|r| compare_f32_exact(&r, &want))));
+        // The embedding gather: exact rows.
+        let vocab = 37;
+        let table = vec(vocab * cols, -1.0, 1.0);
+        let ids: Vec<u32> = (0..rows).map(|r| ((r * 11 + 5) % vocab) as u32).collect();
+        let got = run(&|| {
+            let mut o = device.alloc::<f32>(rows * cols)?;
+            device.embedding(&device.upload(&table)?, &device.upload(&ids)?, &mut o, cols)?;
+            device.download(&o)
+        });
+        let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * cols..][..cols].to_vec()).collect();
+        checks.push(check("embedding_f32", shape, got.and_then(|r| compare_f32_exact(&r, &want))));
+    }
     checks
 }

@@ -186,18 +186,24 @@ pub fn run_markdown(r: &RunResults) -> String {
     if !r.models.is_empty() {
         let _ = writeln!(
             s,
-            "\n## BitNet linear stack (attention excluded)\n\n| Model | Prefill tokens/s (batch) | Decode tokens/s | Packed weights | Decode vs bandwidth bound |\n|---|---|---|---|---|"
+            "\n## BitNet linear stack (attention excluded), and the whole model\n\n| Model | Prefill tokens/s (batch) | Decode tokens/s | Packed weights | Decode vs bandwidth bound | Whole model: prefill tokens/s (prompt) | Whole model: decode tokens/s |\n|---|---|---|---|---|---|---|"
         );
         for m in &r.models {
             let _ = writeln!(
                 s,
-                "| {} | {} ({}) | {} | {} | {} |",
+                "| {} | {} ({}) | {} | {} | {} | {} | {} |",
                 m.model,
                 si(m.prefill_tokens_per_s, "tokens/s"),
                 m.prefill_tokens,
                 si(m.decode_tokens_per_s, "tokens/s"),
                 si(m.weight_bytes as f64, "B"),
-                opt(m.decode_fraction_of_bandwidth_bound, |f| format!("{:.0} %", 100.0 * f))
+                opt(m.decode_fraction_of_bandwidth_bound, |f| format!("{:.0} %", 100.0 * f)),
+                opt(m.end_to_end_prefill_tokens_per_s, |t| format!(
+                    "{} ({})",
+                    si(t, "tokens/s"),
+                    m.end_to_end_prefill_tokens.unwrap_or(0)
+                )),
+                opt(m.end_to_end_decode_tokens_per_s, |t| si(t, "tokens/s"))
             );
         }
     }

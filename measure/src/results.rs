@@ -20,8 +20,8 @@ use trinity::verify::Check;
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 2;
 // v2 (runtime split): adds the headline's launch-overhead figures
-// (`launch_host_us`, `gemv_launches_us`, `gemv_graph_us`); v1 files read as
-// v2 with those empty.
+// (`launch_host_us`, `gemv_launches_us`, `gemv_graph_us`) and the models'
+// end-to-end throughput (`end_to_end_*`); v1 files read as v2 with those empty.
 
 /// Errors reading or writing results.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,16 @@ pub struct ModelThroughput {
     pub weight_bytes: u64,
     /// Decode time bound from reading every packed weight once at the measured copy bandwidth, over the measured time.
     pub decode_fraction_of_bandwidth_bound: Option<f64>,
+    /// The whole model (embedding, norms, RoPE, attention, lm_head included),
+    /// random weights of these shapes: prompt tokens of the prefill measured.
+    #[serde(default)]
+    pub end_to_end_prefill_tokens: Option<usize>,
+    /// The whole model's prefill, tokens/s (median of the repetitions).
+    #[serde(default)]
+    pub end_to_end_prefill_tokens_per_s: Option<f64>,
+    /// The whole model's decode after that prefill, tokens/s (median).
+    #[serde(default)]
+    pub end_to_end_decode_tokens_per_s: Option<f64>,
 }
 
 /// The report's headline figures (each also present, with its samples, in `benchmarks`).

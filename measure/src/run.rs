@@ -60,6 +60,9 @@ pub enum RunError {
     /// Results could not be written.
     #[error(transparent)]
     Results(#[from] crate::results::ResultsError),
+    /// The whole-model measurement failed.
+    #[error(transparent)]
+    Model(#[from] trinity_model::ModelError),
     /// The emulator was asked for.
     #[error(
         "`trinity run` measures the cpu or cuda backend; the emulator runs one OS thread per GPU thread and the report's shapes (4096² matrices, gigabyte copies) would take hours there. Check kernels on the emulator with `trinity verify --backend emu`"
@@ -247,6 +250,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutput, RunE
         (_, false) => verify::Plan { sgemm: vec![(64, 64, 64), (1000, 999, 1001)], ..verify::Plan::full() },
     };
     let mut verification = verify::verify(&device, &plan, rng.random());
+    verification.extend(verify::verify_layer_ops(&device, &plan, rng.random()));
     if let Some(g) = device.cuda() {
         verification.extend(verify::verify_baselines(g, rng.random()));
     }
@@ -559,7 +563,7 @@ fn model_stacks(
     opts: &RunOptions,
     rng: &mut StdRng,
     progress: &dyn Progress,
-) -> KernelResult<Vec<ModelThroughput>> {
+) -> Result<Vec<ModelThroughput>, RunError> {
     let copy_bw = b.results.first().map(|r| r.throughput);
     let device = b.device.clone();
     let models: Vec<ModelConfig> = if opts.quick {
@@ -621,6 +625,8 @@ fn model_stacks(
         }
         b.cfg = saved;
         let bytes = model.weight_bytes();
+        progress.step(&format!("whole model of {} (random weights): prefill and decode", model.name));
+        let e2e = end_to_end(&device, model.name, opts.quick)?;
         out.push(ModelThroughput {
             model: model.name.to_owned(),
             prefill_tokens: prefill,
@@ -629,7 +635,47 @@ fn model_stacks(
             weight_bytes: bytes,
             // The bound reads every packed weight once per token at the read half of the copy bandwidth.
             decode_fraction_of_bandwidth_bound: copy_bw.map(|bw| bytes as f64 / (bw / 2.0) * tps[1]),
+            end_to_end_prefill_tokens: e2e.map(|e| e.0),
+            end_to_end_prefill_tokens_per_s: e2e.map(|e| e.1),
+            end_to_end_decode_tokens_per_s: e2e.map(|e| e.2),
         });
     }
     Ok(out)
+}
+
+/// The whole model of a published shape with random weights (`trinity_model`):
+/// (prompt tokens, prefill tokens/s, decode tokens/s), medians of three runs;
+/// `None` for shapes the model crate does not know (the quick mode's tiny stack).
+fn end_to_end(device: &Device, name: &str, quick: bool) -> trinity_model::ModelResult<Option<(usize, f64, f64)>> {
+    let shape = match name {
+        "BitNet-b1.58-2B-4T" => "bitnet-b1.58-2B-4T",
+        other => other,
+    };
+    let Some(cfg) = trinity_model::config::shape(shape) else { return Ok(None) };
+    let model = trinity_model::BitNet::random(cfg, device, 7)?;
+    let (prompt, decode) = match (device.kind(), quick) {
+        (_, true) => (16, 4),
+        (BackendKind::Cuda, false) => (512, 128),
+        (_, false) => (128, 16),
+    };
+    let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 31) % model.config.vocab as u32).collect();
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut cache = model.new_cache(prompt + decode)?;
+        let t = Instant::now();
+        let logits = model.forward(&tokens, &mut cache, false)?;
+        pp.push(prompt as f64 / t.elapsed().as_secs_f64());
+        let mut next = trinity_model::generate::argmax(&logits[0]);
+        let t = Instant::now();
+        for _ in 0..decode {
+            let l = model.forward(&[next], &mut cache, false)?;
+            next = trinity_model::generate::argmax(&l[0]);
+        }
+        tg.push(decode as f64 / t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Some((prompt, median(&mut pp), median(&mut tg))))
 }

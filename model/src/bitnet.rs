@@ -8,35 +8,36 @@
 //! (`ffn_sub_norm` / `ffn_layernorm`) → down → residual; then the final norm and
 //! the lm_head, a float GEMM over the (possibly tied) embedding.
 //!
-//! The ternary linears run on the [`Device`]'s kernels (per-token absmax int8
-//! activations, 2-bit weights). The float parts ([`crate::math`]) run on host
-//! memory, which is where `cpu` and `emu` buffers live; on `cuda` they have no
-//! kernels yet, and [`BitNet::load`] says so.
+//! Every op is a kernel of the [`Device`] (ternary linears with per-token
+//! absmax int8 activations and 2-bit weights; RMSNorm, RoPE, attention, the
+//! gated activation, the residual add, the embedding gather, the KV-cache
+//! write and the lm_head GEMM): activations and the KV cache stay on the
+//! device between ops, and only the logits come back.
 
 use std::path::Path;
 
-use trinity::{Buffer, Device, KernelError, TernaryBuffer};
+use trinity::{Buffer, Device, TernaryBuffer};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{ModelError, ModelResult};
-use crate::math;
+
 use crate::weights::load_linear;
 
 /// One decoder layer's weights.
 #[derive(Debug)]
 struct Layer {
-    input_norm: Vec<f32>,
+    input_norm: Buffer<f32>,
     q: TernaryBuffer,
     k: TernaryBuffer,
     v: TernaryBuffer,
     o: TernaryBuffer,
-    attn_sub_norm: Vec<f32>,
-    post_norm: Vec<f32>,
+    attn_sub_norm: Buffer<f32>,
+    post_norm: Buffer<f32>,
     gate: TernaryBuffer,
     up: TernaryBuffer,
     down: TernaryBuffer,
-    ffn_sub_norm: Vec<f32>,
+    ffn_sub_norm: Buffer<f32>,
 }
 
 /// A loaded model on a device.
@@ -45,21 +46,22 @@ pub struct BitNet {
     /// The architecture facts.
     pub config: ModelConfig,
     device: Device,
-    embed: Vec<f32>,
-    lm_head: Buffer<f32>,
+    embed: Buffer<f32>,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Buffer<f32>>,
     layers: Vec<Layer>,
-    final_norm: Vec<f32>,
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
+    final_norm: Buffer<f32>,
+    rope_cos: Buffer<f32>,
+    rope_sin: Buffer<f32>,
 }
 
 /// The KV cache of one sequence, preallocated to the context.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KvCache {
-    /// Per layer: keys, `kv_heads × context × head_dim`.
-    k: Vec<Vec<f32>>,
+    /// Per layer: keys, `kv_heads × context × head_dim`, on the device.
+    k: Vec<Buffer<f32>>,
     /// Per layer: values, same layout.
-    v: Vec<Vec<f32>>,
+    v: Vec<Buffer<f32>>,
     /// Positions filled.
     len: usize,
     context: usize,
@@ -83,20 +85,15 @@ impl KvCache {
 impl BitNet {
     /// Loads the model in directory `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> ModelResult<BitNet> {
-        if device.cuda().is_some() {
-            return Err(ModelError::Kernel(KernelError::Unsupported {
-                op: "the BitNet forward pass (RMSNorm, RoPE and attention have no CUDA kernels yet; use --backend cpu or emu)",
-                backend: "cuda",
-            }));
-        }
         let config = ModelConfig::load(&dir.join("config.json"))?;
         let ck = Checkpoint::open(dir)?;
         let c = &config;
         let (h, kvd, qd) = (c.hidden, c.kv_heads * c.head_dim, c.heads * c.head_dim);
-        let embed = ck.f32_tensor("model.embed_tokens.weight", &[c.vocab, h])?;
-        let lm_head_host =
-            if c.tie_word_embeddings { None } else { Some(ck.f32_tensor("lm_head.weight", &[c.vocab, h])?) };
-        let lm_head = device.upload(lm_head_host.as_deref().unwrap_or(&embed))?;
+        let embed = device.upload(&ck.f32_tensor("model.embed_tokens.weight", &[c.vocab, h])?)?;
+        let lm_head = match c.tie_word_embeddings {
+            true => None,
+            false => Some(device.upload(&ck.f32_tensor("lm_head.weight", &[c.vocab, h])?)?),
+        };
         let (attn_sub, ffn_sub) = match c.architecture {
             Architecture::HfBitNet => ("self_attn.attn_sub_norm", "mlp.ffn_sub_norm"),
             Architecture::OneBitLlm => ("self_attn.inner_attn_ln", "mlp.ffn_layernorm"),
@@ -108,7 +105,9 @@ impl BitNet {
                 let w = load_linear(&ck, &format!("{p}.{name}"), out, inp, c.weights)?;
                 Ok(device.upload_ternary(&w)?)
             };
-            let norm = |name: &str, n: usize| ck.f32_tensor(&format!("{p}.{name}.weight"), &[n]);
+            let norm = |name: &str, n: usize| -> ModelResult<Buffer<f32>> {
+                Ok(device.upload(&ck.f32_tensor(&format!("{p}.{name}.weight"), &[n])?)?)
+            };
             layers.push(Layer {
                 input_norm: norm("input_layernorm", h)?,
                 q: lin("self_attn.q_proj", qd, h)?,
@@ -123,8 +122,9 @@ impl BitNet {
                 ffn_sub_norm: norm(ffn_sub, c.intermediate)?,
             });
         }
-        let final_norm = ck.f32_tensor("model.norm.weight", &[h])?;
-        let (rope_cos, rope_sin) = math::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
+        let final_norm = device.upload(&ck.f32_tensor("model.norm.weight", &[h])?)?;
+        let (cos, sin) = trinity::cpu::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
+        let (rope_cos, rope_sin) = (device.upload(&cos)?, device.upload(&sin)?);
         Ok(BitNet { config, device: device.clone(), embed, lm_head, layers, final_norm, rope_cos, rope_sin })
     }
 
@@ -132,12 +132,6 @@ impl BitNet {
     /// norms, N(0, 1)-ish embeddings), for benchmarks without a checkpoint.
     pub fn random(config: ModelConfig, device: &Device, seed: u64) -> ModelResult<BitNet> {
         use rand::{RngExt, SeedableRng};
-        if device.cuda().is_some() {
-            return Err(ModelError::Kernel(KernelError::Unsupported {
-                op: "the BitNet forward pass (RMSNorm, RoPE and attention have no CUDA kernels yet; use --backend cpu or emu)",
-                backend: "cuda",
-            }));
-        }
         let c = &config;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let (h, kvd, qd) = (c.hidden, c.kv_heads * c.head_dim, c.heads * c.head_dim);
@@ -145,35 +139,30 @@ impl BitNet {
             let w = trinity::ternary::DeviceTernary::random(out, inp, 1.0 / (inp as f32).sqrt(), &mut rng);
             Ok(device.upload_ternary(&w)?)
         };
+        let ones = |n: usize| device.upload(&vec![1.0f32; n]);
         let mut layers = Vec::with_capacity(c.layers);
         for _ in 0..c.layers {
             layers.push(Layer {
-                input_norm: vec![1.0; h],
+                input_norm: ones(h)?,
                 q: lin(qd, h)?,
                 k: lin(kvd, h)?,
                 v: lin(kvd, h)?,
                 o: lin(h, qd)?,
-                attn_sub_norm: vec![1.0; qd],
-                post_norm: vec![1.0; h],
+                attn_sub_norm: ones(qd)?,
+                post_norm: ones(h)?,
                 gate: lin(c.intermediate, h)?,
                 up: lin(c.intermediate, h)?,
                 down: lin(h, c.intermediate)?,
-                ffn_sub_norm: vec![1.0; c.intermediate],
+                ffn_sub_norm: ones(c.intermediate)?,
             });
         }
-        let embed: Vec<f32> = (0..c.vocab * h).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let lm_head = device.upload(&embed)?;
-        let (rope_cos, rope_sin) = math::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
-        Ok(BitNet {
-            config,
-            device: device.clone(),
-            embed,
-            lm_head,
-            layers,
-            final_norm: vec![1.0; h],
-            rope_cos,
-            rope_sin,
-        })
+        let table: Vec<f32> = (0..c.vocab * h).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let embed = device.upload(&table)?;
+        drop(table);
+        let (cos, sin) = trinity::cpu::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
+        let (rope_cos, rope_sin) = (device.upload(&cos)?, device.upload(&sin)?);
+        let final_norm = ones(h)?;
+        Ok(BitNet { config, device: device.clone(), embed, lm_head: None, layers, final_norm, rope_cos, rope_sin })
     }
 
     /// Bytes read per decode token: the 2-bit linears and the f32 lm_head.
@@ -183,7 +172,7 @@ impl BitNet {
             .iter()
             .map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|w| w.words.len() * 4).sum::<usize>())
             .sum();
-        ternary + self.lm_head.len() * 4
+        ternary + self.lm_head.as_ref().unwrap_or(&self.embed).len() * 4
     }
 
     /// The device it runs on.
@@ -192,15 +181,16 @@ impl BitNet {
     }
 
     /// An empty KV cache for up to `context` tokens (at most `max_position_embeddings`).
-    pub fn new_cache(&self, context: usize) -> KvCache {
+    pub fn new_cache(&self, context: usize) -> ModelResult<KvCache> {
         let context = context.min(self.config.max_position_embeddings);
         let per_layer = self.config.kv_heads * context * self.config.head_dim;
-        KvCache {
-            k: vec![vec![0.0; per_layer]; self.config.layers],
-            v: vec![vec![0.0; per_layer]; self.config.layers],
-            len: 0,
-            context,
+        let mut k = Vec::with_capacity(self.config.layers);
+        let mut v = Vec::with_capacity(self.config.layers);
+        for _ in 0..self.config.layers {
+            k.push(self.device.alloc(per_layer)?);
+            v.push(self.device.alloc(per_layer)?);
         }
+        Ok(KvCache { k, v, len: 0, context })
     }
 
     /// Runs `tokens` after what `cache` holds; returns the logits
@@ -221,74 +211,66 @@ impl BitNet {
             });
         }
         let (m, h, pos0) = (tokens.len(), c.hidden, cache.len);
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let mut x: Vec<f32> = tokens.iter().flat_map(|&t| self.embed[t as usize * h..][..h].iter().copied()).collect();
+        let (qd, kvd, hd, eps) = (c.heads * c.head_dim, c.kv_heads * c.head_dim, c.head_dim, c.rms_norm_eps);
+        let dev = &self.device;
+        let act = match c.activation {
+            crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
+            crate::config::Activation::Silu => trinity::ops::ACT_SILU,
+        };
+        let ids = dev.upload(tokens)?;
+        let mut x = dev.alloc::<f32>(m * h)?;
+        dev.embedding(&self.embed, &ids, &mut x, h)?;
+        let mut normed = dev.alloc::<f32>(m * h)?;
         for (li, layer) in self.layers.iter().enumerate() {
-            let mut a = x.clone();
-            math::rms_norm(&mut a, &layer.input_norm, c.rms_norm_eps);
-            let [mut q, mut k, v] = self.linears(&a, m, h, [&layer.q, &layer.k, &layer.v])?;
-            math::rope(&mut q, c.heads, c.head_dim, pos0, &self.rope_cos, &self.rope_sin);
-            math::rope(&mut k, c.kv_heads, c.head_dim, pos0, &self.rope_cos, &self.rope_sin);
-            for r in 0..m {
-                for kh in 0..c.kv_heads {
-                    let dst = (kh * cache.context + pos0 + r) * c.head_dim;
-                    let src = r * kvd + kh * c.head_dim;
-                    cache.k[li][dst..dst + c.head_dim].copy_from_slice(&k[src..src + c.head_dim]);
-                    cache.v[li][dst..dst + c.head_dim].copy_from_slice(&v[src..src + c.head_dim]);
-                }
-            }
-            let mut att = vec![0f32; m * qd];
-            math::attention(
-                &q,
-                &cache.k[li],
-                &cache.v[li],
-                &mut att,
-                m,
-                pos0,
-                c.heads,
-                c.kv_heads,
-                c.head_dim,
-                cache.context,
-            );
-            math::rms_norm(&mut att, &layer.attn_sub_norm, c.rms_norm_eps);
-            let [o] = self.linears(&att, m, qd, [&layer.o])?;
-            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-            let mut a = x.clone();
-            math::rms_norm(&mut a, &layer.post_norm, c.rms_norm_eps);
-            let [mut gate, up] = self.linears(&a, m, h, [&layer.gate, &layer.up])?;
-            math::gated(&mut gate, &up, c.activation);
-            math::rms_norm(&mut gate, &layer.ffn_sub_norm, c.rms_norm_eps);
-            let [d] = self.linears(&gate, m, c.intermediate, [&layer.down])?;
-            x.iter_mut().zip(&d).for_each(|(x, d)| *x += d);
+            dev.rms_norm(&x, &layer.input_norm, &mut normed, eps)?;
+            let [mut q, mut k, v] = self.linears(&normed, m, h, [&layer.q, &layer.k, &layer.v])?;
+            dev.rope(&mut q, &self.rope_cos, &self.rope_sin, c.heads, hd, pos0)?;
+            dev.rope(&mut k, &self.rope_cos, &self.rope_sin, c.kv_heads, hd, pos0)?;
+            dev.kv_write(&k, &mut cache.k[li], c.kv_heads, hd, pos0, cache.context)?;
+            dev.kv_write(&v, &mut cache.v[li], c.kv_heads, hd, pos0, cache.context)?;
+            let mut att = dev.alloc::<f32>(m * qd)?;
+            dev.attention(&q, &cache.k[li], &cache.v[li], &mut att, pos0, c.heads, c.kv_heads, hd, cache.context)?;
+            let mut att_n = dev.alloc::<f32>(m * qd)?;
+            dev.rms_norm(&att, &layer.attn_sub_norm, &mut att_n, eps)?;
+            let [o] = self.linears(&att_n, m, qd, [&layer.o])?;
+            dev.add(&mut x, &o)?;
+            dev.rms_norm(&x, &layer.post_norm, &mut normed, eps)?;
+            let [mut gate, up] = self.linears(&normed, m, h, [&layer.gate, &layer.up])?;
+            dev.gated(&mut gate, &up, act)?;
+            let mut gate_n = dev.alloc::<f32>(m * c.intermediate)?;
+            dev.rms_norm(&gate, &layer.ffn_sub_norm, &mut gate_n, eps)?;
+            let [d] = self.linears(&gate_n, m, c.intermediate, [&layer.down])?;
+            dev.add(&mut x, &d)?;
         }
+        let _ = kvd;
         cache.len += m;
         let rows = if all_logits { m } else { 1 };
-        let mut last = x[(m - rows) * h..].to_vec();
-        math::rms_norm(&mut last, &self.final_norm, c.rms_norm_eps);
-        let dx = self.device.upload(&last)?;
-        let mut logits = self.device.alloc::<f32>(rows * c.vocab)?;
-        self.device.sgemm(&dx, &self.lm_head, &mut logits, rows, c.vocab, h)?;
-        let logits = self.device.download(&logits)?;
+        let last = dev.tail(&x, rows * h)?;
+        let mut last_n = dev.alloc::<f32>(rows * h)?;
+        dev.rms_norm(&last, &self.final_norm, &mut last_n, eps)?;
+        let mut logits = dev.alloc::<f32>(rows * c.vocab)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        dev.sgemm(&last_n, head, &mut logits, rows, c.vocab, h)?;
+        let logits = dev.download(&logits)?;
         Ok(logits.chunks(c.vocab).map(<[f32]>::to_vec).collect())
     }
 
     /// Ternary linears that read the same activations: one quantization, `N` matmuls.
     fn linears<const N: usize>(
         &self,
-        x: &[f32],
+        x: &Buffer<f32>,
         m: usize,
         k: usize,
         ws: [&TernaryBuffer; N],
-    ) -> ModelResult<[Vec<f32>; N]> {
+    ) -> ModelResult<[Buffer<f32>; N]> {
         let dev = &self.device;
-        let dx = dev.upload(x)?;
         let mut q = dev.alloc_quantized(m, k)?;
-        dev.quantize(&dx, &mut q)?;
+        dev.quantize(x, &mut q)?;
         let mut outs = Vec::with_capacity(N);
         for w in ws {
             let mut y = dev.alloc::<f32>(m * w.rows)?;
             dev.ternary_linear(&q, w, &mut y)?;
-            outs.push(dev.download(&y)?);
+            outs.push(y);
         }
         Ok(outs.try_into().expect("N outputs"))
     }

@@ -130,7 +130,7 @@ pub fn generate(
     if prompt.len() > context {
         return Err(ModelError::ContextExceeded { what: "the prompt", len: prompt.len(), context });
     }
-    let mut cache = model.new_cache(context);
+    let mut cache = model.new_cache(context)?;
     let mut sampler = Sampler::new(sampling);
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, &mut cache, false)?.pop().expect("one row");

@@ -5,7 +5,7 @@
 //! - [`weights`]: the ternary linears, packed (Hugging Face) or latent
 //!   (ternarized at load), repacked into Trinity's 2-bit device layout.
 //! - [`bitnet`]: the forward pass with a KV cache, for prefill and decode.
-//! - [`math`]: RMSNorm, RoPE, attention and the gated activations.
+
 //! - [`generate`]: sampling (greedy, temperature, top-k, top-p, seed), generation and the tokenizer.
 //! - [`hub`]: `--model` as a directory or a Hugging Face model id in the local cache.
 
@@ -15,7 +15,6 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod hub;
-pub mod math;
 pub mod weights;
 
 pub use bitnet::{BitNet, KvCache};

@@ -218,6 +218,28 @@ backend_tests! {
     cuda => trinity::BackendChoice::Cuda;
 }
 
+/// The float ops of a layer (RMSNorm, RoPE, attention, gates, add,
+/// embedding, KV write) against the f64 references, on every backend.
+#[test]
+fn layer_ops_match_the_references_on_every_backend() {
+    for choice in [trinity::BackendChoice::Cpu, trinity::BackendChoice::Emu, trinity::BackendChoice::Cuda] {
+        let device = match Device::open(choice) {
+            Ok((d, _)) => d,
+            Err(e) if trinity::device::gpu_required() => {
+                panic!("TRINITY_REQUIRE_GPU=1 and the GPU cannot be used: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipped: {choice} unavailable: {e}");
+                continue;
+            }
+        };
+        let checks = verify::verify_layer_ops(&device, &verify::Plan::small(), rand::random());
+        assert!(checks.len() >= 30, "{}", checks.len());
+        let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+        assert!(failed.is_empty(), "{choice}: {failed:?}");
+    }
+}
+
 /// Quantize → GEMV → GEMM on device buffers, one download at the end: the
 /// model's path. Matches the host-data layer, which matches the reference.
 fn device_buffers_chain_quantize_into_gemv_without_the_host(b: &dyn HostOps) {

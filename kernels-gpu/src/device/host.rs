@@ -204,6 +204,12 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
 pub fn round_ties_even(v: f32) -> f32 {
     v.round_ties_even()
 }
+pub fn sqrt_f32(v: f32) -> f32 {
+    v.sqrt()
+}
+pub fn exp2_f32(v: f32) -> f32 {
+    v.exp2()
+}
 pub fn trap() -> ! {
     emu::fault("trap".to_owned())
 }

@@ -297,6 +297,60 @@ pub fn round_ties_even(v: f32) -> f32 {
     imp::round_ties_even(v)
 }
 
+/// Square root, correctly rounded (`sqrt.rn.f32`).
+#[inline(always)]
+pub fn sqrt_f32(v: f32) -> f32 {
+    imp::sqrt_f32(v)
+}
+
+/// `2^v`: `ex2.approx.f32` on the GPU (at most 2 ulp off), the correctly
+/// rounded value on the emulator.
+#[inline(always)]
+pub fn exp2_f32(v: f32) -> f32 {
+    imp::exp2_f32(v)
+}
+
+/// `e^v` as `2^(v · log2 e)` (see [`exp2_f32`]).
+#[inline(always)]
+pub fn exp_f32(v: f32) -> f32 {
+    exp2_f32(v * core::f32::consts::LOG2_E)
+}
+
+/// Sum of `v` over the 32 lanes of the warp (butterfly order), returned to every lane.
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
+#[inline(always)]
+pub fn warp_sum_f32(mut v: f32) -> f32 {
+    let mut mask = 16;
+    while mask > 0 {
+        v += f32::from_bits(shfl_xor(v.to_bits(), mask));
+        mask /= 2;
+    }
+    v
+}
+
+/// Sum of `v` over the block (warp sums, then a sum of those); every thread
+/// gets it. Same rules as [`block_max_f32`].
+///
+/// # Safety
+/// As [`block_max_f32`].
+#[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
+#[inline(always)]
+pub unsafe fn block_sum_f32(v: f32, scratch: u32) -> f32 {
+    let s = warp_sum_f32(v);
+    // SAFETY: forwarded.
+    unsafe {
+        if lane_id() == 0 {
+            shared_store_u32(scratch + warp_id(), s.to_bits());
+        }
+        sync_threads();
+        let warps = (block_dim_x() * block_dim_y()).div_ceil(32);
+        let mine = if lane_id() < warps { f32::from_bits(shared_load_u32(scratch + lane_id())) } else { 0.0 };
+        let r = warp_sum_f32(mine);
+        sync_threads();
+        r
+    }
+}
+
 /// `|v|` by clearing the sign bit.
 #[inline(always)]
 pub fn abs_f32(v: f32) -> f32 {

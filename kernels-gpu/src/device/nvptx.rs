@@ -310,6 +310,22 @@ pub fn round_ties_even(v: f32) -> f32 {
 }
 
 #[inline(always)]
+pub fn sqrt_f32(v: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("sqrt.rn.f32 {r}, {v};", r = out(reg32) r, v = in(reg32) v, options(pure, nomem, nostack)) };
+    r
+}
+
+#[inline(always)]
+pub fn exp2_f32(v: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("ex2.approx.f32 {r}, {v};", r = out(reg32) r, v = in(reg32) v, options(pure, nomem, nostack)) };
+    r
+}
+
+#[inline(always)]
 pub fn trap() -> ! {
     // SAFETY: aborts the kernel.
     unsafe { nvptx::trap() }

@@ -2,10 +2,24 @@
 //! host, `kernels::NAME::launch` runs it on the emulator, and the PTX entry
 //! point is `NAME`.
 
+#[path = "add_f32.rs"]
+mod add_f32_src;
+#[path = "attention_f32.rs"]
+mod attention_f32_src;
+#[path = "embedding_f32.rs"]
+mod embedding_f32_src;
+#[path = "gated_f32.rs"]
+mod gated_f32_src;
+#[path = "kv_write_f32.rs"]
+mod kv_write_f32_src;
 #[path = "quantize_f16.rs"]
 mod quantize_f16_src;
 #[path = "quantize_f32.rs"]
 mod quantize_f32_src;
+#[path = "rms_norm_f32.rs"]
+mod rms_norm_f32_src;
+#[path = "rope_f32.rs"]
+mod rope_f32_src;
 #[path = "sgemm.rs"]
 mod sgemm_src;
 #[path = "ternary_gemm_f16.rs"]
@@ -25,8 +39,15 @@ mod unpack_f16_src;
 #[path = "unpack_i8.rs"]
 mod unpack_i8_src;
 
+pub use add_f32_src::*;
+pub use attention_f32_src::*;
+pub use embedding_f32_src::*;
+pub use gated_f32_src::*;
+pub use kv_write_f32_src::*;
 pub use quantize_f16_src::*;
 pub use quantize_f32_src::*;
+pub use rms_norm_f32_src::*;
+pub use rope_f32_src::*;
 pub use sgemm_src::*;
 pub use ternary_gemm_f16_src::*;
 pub use ternary_gemm_f32_src::*;

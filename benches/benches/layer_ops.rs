@@ -1,0 +1,100 @@
+//! The float ops of a BitNet layer (RMSNorm, RoPE, attention, gate, add,
+//! embedding, KV write) at the 2B-4T shapes, and a whole decode step of the
+//! bitnet_b1_58-large shape with random weights: CPU always, CUDA when present.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use trinity::{Buffer, Device};
+
+/// 2B-4T: 20 heads, 5 KV heads, head_dim 128, hidden 2560, intermediate 6912.
+const HEADS: usize = 20;
+const KV_HEADS: usize = 5;
+const HEAD_DIM: usize = 128;
+const HIDDEN: usize = 2560;
+const INTERMEDIATE: usize = 6912;
+
+fn filled(device: &Device, n: usize, v: f32) -> Buffer<f32> {
+    device.upload(&(0..n).map(|i| v * ((i % 17) as f32 - 8.0) / 8.0).collect::<Vec<_>>()).unwrap()
+}
+
+fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
+    let mut g = c.benchmark_group(format!("layer_ops/{label}"));
+    g.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    let time = |g: &mut criterion::BenchmarkGroup<'_, _>, id: BenchmarkId, f: &mut dyn FnMut()| {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                f();
+                device.synchronize().unwrap();
+            })
+        });
+    };
+    for m in [1usize, 512] {
+        let x = filled(device, m * HIDDEN, 1.0);
+        let w = filled(device, HIDDEN, 1.0);
+        let mut y = device.alloc::<f32>(m * HIDDEN).unwrap();
+        g.throughput(Throughput::Bytes((2 * m * HIDDEN * 4) as u64));
+        time(&mut g, BenchmarkId::new("rms_norm", format!("m{m}")), &mut || {
+            device.rms_norm(&x, &w, &mut y, 1e-5).unwrap()
+        });
+        let mut gate = filled(device, m * INTERMEDIATE, 1.0);
+        let up = filled(device, m * INTERMEDIATE, 0.5);
+        g.throughput(Throughput::Bytes((3 * m * INTERMEDIATE * 4) as u64));
+        time(&mut g, BenchmarkId::new("gated_relu2", format!("m{m}")), &mut || {
+            device.gated(&mut gate, &up, trinity::ops::ACT_RELU2).unwrap()
+        });
+        let (cos, sin) = trinity::cpu::rope_tables(HEAD_DIM, 500_000.0, 1024);
+        let (cos, sin) = (device.upload(&cos).unwrap(), device.upload(&sin).unwrap());
+        let mut q = filled(device, m * HEADS * HEAD_DIM, 1.0);
+        time(&mut g, BenchmarkId::new("rope", format!("m{m}")), &mut || {
+            device.rope(&mut q, &cos, &sin, HEADS, HEAD_DIM, 0).unwrap()
+        });
+    }
+    // Decode attention: one query row against 1024 cached positions.
+    let context = 1024;
+    let q = filled(device, HEADS * HEAD_DIM, 0.1);
+    let k = filled(device, KV_HEADS * context * HEAD_DIM, 0.1);
+    let v = filled(device, KV_HEADS * context * HEAD_DIM, 1.0);
+    let mut o = device.alloc::<f32>(HEADS * HEAD_DIM).unwrap();
+    g.throughput(Throughput::Bytes((2 * KV_HEADS * context * HEAD_DIM * 4) as u64));
+    time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
+        device.attention(&q, &k, &v, &mut o, context - 1, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
+    });
+    g.finish();
+}
+
+fn bench_layer_ops(c: &mut Criterion) {
+    bench_device(c, &Device::Cpu, "cpu");
+    if let Some(gpu) = trinity_benches::gpu("layer_ops") {
+        bench_device(c, &Device::Cuda(gpu), "cuda");
+    }
+}
+
+fn bench_decode_step(c: &mut Criterion) {
+    let Some(cfg) = trinity_model::config::shape("bitnet_b1_58-large") else { return };
+    let model = trinity_model::BitNet::random(cfg, &Device::Cpu, 1).unwrap();
+    let mut g = c.benchmark_group("model/bitnet_b1_58-large/cpu");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    let mut cache = model.new_cache(256).unwrap();
+    model.forward(&(0..64).collect::<Vec<u32>>(), &mut cache, false).unwrap();
+    g.bench_function("decode_step_ctx64", |b| {
+        b.iter_batched_ref(
+            || model.new_cache(256).unwrap(),
+            |cache| model.forward(&[7], cache, false).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("prefill_64", |b| {
+        b.iter_batched_ref(
+            || model.new_cache(256).unwrap(),
+            |cache| model.forward(&(0..64).collect::<Vec<u32>>(), cache, false).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_layer_ops, bench_decode_step);
+criterion_main!(benches);
