@@ -50,6 +50,15 @@ NEW_TOKENS = 8
 WORDS = [f"w{i}" for i in range(VOCAB - 3)]
 
 
+# A chat template in the shape of 2B-4T's, over words the tiny vocabulary has.
+TOKENIZER_CONFIG = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "chat_template": "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}w1 {% else %}w2 {% endif %}"
+    "{{ message['content'] }} {{ eos_token }} {% endfor %}{% if add_generation_prompt %}w2{% endif %}",
+}
+
+
 def tokenizer_json():
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for i, w in enumerate(WORDS):
@@ -130,6 +139,7 @@ def write(name, config_dict, tensors, expected, shards=1):
         f.unlink()
     (d / "config.json").write_text(json.dumps(config_dict, indent=1, sort_keys=True) + "\n")
     (d / "tokenizer.json").write_text(tokenizer_json())
+    (d / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=1) + "\n")
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     if shards == 1:
         save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})

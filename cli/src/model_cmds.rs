@@ -74,6 +74,9 @@ pub struct GenerateArgs {
     /// The prompt as token ids, e.g. 1,2,3.
     #[arg(long)]
     pub prompt_ids: Option<String>,
+    /// Frame --prompt as a user message with the checkpoint's chat template (tokenizer_config.json).
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
     /// Tokens to generate at most.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -112,6 +115,12 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
+        (Some(text), _) if a.chat => {
+            let t = tokenizer.as_ref().expect("loaded above");
+            let framed = t.apply_chat_template(text)?;
+            eprintln!("chat template: {framed:?}");
+            t.encode_plain(&framed)?
+        }
         (Some(text), _) => tokenizer.as_ref().expect("loaded above").encode(text)?,
         (None, Some(ids)) => parse_ids(ids)?,
         (None, None) => bail!("give --prompt or --prompt-ids"),

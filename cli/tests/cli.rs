@@ -221,6 +221,28 @@ mod model {
     }
 
     #[test]
+    fn chat_prompts_go_through_the_checkpoints_template() {
+        let (code, stdout, stderr) = trinity(&[
+            "generate",
+            "--model",
+            &fixture("onebitllm-f16"),
+            "--prompt",
+            "w7 w9",
+            "--chat",
+            "--max-tokens",
+            "2",
+            "--format",
+            "json",
+            "--backend",
+            "cpu",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        // <s> w1 w7 w9 </s> w2 → ids 1, 4, 10, 12, 2, 5.
+        assert_eq!(v["prompt_ids"], serde_json::json!([1, 4, 10, 12, 2, 5]), "{stderr}");
+    }
+
+    #[test]
     fn bench_model_reports_prefill_and_decode() {
         let (code, stdout, stderr) = trinity(&[
             "bench-model",

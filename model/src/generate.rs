@@ -165,10 +165,30 @@ pub fn generate(
     })
 }
 
-/// The checkpoint's `tokenizer.json`.
+/// The checkpoint's `tokenizer.json`, and its chat template when
+/// `tokenizer_config.json` ships one.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: std::path::PathBuf,
+    chat: Option<ChatTemplate>,
+}
+
+/// A chat template (Jinja) with the special tokens it may name.
+#[derive(Debug, Clone)]
+struct ChatTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+    path: std::path::PathBuf,
+}
+
+/// A special token in `tokenizer_config.json`: a string or `{"content": …}`.
+fn token_text(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
+        None => String::new(),
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -183,7 +203,60 @@ impl Tokenizer {
         let path = dir.join("tokenizer.json");
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| ModelError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
-        Ok(Tokenizer { inner, path })
+        let cfg_path = dir.join("tokenizer_config.json");
+        let chat = match std::fs::read_to_string(&cfg_path) {
+            Err(_) => None,
+            Ok(text) => {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|source| ModelError::Json { path: cfg_path.clone(), source })?;
+                v.get("chat_template").and_then(|t| t.as_str()).map(|t| ChatTemplate {
+                    source: t.to_owned(),
+                    bos_token: token_text(v.get("bos_token")),
+                    eos_token: token_text(v.get("eos_token")),
+                    path: cfg_path.clone(),
+                })
+            }
+        };
+        Ok(Tokenizer { inner, path, chat })
+    }
+
+    /// Whether the checkpoint ships a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat.is_some()
+    }
+
+    /// Renders one user message through the chat template, ready for the
+    /// assistant's answer (`add_generation_prompt`).
+    pub fn apply_chat_template(&self, user: &str) -> ModelResult<String> {
+        let Some(t) = &self.chat else {
+            return Err(ModelError::Tokenizer {
+                path: self.path.with_file_name("tokenizer_config.json"),
+                reason: "no chat_template in tokenizer_config.json".into(),
+            });
+        };
+        let err =
+            |e: minijinja::Error| ModelError::Tokenizer { path: t.path.clone(), reason: format!("chat_template: {e}") };
+        let mut env = minijinja::Environment::new();
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", &t.source).map_err(err)?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => user }],
+            add_generation_prompt => true,
+            bos_token => t.bos_token.clone(),
+            eos_token => t.eos_token.clone(),
+        };
+        env.get_template("chat").and_then(|tpl| tpl.render(ctx)).map_err(err)
+    }
+
+    /// Text → ids without adding special tokens (for text the chat template already framed).
+    pub fn encode_plain(&self, text: &str) -> ModelResult<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Text → ids (with the tokenizer's own special tokens, e.g. BOS).
