@@ -92,9 +92,32 @@ fn quantize_row_avx2(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     quantize_row_generic(x, q)
 }
 
-/// FP32 `C = A · Bᵀ` with `matrixmultiply` (A: m×k, B: n×k, C: m×n).
+/// Rows of A up to which [`sgemm`] streams B once with row dot products
+/// (a GEMV: the lm_head of a decode step) instead of packing it for a GEMM.
+const SGEMM_GEMV_MAX_M: usize = 4;
+
+/// FP32 `C = A · Bᵀ` (A: m×k, B: n×k, C: m×n): `matrixmultiply` for
+/// prefill-sized `m`, a multithreaded pass over B's rows for a few rows of A.
 pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "sgemm buffers checked by the op");
+    if m <= SGEMM_GEMV_MAX_M {
+        // Column blocks of C, each from a contiguous band of B's rows.
+        let mut ct = vec![0f32; n * m];
+        ct.par_chunks_mut(256 * m).enumerate().for_each(|(blk, out)| {
+            for (j, o) in out.chunks_mut(m).enumerate() {
+                let brow = &b[(blk * 256 + j) * k..][..k];
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = dot8(&a[i * k..][..k], brow);
+                }
+            }
+        });
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = ct[j * m + i];
+            }
+        }
+        return;
+    }
     // SAFETY: the strides describe the buffers (lengths asserted above): A is
     // m×k row-major, B is n×k row-major read as its transpose (k×n with
     // strides 1, k), C is m×n.
@@ -116,6 +139,19 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
             1,
         )
     };
+}
+
+/// A dot product in eight independent lanes (which the compiler vectorizes).
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `y = w · x / sqrt(mean(x²) + eps)` per row of `x` (`rows × w.len()`), in place.

@@ -12,6 +12,8 @@
 //!   permuted once per call to match (`perm[64j + 4q + b] = a[16q + 4j + b]`),
 //!   so each extraction meets one contiguous 64-byte activation vector in
 //!   `vpdpbusd`. Four activation rows share each decoded weight vector.
+//! - **AVX2** (chosen at run time where VNNI is absent): the same layout in
+//!   256-bit halves, `vpmaddubsw` + `vpmaddwd` instead of `vpdpbusd`.
 //! - **Portable**: the same arithmetic, four weights at a time.
 //!
 //! Rows of the output are split across rayon's pool; integer results are
@@ -42,7 +44,33 @@ const ROWS_PER_TASK: usize = 16;
 
 /// Which path runs on this CPU.
 pub fn simd_level() -> &'static str {
-    if has_vnni() { "avx512-vnni" } else { "portable" }
+    if has_vnni() {
+        "avx512-vnni"
+    } else if has_avx2() {
+        "avx2"
+    } else {
+        "portable"
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The SIMD path for this CPU: 2 = AVX-512 VNNI, 1 = AVX2, 0 = portable.
+fn simd() -> u8 {
+    if has_vnni() {
+        2
+    } else if has_avx2() {
+        1
+    } else {
+        0
+    }
 }
 
 fn has_vnni() -> bool {
@@ -81,19 +109,43 @@ fn permute_blocks(x: &QuantizedRef<'_>) -> (Vec<i8>, usize) {
 
 /// `Y = dequantize(X · Wᵀ)` for any M into `y` (`M × N`); see the module docs.
 pub fn ternary_matmul_into<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &mut [O]) {
+    ternary_matmul_at(x, w, y, simd())
+}
+
+/// The SIMD paths this CPU can run, best first: (name, level) for [`ternary_matmul_f32_at`].
+pub fn available_levels() -> Vec<(&'static str, u8)> {
+    let mut v = Vec::new();
+    if has_vnni() {
+        v.push(("avx512-vnni", 2));
+    }
+    if has_avx2() {
+        v.push(("avx2", 1));
+    }
+    v.push(("portable", 0));
+    v
+}
+
+/// The f32 matmul on a chosen path (tests run every path the CPU has, not only the best).
+pub fn ternary_matmul_f32_at(x: &QuantizedActivations, w: &DeviceTernary, level: u8) -> Vec<f32> {
+    assert!(available_levels().iter().any(|&(_, l)| l == level), "SIMD level {level} is not available on this CPU");
+    let mut y = vec![0f32; x.rows * w.rows()];
+    ternary_matmul_at(x.view(), w.view(), &mut y, level);
+    y
+}
+
+fn ternary_matmul_at<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &mut [O], simd: u8) {
     let (m, n) = (x.rows, w.rows());
     debug_assert_eq!(y.len(), m * n);
     let x = &x;
     let w = &w;
-    let vnni = has_vnni();
-    let (act, stride) = if vnni { permute_blocks(x) } else { (x.values().to_vec(), x.k_pad) };
+    let (act, stride) = if simd > 0 { permute_blocks(x) } else { (x.values().to_vec(), x.k_pad) };
     // Output transposed (n × m), so each parallel task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
         if m <= 2 {
-            task_rows::<NR_DECODE>(x, w, (&act, stride), vnni, task, chunk);
+            task_rows::<NR_DECODE>(x, w, (&act, stride), simd, task, chunk);
         } else {
-            task_rows::<NR>(x, w, (&act, stride), vnni, task, chunk);
+            task_rows::<NR>(x, w, (&act, stride), simd, task, chunk);
         }
     });
     y.par_chunks_mut(n).enumerate().for_each(|(r, out)| {
@@ -126,7 +178,7 @@ fn task_rows<const N: usize>(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
-    vnni: bool,
+    simd: u8,
     task: usize,
     chunk: &mut [f32],
 ) {
@@ -148,10 +200,10 @@ fn task_rows<const N: usize>(
                     let mr = (m_end - mm).min(MR);
                     let acts: [&[i8]; MR] = std::array::from_fn(|i| &act[(mm + i.min(mr - 1)) * stride..][..stride]);
                     let dots = match mr {
-                        1 => widen(dot_block::<N, 1>(&weights, &[acts[0]], vnni)),
-                        2 => widen(dot_block::<N, 2>(&weights, &[acts[0], acts[1]], vnni)),
-                        3 => widen(dot_block::<N, 3>(&weights, &[acts[0], acts[1], acts[2]], vnni)),
-                        _ => widen(dot_block::<N, 4>(&weights, &acts, vnni)),
+                        1 => widen(dot_block::<N, 1>(&weights, &[acts[0]], simd)),
+                        2 => widen(dot_block::<N, 2>(&weights, &[acts[0], acts[1]], simd)),
+                        3 => widen(dot_block::<N, 3>(&weights, &[acts[0], acts[1], acts[2]], simd)),
+                        _ => widen(dot_block::<N, 4>(&weights, &acts, simd)),
                     };
                     for (i, row_dots) in dots.iter().enumerate().take(nr) {
                         let out_row = &mut chunk[(r0 + i) * m..][..m];
@@ -172,15 +224,21 @@ fn widen<const N: usize, const R: usize>(d: [[i32; R]; N]) -> [[i32; MR]; N] {
 }
 
 /// Σ code·a for `N` weight rows × `R` activation rows.
-fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], vnni: bool) -> [[i32; R]; N] {
+fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], simd: u8) -> [[i32; R]; N] {
     let mut out = [[0i32; R]; N];
     #[cfg(target_arch = "x86_64")]
-    if vnni {
+    if simd == 2 {
         // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`); the
         // activation rows are padded to whole blocks.
         return unsafe {
             if R <= 2 { dot_block_vnni::<N, R, 4>(weights, acts) } else { dot_block_vnni::<N, R, 2>(weights, acts) }
         };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd == 1 {
+        // SAFETY: the CPU has AVX2 (checked by `has_avx2`); the activation rows
+        // are padded to whole blocks.
+        return unsafe { dot_block_avx2::<N, R>(weights, acts) };
     }
     // Portable path: natural activation order, four weights at a time.
     for (wr, o) in weights.iter().zip(out.iter_mut()) {
@@ -196,6 +254,59 @@ fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8
         }
     }
     out
+}
+
+/// The AVX2 path: the VNNI path's layout in 256-bit halves. A block's 16
+/// words are two loads of 8 (masked where the row ends); each extraction `j`
+/// meets 32 contiguous permuted activation bytes per half in `vpmaddubsw`
+/// (codes ≤ 2 times |a| ≤ 128, pairs ≤ 512: no saturation), widened to i32
+/// by `vpmaddwd` with ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_block_avx2<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R]) -> [[i32; R]; N] {
+    use std::arch::x86_64::*;
+    let mask = _mm256_set1_epi32(0x0303_0303);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); R]; N];
+    let words = weights[0].len();
+    for blk in 0..words.div_ceil(16) {
+        for h in 0..2 {
+            let first = 16 * blk + 8 * h;
+            if first >= words {
+                break;
+            }
+            let live = (words - first).min(8) as i32;
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live), lanes);
+            // One register per weight row; each extraction is decoded where it is
+            // used (AVX2 has 16 vector registers: holding all four would spill).
+            let mut wv = [_mm256_setzero_si256(); N];
+            for (v, wr) in wv.iter_mut().zip(weights) {
+                // SAFETY: the mask limits the load to the `live` words left in this row.
+                *v = unsafe { _mm256_maskload_epi32(wr[first..].as_ptr().cast(), load_mask) };
+            }
+            for j in 0..4 {
+                let shift = _mm_cvtsi32_si128(2 * j as i32);
+                for r in 0..R {
+                    // SAFETY: the permuted block has 32 bytes at offset 64j + 32h.
+                    let av = unsafe { _mm256_loadu_si256(acts[r][blk * BLOCK + 64 * j + 32 * h..].as_ptr().cast()) };
+                    for (a, &v) in acc.iter_mut().zip(&wv) {
+                        let codes = _mm256_and_si256(_mm256_srl_epi32(v, shift), mask);
+                        let pairs = _mm256_maddubs_epi16(codes, av);
+                        a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+            }
+        }
+    }
+    acc.map(|row| {
+        row.map(|a| {
+            let mut lanes = [0i32; 8];
+            // SAFETY: 8 i32 lanes into an 8-element array.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a) };
+            lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v))
+        })
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

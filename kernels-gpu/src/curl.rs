@@ -179,14 +179,7 @@ pub const GPU_SHARED_BYTES: usize = 2 * GPU_WORDS * STATE_TRITS * 8;
 /// most `max_blocks` blocks striding over `batches`, the sliced state in
 /// dynamic shared memory.
 pub const fn trihash_geometry(batches: u64, max_blocks: u32) -> crate::launch::LaunchConfig {
-    let grid = if batches == 0 {
-        1
-    } else if batches > max_blocks as u64 {
-        max_blocks
-    } else {
-        batches as u32
-    };
-    crate::launch::LaunchConfig::linear(grid, GPU_THREADS as u32, GPU_SHARED_BYTES as u32)
+    crate::launch::LaunchConfig::per_item(batches, max_blocks, GPU_THREADS as u32, GPU_SHARED_BYTES as u32)
 }
 
 /// Checks a proof-of-work search request (`trihash_pow`).

@@ -22,6 +22,19 @@ impl LaunchConfig {
         LaunchConfig { grid: [grid, 1, 1], block: [block, 1, 1], shared_bytes }
     }
 
+    /// One block of `block` threads per item (row, batch), at most `max_blocks`
+    /// blocks that then stride over the rest (at least one block).
+    pub const fn per_item(items: u64, max_blocks: u32, block: u32, shared_bytes: u32) -> Self {
+        let grid = if items == 0 {
+            1
+        } else if items > max_blocks as u64 {
+            max_blocks
+        } else {
+            items as u32
+        };
+        Self::linear(grid, block, shared_bytes)
+    }
+
     /// Enough 1-D blocks of `block` threads to cover `threads` threads (at least one block).
     pub const fn cover(threads: usize, block: u32) -> Self {
         let grid = threads.div_ceil(block as usize);

@@ -67,14 +67,7 @@ pub const QUANTIZE_SHARED_BYTES: u32 = 32 * 4;
 
 /// The quantizer's launch: one 256-thread block per row, at most `max_blocks` striding over rows.
 pub const fn quantize_geometry(rows: usize, max_blocks: u32) -> LaunchConfig {
-    let grid = if rows == 0 {
-        1
-    } else if rows > max_blocks as usize {
-        max_blocks
-    } else {
-        rows as u32
-    };
-    LaunchConfig::linear(grid, QUANTIZE_THREADS, QUANTIZE_SHARED_BYTES)
+    LaunchConfig::per_item(rows as u64, max_blocks, QUANTIZE_THREADS, QUANTIZE_SHARED_BYTES)
 }
 
 /// Checks a quantizer request: `x_len` activations for `rows × cols`, into a

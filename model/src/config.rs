@@ -144,6 +144,23 @@ impl ModelConfig {
             (_, Some(x)) => float_key("rope_theta", x)?,
             _ => return Err(ModelError::MissingKey { path: p(), key: "rope_theta" }),
         };
+        // Refuse what this forward pass does not compute, rather than answer wrongly.
+        let scaling = v.get("rope_scaling").filter(|x| !x.is_null()).or_else(|| {
+            v.get("rope_parameters")
+                .filter(|r| r.get("rope_type").and_then(|t| t.as_str()).is_some_and(|t| t != "default"))
+        });
+        if let Some(x) = scaling
+            && x.get("rope_type").and_then(|t| t.as_str()) != Some("default")
+        {
+            return Err(bad("rope_scaling", x, "scaled RoPE is not supported (only the default rotary embedding)"));
+        }
+        for key in ["attention_bias", "mlp_bias"] {
+            if let Some(x) = v.get(key)
+                && x.as_bool() == Some(true)
+            {
+                return Err(bad(key, x, "BitNet linears have no bias; biased checkpoints are not supported"));
+            }
+        }
         let act = v.get("hidden_act").ok_or(ModelError::MissingKey { path: p(), key: "hidden_act" })?;
         let activation = match act.as_str() {
             Some("relu2") => Activation::Relu2,
@@ -284,6 +301,13 @@ mod tests {
         let mut v = base();
         v["num_key_value_heads"] = json!(3);
         assert!(ModelConfig::from_json(&v, Path::new("c.json")).is_err());
+        let mut v = base();
+        v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
+        let e = ModelConfig::from_json(&v, Path::new("c.json")).unwrap_err().to_string();
+        assert!(e.contains("scaled RoPE is not supported"), "{e}");
+        let mut v = base();
+        v["attention_bias"] = json!(true);
+        assert!(ModelConfig::from_json(&v, Path::new("c.json")).unwrap_err().to_string().contains("no bias"));
         let mut v = base();
         v.as_object_mut().unwrap().remove("rope_parameters");
         let e = ModelConfig::from_json(&v, Path::new("c.json")).unwrap_err().to_string();

@@ -169,6 +169,10 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
         let want = ternary_matmul_reference(&x, &w, Precision::F32);
         assert_eq!(trinity::cpu_ternary::ternary_matmul(&x, &w, Precision::F32), want, "{m}×{n}×{k}");
+        for (name, level) in trinity::cpu_ternary::available_levels() {
+            let got = trinity::cpu_ternary::ternary_matmul_f32_at(&x, &w, level);
+            assert_eq!(got, want, "{m}×{n}×{k} on the {name} path");
+        }
     }
     eprintln!("CPU ternary path: {}", trinity::cpu_ternary::simd_level());
 }

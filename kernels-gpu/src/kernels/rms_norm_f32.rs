@@ -9,14 +9,7 @@ pub const RMS_NORM_THREADS: u32 = 256;
 
 /// One block per row, striding over rows; 32 shared scratch words.
 pub const fn rms_norm_geometry(rows: usize, max_blocks: u32) -> LaunchConfig {
-    let grid = if rows == 0 {
-        1
-    } else if rows > max_blocks as usize {
-        max_blocks
-    } else {
-        rows as u32
-    };
-    LaunchConfig::linear(grid, RMS_NORM_THREADS, 32 * 4)
+    LaunchConfig::per_item(rows as u64, max_blocks, RMS_NORM_THREADS, 32 * 4)
 }
 
 /// Checks an RMSNorm request.
