@@ -286,3 +286,51 @@ pub fn embedding(table: &[f32], ids: &[u32], out: &mut [f32], hidden: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_a_known_row() {
+        let mut x = [3.0f32, 4.0];
+        rms_norm(&mut x, &[1.0, 2.0], 0.0);
+        // mean of squares 12.5, 1/sqrt = 0.28284271
+        assert!((x[0] - 0.848_528_1).abs() < 1e-6 && (x[1] - 2.262_741_7).abs() < 1e-6, "{x:?}");
+    }
+
+    #[test]
+    fn rope_rotates_the_halves() {
+        let (cos, sin) = rope_tables(4, 10000.0, 2);
+        assert_eq!(&cos[..2], &[1.0, 1.0]);
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rope(&mut x, 1, 4, 1, &cos, &sin);
+        // position 1, frequencies 1 and 0.01: (x1 cos − x2 sin, x2 cos + x1 sin)
+        let (c0, s0, c1, s1) = (1f32.cos(), 1f32.sin(), 0.01f32.cos(), 0.01f32.sin());
+        let want = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 3.0 * c0 + 1.0 * s0, 4.0 * c1 + 2.0 * s1];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{x:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn attention_of_one_key_returns_its_value_and_gqa_shares_kv_heads() {
+        // 2 query heads, 1 KV head, head_dim 2, context 4, one token at position 0.
+        let q = [1.0f32, 0.0, 0.0, 1.0];
+        let k = [0.5f32, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let v = [7.0f32, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let mut out = [0f32; 4];
+        attention(&q, &k, &v, &mut out, 1, 0, 2, 1, 2, 4);
+        assert_eq!(out, [7.0, -3.0, 7.0, -3.0]);
+    }
+
+    #[test]
+    fn relu2_and_silu() {
+        let mut g = [-1.0f32, 2.0];
+        gated(&mut g, &[5.0, 3.0], kernels_gpu::kernels::ACT_RELU2);
+        assert_eq!(g, [0.0, 12.0]);
+        let mut g = [0.0f32];
+        gated(&mut g, &[2.0], kernels_gpu::kernels::ACT_SILU);
+        assert_eq!(g, [0.0]);
+    }
+}
