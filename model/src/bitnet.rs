@@ -211,7 +211,7 @@ impl BitNet {
             });
         }
         let (m, h, pos0) = (tokens.len(), c.hidden, cache.len);
-        let (qd, kvd, hd, eps) = (c.heads * c.head_dim, c.kv_heads * c.head_dim, c.head_dim, c.rms_norm_eps);
+        let (qd, hd, eps) = (c.heads * c.head_dim, c.head_dim, c.rms_norm_eps);
         let dev = &self.device;
         let act = match c.activation {
             crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
@@ -242,7 +242,6 @@ impl BitNet {
             let [d] = self.linears(&gate_n, m, c.intermediate, [&layer.down])?;
             dev.add(&mut x, &d)?;
         }
-        let _ = kvd;
         cache.len += m;
         let rows = if all_logits { m } else { 1 };
         let last = dev.tail(&x, rows * h)?;
