@@ -46,8 +46,9 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
         let (cos, sin) = trinity::cpu::rope_tables(HEAD_DIM, 500_000.0, 1024);
         let (cos, sin) = (device.upload(&cos).unwrap(), device.upload(&sin).unwrap());
         let mut q = filled(device, m * HEADS * HEAD_DIM, 1.0);
+        let places = device.row_places(&(0..m).map(|p| (0, p)).collect::<Vec<_>>()).unwrap();
         time(&mut g, BenchmarkId::new("rope", format!("m{m}")), &mut || {
-            device.rope(&mut q, &cos, &sin, HEADS, HEAD_DIM, 0).unwrap()
+            device.rope(&mut q, &cos, &sin, &places, HEADS, HEAD_DIM).unwrap()
         });
     }
     // Decode attention: one query row against 1024 cached positions.
@@ -56,9 +57,10 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     let k = filled(device, KV_HEADS * context * HEAD_DIM, 0.1);
     let v = filled(device, KV_HEADS * context * HEAD_DIM, 1.0);
     let mut o = device.alloc::<f32>(HEADS * HEAD_DIM).unwrap();
+    let last = device.row_places(&[(0, context - 1)]).unwrap();
     g.throughput(Throughput::Bytes((2 * KV_HEADS * context * HEAD_DIM * 4) as u64));
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
-        device.attention(&q, &k, &v, &mut o, context - 1, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
+        device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
     });
     g.finish();
 }
@@ -76,14 +78,31 @@ fn bench_decode_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("model/bitnet_b1_58-large/cpu");
     g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
+    // Decode after a 64-token prompt: the cache is cut back to the prompt before each step.
+    let prompt: Vec<u32> = (0..64).collect();
     let mut cache = model.new_cache(256).unwrap();
-    model.forward(&(0..64).collect::<Vec<u32>>(), &mut cache, false).unwrap();
+    model.forward(&prompt, &mut cache, false).unwrap();
     g.bench_function("decode_step_ctx64", |b| {
-        b.iter_batched_ref(
-            || model.new_cache(256).unwrap(),
-            |cache| model.forward(&[7], cache, false).unwrap(),
-            criterion::BatchSize::LargeInput,
-        )
+        b.iter(|| {
+            cache.truncate(0, 64);
+            model.forward(&[7], &mut cache, false).unwrap()
+        })
+    });
+    // Eight sequences decoding together (the server's batched step): weights read once for all.
+    const BATCH: usize = 8;
+    let mut batch = model.new_batch_cache(BATCH, 256).unwrap();
+    for slot in 0..BATCH {
+        model.forward_batch(&mut batch, &[trinity_model::SeqChunk { slot, tokens: &prompt }]).unwrap();
+    }
+    let tokens: Vec<[u32; 1]> = (0..BATCH as u32).map(|i| [i + 3]).collect();
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("decode_step_batch8_ctx64", |b| {
+        b.iter(|| {
+            let chunks: Vec<_> =
+                tokens.iter().enumerate().map(|(slot, t)| trinity_model::SeqChunk { slot, tokens: t }).collect();
+            (0..BATCH).for_each(|slot| batch.truncate(slot, 64));
+            model.forward_batch(&mut batch, &chunks).unwrap()
+        })
     });
     g.throughput(Throughput::Elements(64));
     g.bench_function("prefill_64", |b| {

@@ -142,3 +142,32 @@ pub struct TernaryBuffer {
     /// `rows × k_pad / 16` words (see `kernels_gpu::format::device_layout`).
     pub words: Buffer<u32>,
 }
+
+/// Where each row of a batch sits: the KV-cache slot of its sequence and its
+/// position there. Rows of one batch may come from different sequences (a
+/// decode step of several, or a prompt chunk beside them); RoPE, the KV write
+/// and attention read a row's place from here. Built by [`Device::row_places`](crate::Device::row_places),
+/// which keeps the largest slot and position so ops check them against the
+/// cache without reading the buffers back.
+#[derive(Debug)]
+pub struct RowPlaces {
+    /// Each row's cache slot.
+    pub slots: Buffer<u32>,
+    /// Each row's position in its sequence.
+    pub positions: Buffer<u32>,
+    /// The largest slot.
+    pub max_slot: usize,
+    /// The largest position.
+    pub max_pos: usize,
+}
+
+impl RowPlaces {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}

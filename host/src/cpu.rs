@@ -93,8 +93,11 @@ fn quantize_row_avx2(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 }
 
 /// Rows of A up to which [`sgemm`] streams B once with row dot products
-/// (a GEMV: the lm_head of a decode step) instead of packing it for a GEMM.
-const SGEMM_GEMV_MAX_M: usize = 4;
+/// (a GEMV: the lm_head of a decode step, or of a batched step of up to this
+/// many sequences) instead of packing it for a GEMM. Each output is then one
+/// fixed-order dot product, so a row's logits do not depend on how many rows
+/// share the call: batching sequences never changes their results.
+pub const SGEMM_GEMV_MAX_M: usize = 64;
 
 /// FP32 `C = A · Bᵀ` (A: m×k, B: n×k, C: m×n): `matrixmultiply` for
 /// prefill-sized `m`, a multithreaded pass over B's rows for a few rows of A.
@@ -185,11 +188,11 @@ pub fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> (Vec<f32>, 
     (cos, sin)
 }
 
-/// Rotate-half RoPE on `rows × heads × head_dim` (row `r` at position `pos0 + r`), in place.
-pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, pos0: usize, cos: &[f32], sin: &[f32]) {
+/// Rotate-half RoPE on `rows × heads × head_dim` (row `r` at position `positions[r]`), in place.
+pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    for (r, row) in x.chunks_mut(heads * head_dim).enumerate() {
-        let (c, s) = (&cos[(pos0 + r) * half..][..half], &sin[(pos0 + r) * half..][..half]);
+    for (row, &pos) in x.chunks_mut(heads * head_dim).zip(positions) {
+        let (c, s) = (&cos[pos as usize * half..][..half], &sin[pos as usize * half..][..half]);
         for head in row.chunks_mut(head_dim) {
             let (a, b) = head.split_at_mut(half);
             for i in 0..half {
@@ -201,9 +204,9 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, pos0: usize, cos: &[f3
     }
 }
 
-/// Causal attention for `rows` new queries at positions `pos0..`, against the
-/// cache of `pos0 + rows` keys / values (`kv_heads × context × head_dim`,
-/// position-major within a head). Query head `h` reads KV head
+/// Causal attention for new query rows, row `r` at position `positions[r]` of
+/// the sequence in cache slot `slots[r]` (`slots × kv_heads × context ×
+/// head_dim`, position-major within a head). Query head `h` reads KV head
 /// `h / (heads / kv_heads)`; scores are scaled by `head_dim^-0.5`; softmax in f32.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -211,44 +214,43 @@ pub fn attention(
     k_cache: &[f32],
     v_cache: &[f32],
     out: &mut [f32],
-    rows: usize,
-    pos0: usize,
+    slots: &[u32],
+    positions: &[u32],
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     context: usize,
 ) {
     use rayon::prelude::*;
+    let rows = positions.len();
     let group = heads / kv_heads;
     let scale = (head_dim as f32).powf(-0.5);
     // One task per (row, head): each writes its own head_dim outputs.
     out[..rows * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(task, o)| {
         let (r, h) = (task / heads, task % heads);
-        let len = pos0 + r + 1;
+        let len = positions[r] as usize + 1;
+        let kvh = h / group;
+        let base = (slots[r] as usize * kv_heads + kvh) * context * head_dim;
+        let qv = &q[(r * heads + h) * head_dim..][..head_dim];
+        let keys = &k_cache[base..][..len * head_dim];
         let mut scores = vec![0f32; len];
-        {
-            let kvh = h / group;
-            let qv = &q[(r * heads + h) * head_dim..][..head_dim];
-            let keys = &k_cache[kvh * context * head_dim..];
-            let mut max = f32::NEG_INFINITY;
-            for (p, s) in scores[..len].iter_mut().enumerate() {
-                let kv = &keys[p * head_dim..][..head_dim];
-                let dot: f32 = qv.iter().zip(kv).map(|(a, b)| a * b).sum();
-                *s = dot * scale;
-                max = max.max(*s);
-            }
-            let mut total = 0f32;
-            for s in scores[..len].iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            o.fill(0.0);
-            let values = &v_cache[kvh * context * head_dim..];
-            for (p, &s) in scores[..len].iter().enumerate() {
-                let w = s / total;
-                for (acc, &v) in o.iter_mut().zip(&values[p * head_dim..][..head_dim]) {
-                    *acc += w * v;
-                }
+        let mut max = f32::NEG_INFINITY;
+        for (s, kv) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+            let dot: f32 = qv.iter().zip(kv).map(|(a, b)| a * b).sum();
+            *s = dot * scale;
+            max = max.max(*s);
+        }
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        o.fill(0.0);
+        let values = &v_cache[base..][..len * head_dim];
+        for (&s, vv) in scores.iter().zip(values.chunks_exact(head_dim)) {
+            let w = s / total;
+            for (acc, &v) in o.iter_mut().zip(vv) {
+                *acc += w * v;
             }
         }
     });
@@ -267,11 +269,19 @@ pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
     }
 }
 
-/// `cache[kh][pos0 + r][d] = x[r][kh][d]`.
-pub fn kv_write(x: &[f32], cache: &mut [f32], kv_heads: usize, head_dim: usize, pos0: usize, context: usize) {
-    for (r, row) in x.chunks(kv_heads * head_dim).enumerate() {
+/// `cache[slot[r]][kh][pos[r]][d] = x[r][kh][d]`.
+pub fn kv_write(
+    x: &[f32],
+    cache: &mut [f32],
+    slots: &[u32],
+    positions: &[u32],
+    kv_heads: usize,
+    head_dim: usize,
+    context: usize,
+) {
+    for ((row, &slot), &pos) in x.chunks(kv_heads * head_dim).zip(slots).zip(positions) {
         for (kh, src) in row.chunks(head_dim).enumerate() {
-            let dst = (kh * context + pos0 + r) * head_dim;
+            let dst = ((slot as usize * kv_heads + kh) * context + pos as usize) * head_dim;
             cache[dst..dst + head_dim].copy_from_slice(src);
         }
     }
@@ -304,7 +314,7 @@ mod tests {
         let (cos, sin) = rope_tables(4, 10000.0, 2);
         assert_eq!(&cos[..2], &[1.0, 1.0]);
         let mut x = [1.0f32, 2.0, 3.0, 4.0];
-        rope(&mut x, 1, 4, 1, &cos, &sin);
+        rope(&mut x, 1, 4, &[1], &cos, &sin);
         // position 1, frequencies 1 and 0.01: (x1 cos − x2 sin, x2 cos + x1 sin)
         let (c0, s0, c1, s1) = (1f32.cos(), 1f32.sin(), 0.01f32.cos(), 0.01f32.sin());
         let want = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 3.0 * c0 + 1.0 * s0, 4.0 * c1 + 2.0 * s1];
@@ -320,8 +330,23 @@ mod tests {
         let k = [0.5f32, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let v = [7.0f32, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let mut out = [0f32; 4];
-        attention(&q, &k, &v, &mut out, 1, 0, 2, 1, 2, 4);
+        attention(&q, &k, &v, &mut out, &[0], &[0], 2, 1, 2, 4);
         assert_eq!(out, [7.0, -3.0, 7.0, -3.0]);
+    }
+
+    #[test]
+    fn rows_of_a_batch_write_and_read_their_own_slots() {
+        // 2 slots, 1 KV head, head_dim 1, context 2: row 0 is slot 1 position 0,
+        // row 1 slot 0 position 1 (slot 0 position 0 already holds key 0, value 5).
+        let mut k = [0.0f32, 0.0, 0.0, 0.0];
+        let mut v = [5.0f32, 0.0, 0.0, 0.0];
+        kv_write(&[1.0, 0.0], &mut k, &[1, 0], &[0, 1], 1, 1, 2);
+        kv_write(&[9.0, 3.0], &mut v, &[1, 0], &[0, 1], 1, 1, 2);
+        assert_eq!((k, v), ([0.0, 0.0, 1.0, 0.0], [5.0, 3.0, 9.0, 0.0]));
+        let mut out = [0f32; 2];
+        attention(&[1.0, 1.0], &k, &v, &mut out, &[1, 0], &[0, 1], 1, 1, 1, 2);
+        // Row 0 sees one value (9); row 1 averages 5 and 3 (equal scores 0·1).
+        assert_eq!(out, [9.0, 4.0]);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{Buffer, Elem, QuantizedBuffer, TernaryBuffer};
+use crate::buffer::{Buffer, Elem, QuantizedBuffer, RowPlaces, TernaryBuffer};
 use crate::cuda::{CudaBackend, GpuError};
 use crate::error::{KernelError, KernelResult};
 use crate::matmul::QuantizedActivations;
@@ -190,6 +190,26 @@ impl Device {
             Device::Cpu | Device::Emu => Ok(Buffer::Host(data.to_vec())),
             Device::Cuda(g) => g.upload(data).map(Buffer::Cuda),
         }
+    }
+
+    /// The places (`(slot, position)`) of a batch's rows, on this device.
+    pub fn row_places(&self, places: &[(usize, usize)]) -> KernelResult<RowPlaces> {
+        let too_big = places.iter().find(|&&(s, p)| s > u32::MAX as usize || p > u32::MAX as usize);
+        if let Some(&(s, p)) = too_big {
+            return Err(KernelError::Shape {
+                kernel: "row_places",
+                shape: format!("{} rows", places.len()),
+                reason: format!("slot {s} or position {p} does not fit 32 bits"),
+            });
+        }
+        let slots: Vec<u32> = places.iter().map(|&(s, _)| s as u32).collect();
+        let positions: Vec<u32> = places.iter().map(|&(_, p)| p as u32).collect();
+        Ok(RowPlaces {
+            slots: self.upload(&slots)?,
+            positions: self.upload(&positions)?,
+            max_slot: places.iter().map(|p| p.0).max().unwrap_or(0),
+            max_pos: places.iter().map(|p| p.1).max().unwrap_or(0),
+        })
     }
 
     /// A zeroed buffer of `len` elements on this device.

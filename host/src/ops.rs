@@ -24,7 +24,7 @@ use kernels_gpu::kernels::{self, sgemm_check, sgemm_geometry, unpack_check, unpa
 use kernels_gpu::launch::{LaunchConfig, check_shared};
 use kernels_gpu::matmul::{self as facts, GEMV_MAX_M};
 
-use crate::buffer::{ActivationElem, Buffer, OutputElem, QuantizedBuffer, TernaryBuffer};
+use crate::buffer::{ActivationElem, Buffer, OutputElem, QuantizedBuffer, RowPlaces, TernaryBuffer};
 use crate::device::Device;
 use crate::error::{KernelError, KernelResult};
 
@@ -578,46 +578,47 @@ impl Device {
         }
     }
 
-    /// `rope_f32`: rotate-half RoPE in place on `x` (`rows × heads × head_dim`), row `r` at position `pos0 + r`.
-    #[allow(clippy::too_many_arguments)]
+    /// `rope_f32`: rotate-half RoPE in place on `x` (`rows × heads × head_dim`), each row at its place's position.
     pub fn rope(
         &self,
         x: &mut Buffer<f32>,
         cos: &Buffer<f32>,
         sin: &Buffer<f32>,
+        places: &RowPlaces,
         heads: usize,
         head_dim: usize,
-        pos0: usize,
     ) -> KernelResult<()> {
         let kernel = kernels::rope_f32::NAME;
         let rows = x.len() / (heads * head_dim).max(1);
-        let shape = format!("{rows}×{heads}×{head_dim} from position {pos0}");
-        kernels::rope_check(rows, heads, head_dim, pos0, x.len(), cos.len().min(sin.len()))
+        let shape = format!("{rows}×{heads}×{head_dim} up to position {}", places.max_pos);
+        let table = cos.len().min(sin.len());
+        kernels::rope_check(rows, heads, head_dim, places.len(), places.max_pos, x.len(), table)
             .map_err(shape_err(kernel, &shape))?;
         let cfg = kernels::rope_geometry(rows, heads, head_dim);
-        let (r, h, d, p) = (rows as u32, heads as u32, head_dim as u32, pos0 as u32);
-        match (self, x, cos, sin) {
-            (Device::Cpu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s)) => {
-                crate::cpu::rope(x, heads, head_dim, pos0, c, s);
+        let (r, h, d) = (rows as u32, heads as u32, head_dim as u32);
+        match (self, x, cos, sin, &places.positions) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s), Buffer::Host(p)) => {
+                crate::cpu::rope(x, heads, head_dim, p, c, s);
                 Ok(())
             }
-            (Device::Emu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s)) => {
-                let (x, c, s) = (Out::from_slice(x), In::from_slice(c), In::from_slice(s));
+            (Device::Emu, Buffer::Host(x), Buffer::Host(c), Buffer::Host(s), Buffer::Host(p)) => {
+                let (x, c, s, p) = (Out::from_slice(x), In::from_slice(c), In::from_slice(s), In::from_slice(p));
                 // SAFETY: the views cover live buffers of the lengths checked above.
-                unsafe { kernels::rope_f32::launch(cfg, x, c, s, r, h, d, p) }.map_err(emu_err(kernel, &shape))
+                unsafe { kernels::rope_f32::launch(cfg, x, c, s, p, r, h, d) }.map_err(emu_err(kernel, &shape))
             }
-            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c), Buffer::Cuda(s)) => {
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c), Buffer::Cuda(s), Buffer::Cuda(p)) => {
                 let mut l = g.stream().launch_builder(g.functions().get(kernel));
-                l.arg(x).arg(c).arg(s).arg(&r).arg(&h).arg(&d).arg(&p);
-                // SAFETY: arguments match `rope_f32`; lengths checked above.
+                l.arg(x).arg(c).arg(s).arg(p).arg(&r).arg(&h).arg(&d);
+                // SAFETY: arguments match `rope_f32`; lengths and the largest position checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }
     }
 
-    /// `attention_f32`: causal attention of `q` (`rows × heads × head_dim`, row `r` at
-    /// position `pos0 + r`) against a layer's KV cache (`kv_heads × context × head_dim`).
+    /// `attention_f32`: causal attention of `q` (`rows × heads × head_dim`) against a
+    /// layer's slotted KV cache (`slots × kv_heads × context × head_dim`); row `r`
+    /// sees its slot's positions up to its own (written there before this call).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -625,7 +626,7 @@ impl Device {
         k: &Buffer<f32>,
         v: &Buffer<f32>,
         out: &mut Buffer<f32>,
-        pos0: usize,
+        places: &RowPlaces,
         heads: usize,
         kv_heads: usize,
         head_dim: usize,
@@ -633,46 +634,65 @@ impl Device {
     ) -> KernelResult<()> {
         let kernel = kernels::attention_f32::NAME;
         let rows = q.len() / (heads * head_dim).max(1);
-        let shape =
-            format!("{rows} rows from position {pos0}, {heads}/{kv_heads} heads × {head_dim}, context {context}");
+        let shape = format!(
+            "{rows} rows up to position {}, {heads}/{kv_heads} heads × {head_dim}, context {context}",
+            places.max_pos
+        );
         let err = |reason| shape_err(kernel, &shape)(reason);
-        kernels::attention_check(
-            rows,
-            pos0,
-            heads,
-            kv_heads,
-            head_dim,
-            context,
-            q.len(),
-            k.len().min(v.len()),
-            out.len(),
-        )
-        .map_err(err)?;
+        kernels::attention_check(rows, heads, kv_heads, head_dim, q.len(), out.len()).map_err(err)?;
+        if k.len() != v.len() {
+            return Err(err(format!("key and value caches differ ({} and {} values)", k.len(), v.len())));
+        }
+        let (n, ms, mp) = (places.len(), places.max_slot, places.max_pos);
+        kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, k.len()).map_err(err)?;
         let cfg = kernels::attention_geometry(rows, heads, context);
         if !matches!(self, Device::Cpu) {
             check_shared(&cfg, self.shared_limit()).map_err(err)?;
         }
         let scale = (head_dim as f32).powf(-0.5);
-        let a = [rows, pos0, heads, kv_heads, head_dim, context].map(|v| v as u32);
-        match (self, q, k, v, out) {
-            (Device::Cpu, Buffer::Host(q), Buffer::Host(k), Buffer::Host(v), Buffer::Host(o)) => {
-                crate::cpu::attention(q, k, v, o, rows, pos0, heads, kv_heads, head_dim, context);
+        let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
+        match (self, q, k, v, out, (&places.slots, &places.positions)) {
+            (
+                Device::Cpu,
+                Buffer::Host(q),
+                Buffer::Host(k),
+                Buffer::Host(v),
+                Buffer::Host(o),
+                (Buffer::Host(s), Buffer::Host(p)),
+            ) => {
+                crate::cpu::attention(q, k, v, o, s, p, heads, kv_heads, head_dim, context);
                 Ok(())
             }
-            (Device::Emu, Buffer::Host(q), Buffer::Host(k), Buffer::Host(v), Buffer::Host(o)) => {
+            (
+                Device::Emu,
+                Buffer::Host(q),
+                Buffer::Host(k),
+                Buffer::Host(v),
+                Buffer::Host(o),
+                (Buffer::Host(s), Buffer::Host(p)),
+            ) => {
                 let (q, k, v, o) = (In::from_slice(q), In::from_slice(k), In::from_slice(v), Out::from_slice(o));
-                // SAFETY: the views cover live buffers of the lengths checked above; the geometry is the kernel's.
-                unsafe { kernels::attention_f32::launch(cfg, q, k, v, o, a[0], a[1], a[2], a[3], a[4], a[5], scale) }
+                let (s, p) = (In::from_slice(s), In::from_slice(p));
+                // SAFETY: the views cover live buffers of the lengths checked above, every
+                // row's slot and position lie inside the cache; the geometry is the kernel's.
+                unsafe { kernels::attention_f32::launch(cfg, q, k, v, o, s, p, a[0], a[1], a[2], a[3], a[4], scale) }
                     .map_err(emu_err(kernel, &shape))
             }
-            (Device::Cuda(g), Buffer::Cuda(q), Buffer::Cuda(k), Buffer::Cuda(v), Buffer::Cuda(o)) => {
+            (
+                Device::Cuda(g),
+                Buffer::Cuda(q),
+                Buffer::Cuda(k),
+                Buffer::Cuda(v),
+                Buffer::Cuda(o),
+                (Buffer::Cuda(s), Buffer::Cuda(p)),
+            ) => {
                 let mut l = g.stream().launch_builder(g.functions().get(kernel));
-                l.arg(q).arg(k).arg(v).arg(o);
+                l.arg(q).arg(k).arg(v).arg(o).arg(s).arg(p);
                 for x in &a {
                     l.arg(x);
                 }
                 l.arg(&scale);
-                // SAFETY: arguments match `attention_f32`; lengths and the shared-memory limit checked above.
+                // SAFETY: arguments match `attention_f32`; lengths, places and the shared-memory limit checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
@@ -772,46 +792,45 @@ impl Device {
         }
     }
 
-    /// `kv_write_f32`: new key or value rows (`rows × kv_heads × head_dim`) into a layer's
-    /// cache (`kv_heads × context × head_dim`) at positions `pos0..`.
+    /// `kv_write_f32`: new key or value rows (`rows × kv_heads × head_dim`) into a
+    /// layer's slotted cache (`slots × kv_heads × context × head_dim`) at their places.
     pub fn kv_write(
         &self,
         x: &Buffer<f32>,
         cache: &mut Buffer<f32>,
+        places: &RowPlaces,
         kv_heads: usize,
         head_dim: usize,
-        pos0: usize,
         context: usize,
     ) -> KernelResult<()> {
         let kernel = kernels::kv_write_f32::NAME;
         let rows = x.len() / (kv_heads * head_dim).max(1);
-        let shape = format!("{rows} rows at position {pos0}, context {context}");
+        let shape =
+            format!("{rows} rows up to slot {} position {}, context {context}", places.max_slot, places.max_pos);
         let err = |reason: String| shape_err(kernel, &shape)(reason);
         kernels_gpu::launch::check_len("rows", x.len(), rows * kv_heads * head_dim).map_err(err)?;
-        kernels_gpu::launch::check_len("cache", cache.len(), kv_heads * context * head_dim).map_err(err)?;
-        if rows == 0 || pos0 + rows > context {
-            return Err(err(format!("positions up to {} do not fit the context of {context}", pos0 + rows)));
-        }
+        let (n, ms, mp) = (places.len(), places.max_slot, places.max_pos);
+        kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, cache.len()).map_err(err)?;
         let cfg = kernels::elementwise_geometry(x.len());
-        let a = [rows, kv_heads, head_dim, pos0, context].map(|v| v as u32);
-        match (self, x, cache) {
-            (Device::Cpu, Buffer::Host(x), Buffer::Host(c)) => {
-                crate::cpu::kv_write(x, c, kv_heads, head_dim, pos0, context);
+        let a = [rows, kv_heads, head_dim, context].map(|v| v as u32);
+        match (self, x, cache, (&places.slots, &places.positions)) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(c), (Buffer::Host(s), Buffer::Host(p))) => {
+                crate::cpu::kv_write(x, c, s, p, kv_heads, head_dim, context);
                 Ok(())
             }
-            (Device::Emu, Buffer::Host(x), Buffer::Host(c)) => {
-                let (x, c) = (In::from_slice(x), Out::from_slice(c));
-                // SAFETY: the views cover live buffers of the lengths checked above.
-                unsafe { kernels::kv_write_f32::launch(cfg, x, c, a[0], a[1], a[2], a[3], a[4]) }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(c), (Buffer::Host(s), Buffer::Host(p))) => {
+                let (x, c, s, p) = (In::from_slice(x), Out::from_slice(c), In::from_slice(s), In::from_slice(p));
+                // SAFETY: the views cover live buffers of the lengths checked above; places lie inside the cache.
+                unsafe { kernels::kv_write_f32::launch(cfg, x, c, s, p, a[0], a[1], a[2], a[3]) }
                     .map_err(emu_err(kernel, &shape))
             }
-            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c)) => {
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(c), (Buffer::Cuda(s), Buffer::Cuda(p))) => {
                 let mut l = g.stream().launch_builder(g.functions().get(kernel));
-                l.arg(x).arg(c);
+                l.arg(x).arg(c).arg(s).arg(p);
                 for v in &a {
                     l.arg(v);
                 }
-                // SAFETY: arguments match `kv_write_f32`; lengths checked above.
+                // SAFETY: arguments match `kv_write_f32`; lengths and places checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),

@@ -169,13 +169,13 @@ pub fn rms_norm_reference(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// Scalar reference of `rope_f32`: angles `pos · θ^(−2i/d)` in f64 (not from the tables).
-pub fn rope_reference(x: &[f32], heads: usize, head_dim: usize, pos0: usize, theta: f64) -> Vec<f32> {
+pub fn rope_reference(x: &[f32], heads: usize, head_dim: usize, positions: &[usize], theta: f64) -> Vec<f32> {
     let half = head_dim / 2;
     let mut y = x.to_vec();
-    for (r, row) in y.chunks_mut(heads * head_dim).enumerate() {
+    for (row, &pos) in y.chunks_mut(heads * head_dim).zip(positions) {
         for head in row.chunks_mut(head_dim) {
             for i in 0..half {
-                let angle = (pos0 + r) as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let angle = pos as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
                 let (a, b) = (head[i] as f64, head[i + half] as f64);
                 head[i] = (a * angle.cos() - b * angle.sin()) as f32;
                 head[i + half] = (b * angle.cos() + a * angle.sin()) as f32;
@@ -185,26 +185,26 @@ pub fn rope_reference(x: &[f32], heads: usize, head_dim: usize, pos0: usize, the
     y
 }
 
-/// Scalar reference of `attention_f32`, in f64: causal, GQA, softmax over `0 ..= pos0 + r`.
+/// Scalar reference of `attention_f32`, in f64: causal, GQA; row `r` at
+/// `places[r] = (slot, position)` takes the softmax over its slot's `0 ..= position`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_reference(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    pos0: usize,
+    places: &[(usize, usize)],
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     context: usize,
 ) -> Vec<f32> {
-    let rows = q.len() / (heads * head_dim);
     let mut out = vec![0f32; q.len()];
-    for r in 0..rows {
+    for (r, &(slot, pos)) in places.iter().enumerate() {
         for h in 0..heads {
             let kvh = h * kv_heads / heads;
             let qv = &q[(r * heads + h) * head_dim..][..head_dim];
-            let at = |p: usize, d: usize| (kvh * context + p) * head_dim + d;
-            let scores: Vec<f64> = (0..=pos0 + r)
+            let at = |p: usize, d: usize| ((slot * kv_heads + kvh) * context + p) * head_dim + d;
+            let scores: Vec<f64> = (0..=pos)
                 .map(|p| {
                     (0..head_dim).map(|d| qv[d] as f64 * k[at(p, d)] as f64).sum::<f64>() / (head_dim as f64).sqrt()
                 })
@@ -217,6 +217,24 @@ pub fn attention_reference(
                 out[(r * heads + h) * head_dim + d] = acc as f32;
             }
         }
+    }
+    out
+}
+
+/// Scalar reference of `kv_write_f32`: the cache after writing `x`'s rows at `places`.
+pub fn kv_write_reference(
+    x: &[f32],
+    cache: &[f32],
+    places: &[(usize, usize)],
+    kv_heads: usize,
+    head_dim: usize,
+    context: usize,
+) -> Vec<f32> {
+    let mut out = cache.to_vec();
+    for (i, &value) in x.iter().enumerate() {
+        let (r, kh, d) = (i / (kv_heads * head_dim), i / head_dim % kv_heads, i % head_dim);
+        let (slot, pos) = places[r];
+        out[slot * kv_heads * context * head_dim + kh * context * head_dim + pos * head_dim + d] = value;
     }
     out
 }

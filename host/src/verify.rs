@@ -360,14 +360,34 @@ pub fn verify_baselines(gpu: &crate::cuda::CudaBackend, seed: u64) -> Vec<Check>
 /// order against f64 references; the GPU's `ex2.approx` errs by 2 ulp).
 const LAYER_TOL: (f64, f64) = (1e-5, 1e-5);
 
+/// KV-cache slots of the layer-op checks (rows of one batch from several sequences).
+const VERIFY_SLOTS: usize = 3;
+
+/// `rows` distinct `(slot, position)` places, the first at the last slot's
+/// last position, the rest drawn at random.
+fn scattered_places(rows: usize, slots: usize, context: usize, rng: &mut StdRng) -> Vec<(usize, usize)> {
+    let mut places = vec![(slots - 1, context - 1)];
+    let wanted = rows.min(slots * context);
+    while places.len() < wanted {
+        let p = (rng.random_range(0..slots), rng.random_range(0..context));
+        if !places.contains(&p) {
+            places.push(p);
+        }
+    }
+    places
+}
+
 /// Runs the float ops of a transformer layer on `device` against the f64
 /// references of [`crate::reference`]: RMSNorm, RoPE (against angles computed
-/// in f64, not the tables), attention (causal, GQA, the last `rows` positions
-/// of the context), the relu² and SiLU gates, the residual add, the embedding
+/// in f64, not the tables), attention (causal, GQA, rows of several sequences
+/// at scattered positions, one at the context's end), the relu² and SiLU gates, the residual add, the embedding
 /// gather and the KV-cache write (exact).
 pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<Check> {
-    use crate::reference::{attention_reference, compare_close, gated_reference, rms_norm_reference, rope_reference};
+    use crate::reference::{
+        attention_reference, compare_close, gated_reference, kv_write_reference, rms_norm_reference, rope_reference,
+    };
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut places_rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let mut checks = Vec::new();
     let mut vec = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
     for &(rows, heads, kv_heads, head_dim, context) in &plan.layer_ops {
@@ -385,45 +405,44 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
         });
         let want = rms_norm_reference(&x, &w, 1e-5);
         checks.push(check("rms_norm_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, tol_r, tol_a))));
-        // RoPE at the last `rows` positions of the context.
-        let pos0 = context.saturating_sub(rows);
+        // RoPE, the KV write and attention on a batch whose rows sit in
+        // different cache slots at scattered positions (distinct places; one
+        // row at the context's last position, so the longest scan is taken).
+        let places = scattered_places(rows, VERIFY_SLOTS, context, &mut places_rng);
+        let positions: Vec<usize> = places.iter().map(|p| p.1).collect();
         let theta = 10_000.0f32;
-        let (cos, sin) = crate::cpu::rope_tables(head_dim, theta, context.max(rows));
+        let (cos, sin) = crate::cpu::rope_tables(head_dim, theta, context);
         let got = run(&|| {
             let mut dx = device.upload(&x)?;
-            device.rope(&mut dx, &device.upload(&cos)?, &device.upload(&sin)?, heads, head_dim, pos0)?;
+            let dp = device.row_places(&places)?;
+            device.rope(&mut dx, &device.upload(&cos)?, &device.upload(&sin)?, &dp, heads, head_dim)?;
             device.download(&dx)
         });
-        let want = rope_reference(&x, heads, head_dim, pos0, theta as f64);
+        let want = rope_reference(&x, heads, head_dim, &positions, theta as f64);
         // f32 angles (the tables) against f64 ones: up to ~1e-4 rad at position 2048.
         checks.push(check("rope_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, 1e-3, 1e-3))));
-        // Attention against a filled cache.
-        if pos0 + rows <= context {
-            let q = vec(rows * cols, -1.0, 1.0);
-            let (k, v) = (vec(kv_heads * context * head_dim, -1.0, 1.0), vec(kv_heads * context * head_dim, -2.0, 2.0));
-            let got = run(&|| {
-                let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
-                let mut o = device.alloc::<f32>(q.len())?;
-                device.attention(&dq, &dk, &dv, &mut o, pos0, heads, kv_heads, head_dim, context)?;
-                device.download(&o)
-            });
-            let want = attention_reference(&q, &k, &v, pos0, heads, kv_heads, head_dim, context);
-            checks.push(check(
-                "attention_f32",
-                shape.clone(),
-                got.and_then(|g| compare_close(&g, &want, tol_r, tol_a)),
-            ));
-            // The KV write: exact.
-            let kx = vec(rows * kv_heads * head_dim, -1.0, 1.0);
-            let got = run(&|| {
-                let mut dc = device.upload(&k)?;
-                device.kv_write(&device.upload(&kx)?, &mut dc, kv_heads, head_dim, pos0, context)?;
-                device.download(&dc)
-            });
-            let mut want = k.clone();
-            crate::cpu::kv_write(&kx, &mut want, kv_heads, head_dim, pos0, context);
-            checks.push(check("kv_write_f32", shape.clone(), got.and_then(|g| compare_f32_exact(&g, &want))));
-        }
+        let q = vec(rows * cols, -1.0, 1.0);
+        let cache_len = VERIFY_SLOTS * kv_heads * context * head_dim;
+        let (k, v) = (vec(cache_len, -1.0, 1.0), vec(cache_len, -2.0, 2.0));
+        let got = run(&|| {
+            let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
+            let mut o = device.alloc::<f32>(q.len())?;
+            let dp = device.row_places(&places)?;
+            device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context)?;
+            device.download(&o)
+        });
+        let want = attention_reference(&q, &k, &v, &places, heads, kv_heads, head_dim, context);
+        checks.push(check("attention_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, tol_r, tol_a))));
+        // The KV write: exact.
+        let kx = vec(rows * kv_heads * head_dim, -1.0, 1.0);
+        let got = run(&|| {
+            let mut dc = device.upload(&k)?;
+            let dp = device.row_places(&places)?;
+            device.kv_write(&device.upload(&kx)?, &mut dc, &dp, kv_heads, head_dim, context)?;
+            device.download(&dc)
+        });
+        let want = kv_write_reference(&kx, &k, &places, kv_heads, head_dim, context);
+        checks.push(check("kv_write_f32", shape.clone(), got.and_then(|g| compare_f32_exact(&g, &want))));
         // Gates and the residual add.
         let (g, u) = (vec(rows * cols, -4.0, 4.0), vec(rows * cols, -2.0, 2.0));
         for (name, act) in [("gated_f32 relu2", crate::ops::ACT_RELU2), ("gated_f32 silu", crate::ops::ACT_SILU)] {

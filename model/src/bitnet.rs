@@ -55,31 +55,63 @@ pub struct BitNet {
     rope_sin: Buffer<f32>,
 }
 
-/// The KV cache of one sequence, preallocated to the context.
+/// KV caches preallocated to the context: one slot per sequence, so the
+/// rows of a batch (one decode token of each running sequence, a prompt chunk
+/// beside them) each write and read their own sequence's slot.
 #[derive(Debug)]
 pub struct KvCache {
-    /// Per layer: keys, `kv_heads × context × head_dim`, on the device.
+    /// Per layer: keys, `slots × kv_heads × context × head_dim`, on the device.
     k: Vec<Buffer<f32>>,
     /// Per layer: values, same layout.
     v: Vec<Buffer<f32>>,
-    /// Positions filled.
-    len: usize,
+    /// Positions filled, per slot.
+    lens: Vec<usize>,
     context: usize,
 }
 
 impl KvCache {
-    /// Tokens cached so far.
+    /// Tokens cached in slot 0 (the only slot of [`BitNet::new_cache`]).
     pub fn len(&self) -> usize {
-        self.len
+        self.lens[0]
     }
-    /// Whether nothing is cached.
+    /// Whether slot 0 is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.lens[0] == 0
     }
-    /// The context it was sized for.
+    /// Tokens cached in `slot`.
+    pub fn slot_len(&self, slot: usize) -> usize {
+        self.lens.get(slot).copied().unwrap_or(0)
+    }
+    /// The number of slots.
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+    /// Forgets what `slot` holds (its sequence ended); the memory stays allocated.
+    pub fn clear(&mut self, slot: usize) {
+        if let Some(l) = self.lens.get_mut(slot) {
+            *l = 0;
+        }
+    }
+    /// Keeps the first `len` positions of `slot` (what lies there stays valid), dropping the rest.
+    pub fn truncate(&mut self, slot: usize, len: usize) {
+        if let Some(l) = self.lens.get_mut(slot) {
+            *l = (*l).min(len);
+        }
+    }
+    /// The context each slot was sized for.
     pub fn context(&self) -> usize {
         self.context
     }
+}
+
+/// One sequence's share of a batched forward pass: its new tokens, run after
+/// what its cache slot holds.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    /// The sequence's KV-cache slot.
+    pub slot: usize,
+    /// Its new tokens (one for a decode step; a prompt or part of one).
+    pub tokens: &'a [u32],
 }
 
 impl BitNet {
@@ -180,56 +212,107 @@ impl BitNet {
         &self.device
     }
 
-    /// An empty KV cache for up to `context` tokens (at most `max_position_embeddings`).
+    /// An empty KV cache for one sequence of up to `context` tokens (at most `max_position_embeddings`).
     pub fn new_cache(&self, context: usize) -> ModelResult<KvCache> {
+        self.new_batch_cache(1, context)
+    }
+
+    /// Empty KV caches for `slots` sequences of up to `context` tokens each.
+    pub fn new_batch_cache(&self, slots: usize, context: usize) -> ModelResult<KvCache> {
         let context = context.min(self.config.max_position_embeddings);
-        let per_layer = self.config.kv_heads * context * self.config.head_dim;
+        let per_layer = slots.max(1) * self.config.kv_heads * context * self.config.head_dim;
         let mut k = Vec::with_capacity(self.config.layers);
         let mut v = Vec::with_capacity(self.config.layers);
         for _ in 0..self.config.layers {
             k.push(self.device.alloc(per_layer)?);
             v.push(self.device.alloc(per_layer)?);
         }
-        Ok(KvCache { k, v, len: 0, context })
+        Ok(KvCache { k, v, lens: vec![0; slots.max(1)], context })
     }
 
-    /// Runs `tokens` after what `cache` holds; returns the logits
+    /// Runs `tokens` after what slot 0 of `cache` holds; returns the logits
     /// (`vocab` floats) of every new position when `all_logits`, else of the last one.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> ModelResult<Vec<Vec<f32>>> {
-        let c = &self.config;
+        self.check_tokens(tokens, cache.len(), cache.context)?;
+        let rows: Vec<usize> = match all_logits {
+            true => (0..tokens.len()).collect(),
+            false => vec![tokens.len() - 1],
+        };
+        self.run(cache, &[SeqChunk { slot: 0, tokens }], &rows)
+    }
+
+    /// One batched step over several sequences: each chunk's tokens run after
+    /// what its slot holds, all rows through every linear together (the
+    /// weights are read once for the batch). Returns the logits of each
+    /// chunk's last token, in order. A row's result does not depend on the
+    /// other rows of the batch.
+    pub fn forward_batch(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>]) -> ModelResult<Vec<Vec<f32>>> {
+        if chunks.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        let mut rows = Vec::with_capacity(chunks.len());
+        let mut end = 0;
+        for (i, ch) in chunks.iter().enumerate() {
+            if ch.slot >= cache.slots() || chunks[..i].iter().any(|o| o.slot == ch.slot) {
+                return Err(ModelError::BadBatch(format!(
+                    "slot {} is outside the cache's {} slots or appears twice in one step",
+                    ch.slot,
+                    cache.slots()
+                )));
+            }
+            self.check_tokens(ch.tokens, cache.lens[ch.slot], cache.context)?;
+            end += ch.tokens.len();
+            rows.push(end - 1);
+        }
+        self.run(cache, chunks, &rows)
+    }
+
+    fn check_tokens(&self, tokens: &[u32], cached: usize, context: usize) -> ModelResult<()> {
+        let vocab = self.config.vocab;
         if tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(ModelError::TokenOutOfRange { id, vocab: c.vocab });
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { id, vocab });
         }
-        if cache.len + tokens.len() > cache.context {
-            return Err(ModelError::ContextExceeded {
-                what: "the sequence",
-                len: cache.len + tokens.len(),
-                context: cache.context,
-            });
+        if cached + tokens.len() > context {
+            return Err(ModelError::ContextExceeded { what: "the sequence", len: cached + tokens.len(), context });
         }
-        let (m, h, pos0) = (tokens.len(), c.hidden, cache.len);
-        let (qd, hd, eps) = (c.heads * c.head_dim, c.head_dim, c.rms_norm_eps);
+        Ok(())
+    }
+
+    /// The forward pass over the (checked) rows of `chunks`; logits of `logit_rows`.
+    fn run(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], logit_rows: &[usize]) -> ModelResult<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let (h, qd, hd, eps) = (c.hidden, c.heads * c.head_dim, c.head_dim, c.rms_norm_eps);
         let dev = &self.device;
         let act = match c.activation {
             crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
             crate::config::Activation::Silu => trinity::ops::ACT_SILU,
         };
-        let ids = dev.upload(tokens)?;
+        let mut tokens = Vec::new();
+        let mut places = Vec::new();
+        for ch in chunks {
+            let start = cache.lens[ch.slot];
+            tokens.extend_from_slice(ch.tokens);
+            places.extend((0..ch.tokens.len()).map(|i| (ch.slot, start + i)));
+        }
+        let m = tokens.len();
+        let places = dev.row_places(&places)?;
+        let ids = dev.upload(&tokens)?;
         let mut x = dev.alloc::<f32>(m * h)?;
         dev.embedding(&self.embed, &ids, &mut x, h)?;
         let mut normed = dev.alloc::<f32>(m * h)?;
+        let ctx = cache.context;
         for (li, layer) in self.layers.iter().enumerate() {
             dev.rms_norm(&x, &layer.input_norm, &mut normed, eps)?;
             let [mut q, mut k, v] = self.linears(&normed, m, h, [&layer.q, &layer.k, &layer.v])?;
-            dev.rope(&mut q, &self.rope_cos, &self.rope_sin, c.heads, hd, pos0)?;
-            dev.rope(&mut k, &self.rope_cos, &self.rope_sin, c.kv_heads, hd, pos0)?;
-            dev.kv_write(&k, &mut cache.k[li], c.kv_heads, hd, pos0, cache.context)?;
-            dev.kv_write(&v, &mut cache.v[li], c.kv_heads, hd, pos0, cache.context)?;
+            dev.rope(&mut q, &self.rope_cos, &self.rope_sin, &places, c.heads, hd)?;
+            dev.rope(&mut k, &self.rope_cos, &self.rope_sin, &places, c.kv_heads, hd)?;
+            dev.kv_write(&k, &mut cache.k[li], &places, c.kv_heads, hd, ctx)?;
+            dev.kv_write(&v, &mut cache.v[li], &places, c.kv_heads, hd, ctx)?;
             let mut att = dev.alloc::<f32>(m * qd)?;
-            dev.attention(&q, &cache.k[li], &cache.v[li], &mut att, pos0, c.heads, c.kv_heads, hd, cache.context)?;
+            dev.attention(&q, &cache.k[li], &cache.v[li], &mut att, &places, c.heads, c.kv_heads, hd, ctx)?;
             let mut att_n = dev.alloc::<f32>(m * qd)?;
             dev.rms_norm(&att, &layer.attn_sub_norm, &mut att_n, eps)?;
             let [o] = self.linears(&att_n, m, qd, [&layer.o])?;
@@ -242,14 +325,25 @@ impl BitNet {
             let [d] = self.linears(&gate_n, m, c.intermediate, [&layer.down])?;
             dev.add(&mut x, &d)?;
         }
-        cache.len += m;
-        let rows = if all_logits { m } else { 1 };
-        let last = dev.tail(&x, rows * h)?;
-        let mut last_n = dev.alloc::<f32>(rows * h)?;
-        dev.rms_norm(&last, &self.final_norm, &mut last_n, eps)?;
-        let mut logits = dev.alloc::<f32>(rows * c.vocab)?;
+        for ch in chunks {
+            cache.lens[ch.slot] += ch.tokens.len();
+        }
+        // The rows whose logits are wanted, gathered (the embedding kernel over `x` as the table).
+        let n = logit_rows.len();
+        let picked = match n == m {
+            true => x,
+            false => {
+                let mut picked = dev.alloc::<f32>(n * h)?;
+                let which: Vec<u32> = logit_rows.iter().map(|&r| r as u32).collect();
+                dev.embedding(&x, &dev.upload(&which)?, &mut picked, h)?;
+                picked
+            }
+        };
+        let mut picked_n = dev.alloc::<f32>(n * h)?;
+        dev.rms_norm(&picked, &self.final_norm, &mut picked_n, eps)?;
+        let mut logits = dev.alloc::<f32>(n * c.vocab)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        dev.sgemm(&last_n, head, &mut logits, rows, c.vocab, h)?;
+        dev.sgemm(&picked_n, head, &mut logits, n, c.vocab, h)?;
         let logits = dev.download(&logits)?;
         Ok(logits.chunks(c.vocab).map(<[f32]>::to_vec).collect())
     }

@@ -115,6 +115,9 @@ pub enum ModelError {
         /// The context length.
         context: usize,
     },
+    /// A batched step that cannot run (a slot outside the cache, or twice in one step).
+    #[error("batched step: {0}")]
+    BadBatch(String),
     /// The prompt is empty.
     #[error("the prompt is empty")]
     EmptyPrompt,

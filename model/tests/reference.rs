@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use trinity::Device;
-use trinity_model::generate::{Sampling, generate};
-use trinity_model::{BitNet, ModelError};
+use trinity_model::generate::{Sampling, argmax, generate};
+use trinity_model::{BitNet, ModelError, SeqChunk};
 
 /// Logits must match the reference to this (absolute).
 const TOLERANCE: f32 = 1e-4;
@@ -86,6 +86,75 @@ fn matches_the_reference_on_emu() {
     }
 }
 
+/// Three sequences decoding in one batched cache (prompts fed in chunks of
+/// three tokens beside other sequences' decode steps, one sequence joining
+/// late, finished ones leaving) get bit for bit the logits they get alone.
+fn batching_changes_nothing(device: Device, name: &str, steps: usize) {
+    let model = BitNet::load(&fixture(name), &device).unwrap();
+    let base = expected(name).prompt;
+    let prompts = [base.clone(), base.iter().rev().copied().collect(), base[..3].to_vec()];
+    let alone: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|p| {
+            let mut cache = model.new_cache(32).unwrap();
+            let mut out = model.forward(p, &mut cache, false).unwrap();
+            for _ in 0..steps {
+                let t = argmax(out.last().unwrap());
+                out.extend(model.forward(&[t], &mut cache, false).unwrap());
+            }
+            out
+        })
+        .collect();
+    let slots = [2usize, 0, 3];
+    let mut cache = model.new_batch_cache(4, 32).unwrap();
+    let mut fed = [0usize; 3];
+    let mut got: Vec<Vec<Vec<f32>>> = vec![vec![]; 3];
+    for step in 0.. {
+        let mut rows: Vec<(usize, Vec<u32>)> = Vec::new();
+        for s in 0..3 {
+            if (s == 2 && step < 2) || got[s].len() == steps + 1 {
+                continue; // not yet arrived, or done
+            }
+            let tokens = match fed[s] < prompts[s].len() {
+                true => {
+                    let n = (prompts[s].len() - fed[s]).min(3);
+                    fed[s] += n;
+                    prompts[s][fed[s] - n..fed[s]].to_vec()
+                }
+                false => vec![argmax(got[s].last().unwrap())],
+            };
+            rows.push((s, tokens));
+        }
+        if rows.is_empty() {
+            break;
+        }
+        let chunks: Vec<SeqChunk> = rows.iter().map(|(s, t)| SeqChunk { slot: slots[*s], tokens: t }).collect();
+        let logits = model.forward_batch(&mut cache, &chunks).unwrap();
+        for ((s, _), l) in rows.iter().zip(logits) {
+            if fed[*s] == prompts[*s].len() {
+                got[*s].push(l); // the prompt is in: these logits choose the next token
+            }
+        }
+    }
+    for s in 0..3 {
+        assert!(got[s] == alone[s], "{name} on {}: sequence {s} differs when batched", device.kind());
+    }
+    assert_eq!(cache.slot_len(1), 0);
+    assert_eq!(cache.slot_len(3), 3 + steps);
+}
+
+#[test]
+fn batching_changes_nothing_on_cpu() {
+    for name in FIXTURES {
+        batching_changes_nothing(Device::Cpu, name, 3);
+    }
+}
+
+#[test]
+fn batching_changes_nothing_on_emu() {
+    batching_changes_nothing(Device::Emu, "hf-bitlinear-f32", 1);
+}
+
 #[test]
 fn bad_requests_are_clear_errors() {
     let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
@@ -96,4 +165,10 @@ fn bad_requests_are_clear_errors() {
     assert!(err.to_string().contains("exceeds the context of 32"), "{err}");
     let err = generate(&model, &[1; 40], 1, Sampling::default(), &[], |_| {}).unwrap_err();
     assert!(err.to_string().contains("the prompt of 40 tokens exceeds the context of 32"), "{err}");
+    let mut batch = model.new_batch_cache(2, 32).unwrap();
+    let twice = [SeqChunk { slot: 1, tokens: &[1] }, SeqChunk { slot: 1, tokens: &[2] }];
+    let err = model.forward_batch(&mut batch, &twice).unwrap_err();
+    assert!(err.to_string().contains("slot 1") && err.to_string().contains("twice"), "{err}");
+    let err = model.forward_batch(&mut batch, &[SeqChunk { slot: 2, tokens: &[1] }]).unwrap_err();
+    assert!(err.to_string().contains("outside the cache's 2 slots"), "{err}");
 }

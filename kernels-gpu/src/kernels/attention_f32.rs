@@ -13,43 +13,39 @@ pub const fn attention_geometry(rows: usize, heads: usize, context: usize) -> La
     LaunchConfig::linear((rows * heads) as u32, ATTENTION_THREADS, ((context + 32) * 4) as u32)
 }
 
-/// Checks an attention request.
+/// Checks the query side of an attention request (the cache side is
+/// [`kv_cache_check`](crate::kernels::kv_cache_check)).
 #[cfg(not(target_arch = "nvptx64"))]
-#[allow(clippy::too_many_arguments)]
 pub fn attention_check(
     rows: usize,
-    pos0: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    context: usize,
     q: usize,
-    cache: usize,
     out: usize,
 ) -> Result<(), String> {
     if rows == 0 || heads == 0 || kv_heads == 0 || head_dim == 0 || !heads.is_multiple_of(kv_heads) {
         return Err("empty shape, or KV heads that do not divide the heads".into());
     }
-    if pos0 + rows > context {
-        return Err(format!("positions up to {} exceed the cache's context of {context}", pos0 + rows));
-    }
     crate::launch::check_len("queries", q, rows * heads * head_dim)?;
-    crate::launch::check_len("KV cache", cache, kv_heads * context * head_dim)?;
     crate::launch::check_len("output", out, rows * heads * head_dim)
 }
 
 kernel! {
     /// `out = softmax(q · kᵀ · scale, causal) · v` for each query row and head;
-    /// row `r` sits at position `pos0 + r` and sees cache positions `0 ..= pos0 + r`.
+    /// row `r` belongs to the sequence in cache slot `slot[r]`, sits at position
+    /// `pos[r]` and sees that slot's positions `0 ..= pos[r]` (written before).
     /// Query head `h` reads KV head `h / (heads / kv_heads)` (GQA).
     ///
     /// # Safety
-    /// `q` and `out` hold `rows · heads · head_dim`; `k` and `v` hold
-    /// `kv_heads · context · head_dim` (head-major, then position); `pos0 + rows ≤ context`;
-    /// launched with [`attention_geometry`] (blocks a multiple of 32 threads).
+    /// `q` and `out` hold `rows · heads · head_dim`; `slot` and `pos` hold `rows`;
+    /// `k` and `v` hold `slots · kv_heads · context · head_dim` (slot, head, position)
+    /// with every `slot[r] < slots` and `pos[r] < context`; launched with
+    /// [`attention_geometry`] (blocks a multiple of 32 threads).
     ///
     /// # Parameters
     /// - `q`: the rotated queries; `k`, `v`: the cache; `out`: the attention output.
+    /// - `slot`, `pos`: each row's cache slot and position.
     /// - `scale`: `head_dim^-0.5`.
     ///
     /// # Thread mapping
@@ -60,8 +56,8 @@ kernel! {
     /// The row's scores live in shared memory; max and sum are block reductions
     /// (softmax in f32). Memory-bound on the cache: one pass over K, one over V.
     pub unsafe fn attention_f32(
-        q: In<f32>, k: In<f32>, v: In<f32>, out: Out<f32>, rows: u32, pos0: u32, heads: u32, kv_heads: u32,
-        head_dim: u32, context: u32, scale: f32
+        q: In<f32>, k: In<f32>, v: In<f32>, out: Out<f32>, slot: In<u32>, pos: In<u32>, rows: u32, heads: u32,
+        kv_heads: u32, head_dim: u32, context: u32, scale: f32
     ) {
         let (t, nt) = (thread_idx_x(), block_dim_x());
         let b = block_idx_x();
@@ -70,9 +66,9 @@ kernel! {
             return; // the whole block: no barrier is skipped by part of it
         }
         let kvh = h / (heads / kv_heads);
-        let len = pos0 + row + 1;
+        let len = pos.get(row as usize) + 1;
         let qb = ((row * heads + h) * head_dim) as usize;
-        let cb = (kvh * context * head_dim) as usize;
+        let cb = ((slot.get(row as usize) * kv_heads + kvh) * context * head_dim) as usize;
         let scratch = context;
         let mut m = f32::NEG_INFINITY;
         let mut p = t;
