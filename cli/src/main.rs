@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use trinity::{BackendChoice, BackendKind, Device, info, ptx, verify};
 
 mod model_cmds;
+mod serve_cmds;
 
 #[derive(Parser, Debug)]
 #[command(name = "trinity", version, about = "Ternary (BitNet b1.58) GPU kernels: verify and measure")]
@@ -95,6 +96,11 @@ enum Command {
     Generate(model_cmds::GenerateArgs),
     /// llama-bench-style prefill (ppN) and decode (tgN) tokens/s with their spread.
     BenchModel(model_cmds::BenchArgs),
+    /// An OpenAI-compatible server (completions and chat, streaming, continuous batching).
+    Serve(serve_cmds::ServeArgs),
+    /// Drive an in-process server at several concurrency levels: aggregate
+    /// tokens/s, time to first token, per-token latency.
+    BenchServe(serve_cmds::BenchServeArgs),
     /// Write the embedded PTX modules to a directory.
     Ptx {
         /// Output directory.
@@ -274,6 +280,14 @@ fn run() -> Result<ExitCode> {
         }
         Command::BenchModel(args) => {
             model_cmds::bench_model(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            serve_cmds::serve(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchServe(args) => {
+            serve_cmds::bench_serve(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ptx { out } => {

@@ -125,10 +125,10 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         (None, Some(ids)) => parse_ids(ids)?,
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
-    let mut eos = model.config.eos_token_ids.clone();
-    if let Some(t) = &tokenizer {
-        eos.extend(["</s>", "<|end_of_text|>", "<|eot_id|>"].iter().filter_map(|s| t.token_id(s)));
-    }
+    let eos = match &tokenizer {
+        Some(t) => t.eos_ids(&model.config),
+        None => model.config.eos_token_ids.clone(),
+    };
     let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     let streaming = matches!(a.format, GenerateFormat::Text);
     let mut so_far: Vec<u32> = Vec::new();

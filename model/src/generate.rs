@@ -228,6 +228,12 @@ impl Tokenizer {
     /// Renders one user message through the chat template, ready for the
     /// assistant's answer (`add_generation_prompt`).
     pub fn apply_chat_template(&self, user: &str) -> ModelResult<String> {
+        self.render_chat(&[("user", user)])
+    }
+
+    /// Renders a conversation (`(role, content)` pairs) through the chat
+    /// template, ready for the assistant's answer (`add_generation_prompt`).
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> ModelResult<String> {
         let Some(t) = &self.chat else {
             return Err(ModelError::Tokenizer {
                 path: self.path.with_file_name("tokenizer_config.json"),
@@ -242,7 +248,10 @@ impl Tokenizer {
         });
         env.add_template("chat", &t.source).map_err(err)?;
         let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => user }],
+            messages => messages
+                .iter()
+                .map(|&(role, content)| minijinja::context! { role => role, content => content })
+                .collect::<Vec<_>>(),
             add_generation_prompt => true,
             bos_token => t.bos_token.clone(),
             eos_token => t.eos_token.clone(),
@@ -273,6 +282,18 @@ impl Tokenizer {
         self.inner
             .decode(ids, true)
             .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    /// The end-of-sequence ids: the config's `eos_token_id`, and the usual
+    /// end tokens (`</s>`, `<|end_of_text|>`, `<|eot_id|>`) the vocabulary has.
+    pub fn eos_ids(&self, config: &crate::config::ModelConfig) -> Vec<u32> {
+        let mut eos = config.eos_token_ids.clone();
+        for id in ["</s>", "<|end_of_text|>", "<|eot_id|>"].iter().filter_map(|s| self.token_id(s)) {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+        eos
     }
 
     /// The id of a token string, when the vocabulary has it.
