@@ -185,12 +185,17 @@ fn trihash_pow(
 
 /// Opens the backend and says on stderr which one and why.
 fn open_device(choice: BackendChoice) -> Result<Device> {
+    open_device_why(choice).map(|(d, _)| d)
+}
+
+/// [`open_device`], also returning why that backend.
+fn open_device_why(choice: BackendChoice) -> Result<(Device, String)> {
     let (device, why) = Device::open(choice).with_context(|| match choice {
         BackendChoice::Cuda => "opening the CUDA backend".to_owned(),
         other => format!("opening the backend ({other})"),
     })?;
     eprintln!("backend: {why}");
-    Ok(device)
+    Ok((device, why))
 }
 
 fn run() -> Result<ExitCode> {

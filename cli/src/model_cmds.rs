@@ -218,6 +218,12 @@ pub struct BenchArgs {
     /// md, json or csv.
     #[arg(short = 'o', long, value_enum, default_value_t = BenchFormat::Md)]
     pub output: BenchFormat,
+    /// Also write the figures in the results schema (for `trinity report` / `compare`) here.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Do not write a results file.
+    #[arg(long)]
+    pub no_results: bool,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -240,7 +246,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     if a.reps == 0 || a.prompt == 0 || a.n_gen == 0 {
         bail!("-p, -n and -r must be at least 1");
     }
-    let device: Device = crate::open_device(a.backend)?;
+    let (device, why): (Device, String) = crate::open_device_why(a.backend)?;
     let (model, name) = match (&a.model, &a.shape) {
         (Some(m), _) => {
             let dir = trinity_model::hub::resolve(m)?;
@@ -261,11 +267,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     }
     let tokens: Vec<u32> = (0..a.prompt).map(|i| (i * 7919 % c.vocab) as u32).collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let (mut pp_s, mut tg_s) = (Vec::new(), Vec::new());
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
         let mut cache = model.new_cache(context)?;
         let t = Instant::now();
         model.forward(&tokens, &mut cache, false)?;
+        pp_s.push(t.elapsed().as_secs_f64());
         pp.push(a.prompt as f64 / t.elapsed().as_secs_f64());
         eprintln!("rep {}/{}: tg{} …", rep + 1, a.reps, a.n_gen);
         // tg: decode steps from an empty cache, as llama-bench's tgN.
@@ -276,7 +284,22 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let logits = model.forward(&[next], &mut cache, false)?.pop().expect("one row");
             next = trinity_model::generate::argmax(&logits);
         }
+        tg_s.push(t.elapsed().as_secs_f64());
         tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+    }
+    if !a.no_results {
+        use trinity_measure::model_bench::{ModelTest, model_bench_results};
+        let tests = [
+            ModelTest { test: format!("pp{}", a.prompt), mode: "prefill", tokens: a.prompt, seconds: pp_s },
+            ModelTest { test: format!("tg{}", a.n_gen), mode: "decode", tokens: a.n_gen, seconds: tg_s },
+        ];
+        let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
+        if a.shape.is_some() {
+            notes.push("Random weights of the published shape (--shape).".into());
+        }
+        let results = model_bench_results(&device, &why, &name, &tests, notes);
+        let path = results.write_new(&a.results_dir)?;
+        eprintln!("results: {}", path.display());
     }
     let (pp_m, pp_s) = mean_sd(&pp);
     let (tg_m, tg_s) = mean_sd(&tg);

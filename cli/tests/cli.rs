@@ -244,8 +244,11 @@ mod model {
 
     #[test]
     fn bench_model_reports_prefill_and_decode() {
+        let dir = std::env::temp_dir().join(format!("trinity-bench-model-{}", std::process::id()));
         let (code, stdout, stderr) = trinity(&[
             "bench-model",
+            "--results-dir",
+            dir.to_str().unwrap(),
             "--model",
             &fixture("hf-online-bf16"),
             "-p",
@@ -263,5 +266,13 @@ mod model {
         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert!(v["pp"]["tokens_per_s"].as_f64().unwrap() > 0.0 && v["tg"]["samples"].as_array().unwrap().len() == 2);
         assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+        // The same figures in the results schema, for `trinity compare`.
+        let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let names: Vec<&str> =
+            r["benchmarks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        assert!(names.iter().any(|n| n.ends_with("/pp8")) && names.iter().any(|n| n.ends_with("/tg4")), "{names:?}");
+        assert_eq!(r["benchmarks"][1]["samples"].as_array().unwrap().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

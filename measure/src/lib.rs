@@ -17,6 +17,7 @@
 //!   linear-stack shapes.
 //! - [`run`]: `trinity run`, the whole report in one command.
 
+pub mod model_bench;
 pub mod models;
 pub mod noise;
 pub mod report;

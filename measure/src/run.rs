@@ -104,7 +104,7 @@ impl Progress for Silent {
     fn step(&self, _: &str) {}
 }
 
-fn host_info() -> HostInfo {
+pub(crate) fn host_info() -> HostInfo {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

@@ -3,8 +3,10 @@
 //! An id such as `microsoft/bitnet-b1.58-2B-4T` is looked up in the hub's cache
 //! layout under `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`:
 //! `models--org--name/refs/main` names the snapshot, `snapshots/<rev>/` holds
-//! the files. Fetching a model that is not cached is left to the hub's tools
-//! (this machine has no network to the hub).
+//! the files. A model that is not cached is fetched into that cache with the
+//! `hf-hub` crate (config, tokenizer files, and the safetensors, single or
+//! sharded) unless `HF_HUB_OFFLINE=1`; `HF_ENDPOINT` names another hub and
+//! `HF_TOKEN` (or the cached token) authenticates.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,8 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
-/// Resolves `--model`: an existing directory as it is, else an `org/name` id in the cache.
+/// Resolves `--model`: an existing directory as it is, else an `org/name` id
+/// in the cache, else fetched from the hub into the cache (unless offline).
 pub fn resolve(model: &str) -> ModelResult<PathBuf> {
     let p = Path::new(model);
     if p.is_dir() {
@@ -30,7 +33,47 @@ pub fn resolve(model: &str) -> ModelResult<PathBuf> {
     let Some(cache) = cache_dir() else {
         return Err(ModelError::NotFound(format!("{model}: not a directory, and no Hugging Face cache is set")));
     };
-    resolve_in(model, &cache)
+    match resolve_in(model, &cache) {
+        Ok(dir) => Ok(dir),
+        Err(cached) => {
+            let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            if offline || !model.contains('/') {
+                return Err(cached);
+            }
+            let endpoint = std::env::var("HF_ENDPOINT").ok();
+            fetch(model, &cache, endpoint.as_deref()).map_err(|e| ModelError::NotFound(format!("{cached}; {e}")))
+        }
+    }
+}
+
+/// Downloads model `org/name` from the hub (`endpoint`, default huggingface.co)
+/// into hub cache `cache`: `config.json`, the tokenizer files it has, and every
+/// `*.safetensors` (with the shard index). Returns the snapshot directory.
+pub fn fetch(model: &str, cache: &Path, endpoint: Option<&str>) -> Result<PathBuf, String> {
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_cache_dir(cache.to_owned()).with_progress(false);
+    if let Some(e) = endpoint {
+        builder = builder.with_endpoint(e.to_owned());
+    }
+    let api = builder.build().map_err(|e| format!("cannot start the hub client: {e}"))?;
+    let repo = api.model(model.to_owned());
+    let info = repo.info().map_err(|e| format!("fetching it from the hub failed: {e}"))?;
+    let wanted = |f: &str| {
+        f.ends_with(".safetensors")
+            || matches!(f, "config.json" | "model.safetensors.index.json" | "tokenizer.json" | "tokenizer_config.json")
+    };
+    let files: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).filter(|f| wanted(f)).collect();
+    if !files.contains(&"config.json") || !files.iter().any(|f| f.ends_with(".safetensors")) {
+        return Err(format!("the hub's {model} has no config.json or no safetensors weights"));
+    }
+    let mut dir = None;
+    for f in files {
+        eprintln!("fetching {model}/{f}");
+        let path = repo.get(f).map_err(|e| format!("fetching {f} from the hub failed: {e}"))?;
+        if f == "config.json" {
+            dir = path.parent().map(Path::to_owned);
+        }
+    }
+    dir.ok_or_else(|| format!("the hub client put {model}/config.json nowhere"))
 }
 
 /// Resolves model id `org/name` in hub cache `cache`.
@@ -81,5 +124,14 @@ mod tests {
         let err = resolve_in("nonsense", &cache).unwrap_err().to_string();
         assert!(err.contains("org/name"), "{err}");
         std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn a_hub_that_cannot_be_reached_is_a_clear_error() {
+        let cache = std::env::temp_dir().join(format!("trinity-hub-fetch-{}", std::process::id()));
+        // Nothing listens on port 9 of this machine: the fetch fails at once, and says so.
+        let err = fetch("microsoft/bitnet-b1.58-2B-4T", &cache, Some("http://127.0.0.1:9")).unwrap_err();
+        assert!(err.contains("fetching it from the hub failed"), "{err}");
+        let _ = std::fs::remove_dir_all(&cache);
     }
 }
