@@ -62,6 +62,12 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
         device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
     });
+    // Greedy sampling of a decode step of eight sequences over 2B-4T's vocabulary.
+    const VOCAB: usize = 128_256;
+    let logits = filled(device, 8 * VOCAB, 0.5);
+    let mut ids = device.alloc::<u32>(8).unwrap();
+    g.throughput(Throughput::Bytes((8 * VOCAB * 4) as u64));
+    time(&mut g, BenchmarkId::new("argmax", "8x128256"), &mut || device.argmax(&logits, VOCAB, &mut ids).unwrap());
     g.finish();
 }
 

@@ -281,8 +281,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         let t = Instant::now();
         let mut next = 1u32;
         for _ in 0..a.n_gen {
-            let logits = model.forward(&[next], &mut cache, false)?.pop().expect("one row");
-            next = trinity_model::generate::argmax(&logits);
+            // Greedy on the device, as `generate` and `serve` decode.
+            let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
+            next = model.step(&mut cache, &[chunk], false)?.0[0];
         }
         tg_s.push(t.elapsed().as_secs_f64());
         tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());

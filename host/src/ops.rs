@@ -67,7 +67,7 @@ cuda_functions! {
     all: [
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
         ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rope_f32,
-        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32,
+        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32,
     ]
 }
 
@@ -831,6 +831,41 @@ impl Device {
                     l.arg(v);
                 }
                 // SAFETY: arguments match `kv_write_f32`; lengths and places checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `argmax_f32`: the first index of the largest value of each row of `x`
+    /// (`out.len()` rows × `cols`); NaN never wins. Greedy sampling on the device.
+    pub fn argmax(&self, x: &Buffer<f32>, cols: usize, out: &mut Buffer<u32>) -> KernelResult<()> {
+        let kernel = kernels::argmax_f32::NAME;
+        let rows = out.len();
+        let shape = format!("{rows}×{cols}");
+        kernels::argmax_check(rows, cols, x.len(), rows).map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::argmax_geometry(rows, QUANTIZE_MAX_BLOCKS);
+        let (r, c) = (rows as u32, cols as u32);
+        match (self, x, out) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(o)) => {
+                for (row, o) in x.chunks(cols).zip(o.iter_mut()) {
+                    let best = row.iter().enumerate().fold(0, |b, (i, &v)| {
+                        let k = kernels::argmax_key(v, i as u32);
+                        if k > kernels::argmax_key(row[b], b as u32) { i } else { b }
+                    });
+                    *o = best as u32;
+                }
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(o)) => {
+                // SAFETY: the views cover live buffers of the lengths checked above.
+                unsafe { kernels::argmax_f32::launch(cfg, In::from_slice(x), Out::from_slice(o), r, c) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(o).arg(&r).arg(&c);
+                // SAFETY: arguments match `argmax_f32`; lengths checked above; the geometry supplies the scratch.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),

@@ -239,6 +239,23 @@ pub fn kv_write_reference(
     out
 }
 
+/// Scalar reference of `argmax_f32`: per row of `cols`, the first index whose
+/// value is the row's maximum (compared as f64; NaN skipped; a row of NaNs gives 0).
+pub fn argmax_reference(x: &[f32], cols: usize) -> Vec<u32> {
+    x.chunks(cols)
+        .map(|row| {
+            let mut best: Option<(usize, f64)> = None;
+            for (i, &v) in row.iter().enumerate() {
+                let v = v as f64;
+                if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+                    best = Some((i, v));
+                }
+            }
+            best.map_or(0, |(i, _)| i as u32)
+        })
+        .collect()
+}
+
 /// Scalar reference of `gated_f32`: relu(g)²·u (`act` 0) or g·sigmoid(g)·u (`act` 1), in f64.
 pub fn gated_reference(gate: &[f32], up: &[f32], act: u32) -> Vec<f32> {
     gate.iter()
@@ -271,9 +288,17 @@ pub fn compare_close(got: &[f32], want: &[f32], rel: f64, abs: f64) -> Result<()
 #[cfg(test)]
 mod tests {
     //! The helpers the kernels and the CPU paths share, pinned by known values.
+    use super::argmax_reference;
     use kernels_gpu::device::round_ties_even;
     use kernels_gpu::format::device_layout::dequantize;
     use kernels_gpu::matmul::{activation_scale, quantize_value};
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_nan() {
+        let x = [1.0, 3.0, 3.0, -1.0, f32::NAN, -2.0, f32::NAN, -1.0, f32::NAN, f32::NAN, f32::NEG_INFINITY, f32::NAN];
+        assert_eq!(argmax_reference(&x, 4), vec![1, 3, 2]);
+        assert_eq!(argmax_reference(&[f32::NAN; 3], 3), vec![0]);
+    }
 
     #[test]
     fn round_ties_even_table() {

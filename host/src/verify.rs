@@ -360,6 +360,17 @@ pub fn verify_baselines(gpu: &crate::cuda::CudaBackend, seed: u64) -> Vec<Check>
 /// order against f64 references; the GPU's `ex2.approx` errs by 2 ulp).
 const LAYER_TOL: (f64, f64) = (1e-5, 1e-5);
 
+/// The vocabulary of the argmax check's long row (2B-4T's).
+const VERIFY_VOCAB: usize = 128_256;
+
+fn exact_ids(got: &[u32], want: &[u32]) -> Result<(), String> {
+    match got.iter().zip(want).position(|(g, w)| g != w) {
+        _ if got.len() != want.len() => Err(format!("{} ids instead of {}", got.len(), want.len())),
+        Some(i) => Err(format!("row {i}: index {} instead of {}", got[i], want[i])),
+        None => Ok(()),
+    }
+}
+
 /// KV-cache slots of the layer-op checks (rows of one batch from several sequences).
 const VERIFY_SLOTS: usize = 3;
 
@@ -395,6 +406,7 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
         let (tol_r, tol_a) = LAYER_TOL;
         let cols = heads * head_dim;
         let run = |f: &dyn Fn() -> crate::KernelResult<Vec<f32>>| f().map_err(|e| e.to_string());
+        let run_ids = |f: &dyn Fn() -> crate::KernelResult<Vec<u32>>| f().map_err(|e| e.to_string());
         // RMSNorm.
         let (x, w) = (vec(rows * cols, -3.0, 3.0), vec(cols, 0.5, 1.5));
         let got = run(&|| {
@@ -471,7 +483,26 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             device.download(&o)
         });
         let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * cols..][..cols].to_vec()).collect();
-        checks.push(check("embedding_f32", shape, got.and_then(|r| compare_f32_exact(&r, &want))));
+        checks.push(check("embedding_f32", shape.clone(), got.and_then(|r| compare_f32_exact(&r, &want))));
+        // Greedy sampling: rows of few distinct values (ties everywhere), a NaN and a −∞ in each row,
+        // and one row of a realistic vocabulary's length.
+        let mut logits: Vec<f32> = vec(rows * cols, -3.0, 3.0).iter().map(|v| v.round()).collect();
+        for r in 0..rows {
+            logits[r * cols + (r * 7) % cols] = f32::NAN;
+            logits[r * cols + (r * 3 + 1) % cols] = f32::NEG_INFINITY;
+        }
+        for (name, x, width) in
+            [("argmax_f32", logits, cols), ("argmax_f32 vocab", vec(VERIFY_VOCAB, -30.0, 30.0), VERIFY_VOCAB)]
+        {
+            let n = x.len() / width;
+            let got = run_ids(&|| {
+                let mut o = device.alloc::<u32>(n)?;
+                device.argmax(&device.upload(&x)?, width, &mut o)?;
+                device.download(&o)
+            });
+            let want = crate::reference::argmax_reference(&x, width);
+            checks.push(check(name, shape.clone(), got.and_then(|g| exact_ids(&g, &want))));
+        }
     }
     checks
 }

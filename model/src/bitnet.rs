@@ -238,7 +238,8 @@ impl BitNet {
             true => (0..tokens.len()).collect(),
             false => vec![tokens.len() - 1],
         };
-        self.run(cache, &[SeqChunk { slot: 0, tokens }], &rows)
+        let logits = self.run(cache, &[SeqChunk { slot: 0, tokens }], &rows)?;
+        self.download_rows(&logits)
     }
 
     /// One batched step over several sequences: each chunk's tokens run after
@@ -247,6 +248,37 @@ impl BitNet {
     /// chunk's last token, in order. A row's result does not depend on the
     /// other rows of the batch.
     pub fn forward_batch(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>]) -> ModelResult<Vec<Vec<f32>>> {
+        let logits = self.run_checked(cache, chunks)?;
+        self.download_rows(&logits)
+    }
+
+    /// [`forward_batch`](Self::forward_batch) with greedy sampling on the
+    /// device: the argmax of each chunk's last logits (the first largest, as
+    /// `torch.argmax`), so only the ids come back — and the logits too when
+    /// `with_logits` (for sequences that sample).
+    pub fn step(
+        &self,
+        cache: &mut KvCache,
+        chunks: &[SeqChunk<'_>],
+        with_logits: bool,
+    ) -> ModelResult<(Vec<u32>, Option<Vec<Vec<f32>>>)> {
+        let logits = self.run_checked(cache, chunks)?;
+        let mut ids = self.device.alloc::<u32>(chunks.len())?;
+        self.device.argmax(&logits, self.config.vocab, &mut ids)?;
+        let rows = match with_logits {
+            true => Some(self.download_rows(&logits)?),
+            false => None,
+        };
+        Ok((self.device.download(&ids)?, rows))
+    }
+
+    fn download_rows(&self, logits: &Buffer<f32>) -> ModelResult<Vec<Vec<f32>>> {
+        let host = self.device.download(logits)?;
+        Ok(host.chunks(self.config.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Checks a batch, then runs it; the logits of each chunk's last token stay on the device.
+    fn run_checked(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>]) -> ModelResult<Buffer<f32>> {
         if chunks.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
@@ -281,8 +313,8 @@ impl BitNet {
         Ok(())
     }
 
-    /// The forward pass over the (checked) rows of `chunks`; logits of `logit_rows`.
-    fn run(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], logit_rows: &[usize]) -> ModelResult<Vec<Vec<f32>>> {
+    /// The forward pass over the (checked) rows of `chunks`; logits of `logit_rows`, on the device.
+    fn run(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], logit_rows: &[usize]) -> ModelResult<Buffer<f32>> {
         let c = &self.config;
         let (h, qd, hd, eps) = (c.hidden, c.heads * c.head_dim, c.head_dim, c.rms_norm_eps);
         let dev = &self.device;
@@ -344,8 +376,7 @@ impl BitNet {
         let mut logits = dev.alloc::<f32>(n * c.vocab)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         dev.sgemm(&picked_n, head, &mut logits, n, c.vocab, h)?;
-        let logits = dev.download(&logits)?;
-        Ok(logits.chunks(c.vocab).map(<[f32]>::to_vec).collect())
+        Ok(logits)
     }
 
     /// Ternary linears that read the same activations: one quantization, `N` matmuls.

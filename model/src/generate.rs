@@ -132,8 +132,16 @@ pub fn generate(
     }
     let mut cache = model.new_cache(context)?;
     let mut sampler = Sampler::new(sampling);
+    // Greedy picks on the device (only the id comes back); sampling needs the logits.
+    let mut next_after = |tokens: &[u32], cache: &mut crate::KvCache| -> ModelResult<u32> {
+        if sampling.temperature <= 0.0 {
+            let chunk = crate::SeqChunk { slot: 0, tokens };
+            return Ok(model.step(cache, &[chunk], false)?.0[0]);
+        }
+        Ok(sampler.sample(&model.forward(tokens, cache, false)?.pop().expect("one row")))
+    };
     let t0 = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache, false)?.pop().expect("one row");
+    let mut next = next_after(prompt, &mut cache)?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut new_ids = Vec::new();
     let t1 = Instant::now();
@@ -141,7 +149,6 @@ pub fn generate(
         if new_ids.len() >= max_tokens {
             break "max_tokens";
         }
-        let next = sampler.sample(&logits);
         new_ids.push(next);
         on_token(next);
         if eos.contains(&next) {
@@ -153,7 +160,7 @@ pub fn generate(
         if cache.len() >= cache.context() {
             break "context";
         }
-        logits = model.forward(&[next], &mut cache, false)?.pop().expect("one row");
+        next = next_after(&[next], &mut cache)?;
     };
     let decode = t1.elapsed().as_secs_f64();
     let decode_steps = new_ids.len().saturating_sub(1).max(1);

@@ -263,13 +263,15 @@ impl Engine {
         }
         let chunks: Vec<SeqChunk> =
             rows.iter().map(|(i, t)| SeqChunk { slot: self.running[*i].slot, tokens: t }).collect();
+        // Greedy rows take the device's argmax; the logits come back only when some row samples.
+        let with_logits = rows.iter().any(|(i, _)| self.running[*i].req.sampling.temperature > 0.0);
         let t0 = Instant::now();
-        let result = self.model.forward_batch(&mut self.cache, &chunks);
+        let result = self.model.step(&mut self.cache, &chunks, with_logits);
         self.metrics.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.metrics.steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.last_step_rows.store(rows.iter().map(|r| r.1.len() as u64).sum(), Ordering::Relaxed);
-        let logits = match result {
-            Ok(l) => l,
+        let (greedy_ids, logits) = match result {
+            Ok(r) => r,
             Err(e) => {
                 // Not expected (requests are checked before they queue); fail the step's sequences.
                 let failed: Vec<usize> = rows.iter().map(|r| r.0).collect();
@@ -282,7 +284,7 @@ impl Engine {
             }
         };
         let mut done = Vec::new();
-        for ((i, tokens), row) in rows.iter().zip(logits) {
+        for (k, (i, tokens)) in rows.iter().enumerate() {
             let s = &mut self.running[*i];
             if s.next.is_none() {
                 s.fed += tokens.len();
@@ -291,7 +293,10 @@ impl Engine {
                     continue; // more prompt to come: these logits choose nothing
                 }
             }
-            let id = s.sampler.sample(&row);
+            let id = match (&logits, s.req.sampling.temperature > 0.0) {
+                (Some(rows), true) => s.sampler.sample(&rows[k]),
+                _ => greedy_ids[k],
+            };
             if s.generated.is_empty() {
                 self.metrics.observe_ttft(s.req.arrived.elapsed().as_secs_f64());
             }

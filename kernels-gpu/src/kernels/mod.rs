@@ -4,6 +4,8 @@
 
 #[path = "add_f32.rs"]
 mod add_f32_src;
+#[path = "argmax_f32.rs"]
+mod argmax_f32_src;
 #[path = "attention_f32.rs"]
 mod attention_f32_src;
 #[path = "embedding_f32.rs"]
@@ -40,6 +42,7 @@ mod unpack_f16_src;
 mod unpack_i8_src;
 
 pub use add_f32_src::*;
+pub use argmax_f32_src::*;
 pub use attention_f32_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
