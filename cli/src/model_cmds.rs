@@ -283,7 +283,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         for _ in 0..a.n_gen {
             // Greedy on the device, as `generate` and `serve` decode.
             let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
-            next = model.step(&mut cache, &[chunk], false)?.0[0];
+            next = model.step(&mut cache, &[chunk], false)?.greedy[0];
         }
         tg_s.push(t.elapsed().as_secs_f64());
         tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());

@@ -104,6 +104,15 @@ impl KvCache {
     }
 }
 
+/// What [`BitNet::step`] returns for each chunk of the batch, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// The greedy next token (the device's argmax of the chunk's last logits).
+    pub greedy: Vec<u32>,
+    /// The logits themselves, when asked for.
+    pub logits: Option<Vec<Vec<f32>>>,
+}
+
 /// One sequence's share of a batched forward pass: its new tokens, run after
 /// what its cache slot holds.
 #[derive(Debug, Clone, Copy)]
@@ -256,12 +265,7 @@ impl BitNet {
     /// device: the argmax of each chunk's last logits (the first largest, as
     /// `torch.argmax`), so only the ids come back — and the logits too when
     /// `with_logits` (for sequences that sample).
-    pub fn step(
-        &self,
-        cache: &mut KvCache,
-        chunks: &[SeqChunk<'_>],
-        with_logits: bool,
-    ) -> ModelResult<(Vec<u32>, Option<Vec<Vec<f32>>>)> {
+    pub fn step(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], with_logits: bool) -> ModelResult<StepOutput> {
         let logits = self.run_checked(cache, chunks)?;
         let mut ids = self.device.alloc::<u32>(chunks.len())?;
         self.device.argmax(&logits, self.config.vocab, &mut ids)?;
@@ -269,7 +273,7 @@ impl BitNet {
             true => Some(self.download_rows(&logits)?),
             false => None,
         };
-        Ok((self.device.download(&ids)?, rows))
+        Ok(StepOutput { greedy: self.device.download(&ids)?, logits: rows })
     }
 
     fn download_rows(&self, logits: &Buffer<f32>) -> ModelResult<Vec<Vec<f32>>> {

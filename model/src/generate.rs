@@ -136,7 +136,7 @@ pub fn generate(
     let mut next_after = |tokens: &[u32], cache: &mut crate::KvCache| -> ModelResult<u32> {
         if sampling.temperature <= 0.0 {
             let chunk = crate::SeqChunk { slot: 0, tokens };
-            return Ok(model.step(cache, &[chunk], false)?.0[0]);
+            return Ok(model.step(cache, &[chunk], false)?.greedy[0]);
         }
         Ok(sampler.sample(&model.forward(tokens, cache, false)?.pop().expect("one row")))
     };

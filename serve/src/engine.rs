@@ -270,7 +270,7 @@ impl Engine {
         self.metrics.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.metrics.steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.last_step_rows.store(rows.iter().map(|r| r.1.len() as u64).sum(), Ordering::Relaxed);
-        let (greedy_ids, logits) = match result {
+        let trinity_model::StepOutput { greedy: greedy_ids, logits } = match result {
             Ok(r) => r,
             Err(e) => {
                 // Not expected (requests are checked before they queue); fail the step's sequences.
