@@ -144,6 +144,10 @@ fn ternary_matmul_at<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
         if m <= 2 {
             task_rows::<NR_DECODE>(x, w, (&act, stride), simd, task, chunk);
+        } else if simd == 1 {
+            // AVX2 has 16 vector registers: one weight row's four decoded
+            // extractions and four activation rows' accumulators fit, two rows' do not.
+            task_rows::<1>(x, w, (&act, stride), simd, task, chunk);
         } else {
             task_rows::<NR>(x, w, (&act, stride), simd, task, chunk);
         }
@@ -257,16 +261,20 @@ fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8
 }
 
 /// The AVX2 path: the VNNI path's layout in 256-bit halves. A block's 16
-/// words are two loads of 8 (masked where the row ends); each extraction `j`
-/// meets 32 contiguous permuted activation bytes per half in `vpmaddubsw`
-/// (codes ≤ 2 times |a| ≤ 128, pairs ≤ 512: no saturation), widened to i32
-/// by `vpmaddwd` with ones.
+/// words are two loads of 8 (masked where the row ends). Each weight row's
+/// half is decoded once into its four extractions `j`; each meets 32
+/// contiguous permuted activation bytes per activation row in `vpmaddubsw`
+/// (codes ≤ 2 times |a| ≤ 128: pairs ≤ 512, no saturation). The four
+/// extractions are summed in 16 bits (≤ 2048) and widened to i32 once, by
+/// `vpmaddwd` with ones: 9 vector ops per 128 weights and activation row, plus
+/// 8 per 128 weights for the decode, shared by the activation rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn dot_block_avx2<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R]) -> [[i32; R]; N] {
     use std::arch::x86_64::*;
     let mask = _mm256_set1_epi32(0x0303_0303);
     let ones = _mm256_set1_epi16(1);
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut acc = [[_mm256_setzero_si256(); R]; N];
     let words = weights[0].len();
     for blk in 0..words.div_ceil(16) {
@@ -276,25 +284,24 @@ fn dot_block_avx2<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &
                 break;
             }
             let live = (words - first).min(8) as i32;
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live), lanes);
-            // One register per weight row; each extraction is decoded where it is
-            // used (AVX2 has 16 vector registers: holding all four would spill).
-            let mut wv = [_mm256_setzero_si256(); N];
-            for (v, wr) in wv.iter_mut().zip(weights) {
+            let at = blk * BLOCK + 32 * h;
+            for (a, wr) in acc.iter_mut().zip(weights) {
                 // SAFETY: the mask limits the load to the `live` words left in this row.
-                *v = unsafe { _mm256_maskload_epi32(wr[first..].as_ptr().cast(), load_mask) };
-            }
-            for j in 0..4 {
-                let shift = _mm_cvtsi32_si128(2 * j as i32);
-                for r in 0..R {
-                    // SAFETY: the permuted block has 32 bytes at offset 64j + 32h.
-                    let av = unsafe { _mm256_loadu_si256(acts[r][blk * BLOCK + 64 * j + 32 * h..].as_ptr().cast()) };
-                    for (a, &v) in acc.iter_mut().zip(&wv) {
-                        let codes = _mm256_and_si256(_mm256_srl_epi32(v, shift), mask);
-                        let pairs = _mm256_maddubs_epi16(codes, av);
-                        a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(pairs, ones));
-                    }
+                let w = unsafe { _mm256_maskload_epi32(wr[first..].as_ptr().cast(), load_mask) };
+                let c = [
+                    _mm256_and_si256(w, mask),
+                    _mm256_and_si256(_mm256_srli_epi32::<2>(w), mask),
+                    _mm256_and_si256(_mm256_srli_epi32::<4>(w), mask),
+                    _mm256_and_si256(_mm256_srli_epi32::<6>(w), mask),
+                ];
+                for (ar, act) in a.iter_mut().zip(acts) {
+                    // SAFETY: the permuted block has 32 bytes at offsets 64j + 32h, j < 4.
+                    let av: [__m256i; 4] =
+                        std::array::from_fn(|j| unsafe { _mm256_loadu_si256(act[at + 64 * j..].as_ptr().cast()) });
+                    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c[0], av[0]), _mm256_maddubs_epi16(c[1], av[1]));
+                    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c[2], av[2]), _mm256_maddubs_epi16(c[3], av[3]));
+                    *ar = _mm256_add_epi32(*ar, _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones));
                 }
             }
         }
