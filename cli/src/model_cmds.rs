@@ -241,25 +241,30 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `--model DIR|ID` loaded, or `--shape NAME` built with random weights; with the name to report.
+pub fn model_or_shape(model: Option<&str>, shape: Option<&str>, device: &Device) -> Result<(BitNet, String)> {
+    match (model, shape) {
+        (Some(m), _) => {
+            let dir = trinity_model::hub::resolve(m)?;
+            Ok((BitNet::load(&dir, device).with_context(|| format!("loading {}", dir.display()))?, m.to_owned()))
+        }
+        (None, Some(s)) => {
+            let cfg = config::shape(s)
+                .with_context(|| format!("--shape {s}: unknown (one of {})", config::SHAPES.join(", ")))?;
+            eprintln!("building {s} with random weights");
+            Ok((BitNet::random(cfg, device, 1)?, s.to_owned()))
+        }
+        (None, None) => bail!("give --model or --shape"),
+    }
+}
+
 /// `trinity bench-model`: llama-bench-style prefill and decode tokens/s with their spread.
 pub fn bench_model(a: &BenchArgs) -> Result<()> {
     if a.reps == 0 || a.prompt == 0 || a.n_gen == 0 {
         bail!("-p, -n and -r must be at least 1");
     }
     let (device, why): (Device, String) = crate::open_device_why(a.backend)?;
-    let (model, name) = match (&a.model, &a.shape) {
-        (Some(m), _) => {
-            let dir = trinity_model::hub::resolve(m)?;
-            (BitNet::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?, m.clone())
-        }
-        (None, Some(s)) => {
-            let cfg = config::shape(s)
-                .with_context(|| format!("--shape {s}: unknown (one of {})", config::SHAPES.join(", ")))?;
-            eprintln!("building {s} with random weights");
-            (BitNet::random(cfg, &device, 1)?, s.clone())
-        }
-        (None, None) => bail!("give --model or --shape"),
-    };
+    let (model, name) = model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
     let c = &model.config;
     let context = (a.prompt + a.n_gen).min(c.max_position_embeddings);
     if a.prompt + a.n_gen > c.max_position_embeddings {

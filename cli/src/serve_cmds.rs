@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use trinity::BackendChoice;
+use trinity_model::BitNet;
 use trinity_model::generate::Tokenizer;
-use trinity_model::{BitNet, config};
 use trinity_serve::{ServeOptions, Server};
 
 use crate::model_cmds::BenchFormat;
@@ -36,7 +36,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
     /// Prompt tokens per batched step (bounds how long a new prompt stalls running sequences).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     pub prefill_chunk: usize,
     /// Bearer token required on /v1/* (default: none).
     #[arg(long)]
@@ -155,19 +155,7 @@ pub fn bench_serve(a: &BenchServeArgs) -> Result<()> {
         bail!("--concurrency levels, -p, -n and --requests-per-client must be at least 1");
     }
     let device = crate::open_device(a.backend)?;
-    let (model, name) = match (&a.model, &a.shape) {
-        (Some(m), _) => {
-            let dir = trinity_model::hub::resolve(m)?;
-            (BitNet::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?, m.clone())
-        }
-        (_, Some(s)) => {
-            let cfg = config::shape(s)
-                .with_context(|| format!("--shape {s}: unknown (one of {})", config::SHAPES.join(", ")))?;
-            eprintln!("building {s} with random weights");
-            (BitNet::random(cfg, &device, 1)?, s.clone())
-        }
-        (None, None) => bail!("give --model or --shape"),
-    };
+    let (model, name) = crate::model_cmds::model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
     let vocab = model.config.vocab;
     let backend = device.kind().name();
     let mut opts = ServeOptions::new(name.clone());

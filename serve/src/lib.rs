@@ -84,7 +84,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Defaults: 127.0.0.1:8080, batch 8, context 2048, queue 64, prefill chunk 256, 1 MiB bodies.
+    /// Defaults: 127.0.0.1:8080, batch 8, context 2048, queue 64, prefill chunk 128, 1 MiB bodies.
     pub fn new(model_id: impl Into<String>) -> Self {
         ServeOptions {
             model_id: model_id.into(),
@@ -93,7 +93,7 @@ impl ServeOptions {
             max_batch: 8,
             context: 2048,
             max_queue: 64,
-            prefill_chunk: 256,
+            prefill_chunk: 128,
             max_tokens_cap: None,
             max_body_bytes: 1 << 20,
             api_key: None,

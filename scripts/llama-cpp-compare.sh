@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# llama.cpp beside Trinity on this CPU, same shapes, same thread count, same run.
+#
+# Builds llama.cpp from the llama-cpp-python source distribution on PyPI (its
+# vendor/llama.cpp; no other network), writes random-weight GGUFs of the
+# published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
+# quantizes them to TQ2_0 with llama-quantize, then runs
+#   llama-bench -p P -n N -r R -t THREADS     on each GGUF, and
+#   trinity bench-model --shape S -p P -n N -r R --backend cpu
+# and prints both tables. Trinity's threads are rayon's (all cores);
+# THREADS defaults to the same count.
+#
+# Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
+#   env: P (512), N (128), R (5), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/llama-cpp}
+shift || true
+shapes=("$@")
+[ ${#shapes[@]} -gt 0 ] || shapes=(bitnet_b1_58-large bitnet-b1.58-2B-4T)
+P=${P:-512}; N=${N:-128}; R=${R:-5}; THREADS=${THREADS:-$(nproc)}
+version=${LLAMA_CPP_PYTHON:-0.3.36}
+types=${TYPES:-TQ2_0}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+src="$out/llama_cpp_python-$version/vendor/llama.cpp"
+if [ ! -d "$src" ]; then
+    echo "== fetching llama-cpp-python $version (sdist) from PyPI"
+    url=$(curl -fsSL https://pypi.org/simple/llama-cpp-python/ \
+        | grep -o "href=\"[^\"]*llama_cpp_python-$version.tar.gz[^\"]*\"" | head -1 | sed 's/^href="//; s/"$//; s/#.*//')
+    [ -n "$url" ] || { echo "no sdist of llama-cpp-python $version on PyPI"; exit 1; }
+    curl -fsSL -o "$out/llama-cpp-python.tar.gz" "$url"
+    tar -xzf "$out/llama-cpp-python.tar.gz" -C "$out"
+fi
+command -v cmake >/dev/null || python3 -m pip install -q cmake
+
+bin="$src/build/bin"
+if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ]; then
+    echo "== building llama.cpp (llama-bench, llama-quantize), native CPU flags"
+    cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+    cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build.log" 2>&1 \
+        || { tail -30 "$out/build.log"; exit 1; }
+fi
+(cd "$src" && git describe --always 2>/dev/null || grep -m1 -o 'LLAMA_BUILD_COMMIT[^)]*' "$src/CMakeLists.txt" || true) | sed 's/^/llama.cpp: /'
+
+cargo build --release -q -p trinity-cli
+trinity=target/release/trinity
+
+for shape in "${shapes[@]}"; do
+    f16="$out/$shape-f16.gguf"
+    if [ ! -f "$f16" ]; then
+        echo "== writing $f16 (random ternary weights, gguf-py)"
+        PYTHONPATH="$src/gguf-py" python3 scripts/make-bitnet-gguf.py "$shape" "$f16"
+    fi
+    for t in $types; do
+        q="$out/$shape-$t.gguf"
+        [ -f "$q" ] || "$bin/llama-quantize" "$f16" "$q" "$t" >"$out/quantize-$shape-$t.log" 2>&1 \
+            || { tail -20 "$out/quantize-$shape-$t.log"; exit 1; }
+        echo "== llama.cpp $t, $shape"
+        "$bin/llama-bench" -m "$q" -p "$P" -n "$N" -r "$R" -t "$THREADS" -o md 2>/dev/null | tee "$out/llama-bench-$shape-$t.md"
+    done
+    echo "== Trinity, $shape"
+    "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu 2>/dev/null | tee "$out/trinity-$shape.md"
+done
