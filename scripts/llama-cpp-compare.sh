@@ -43,7 +43,7 @@ if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ]; then
     cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build.log" 2>&1 \
         || { tail -30 "$out/build.log"; exit 1; }
 fi
-(cd "$src" && git describe --always 2>/dev/null || grep -m1 -o 'LLAMA_BUILD_COMMIT[^)]*' "$src/CMakeLists.txt" || true) | sed 's/^/llama.cpp: /'
+# llama-bench prints its build (`build: 0c1e570` for llama-cpp-python 0.3.36) under each table.
 
 cargo build --release -q -p trinity-cli
 trinity=target/release/trinity
