@@ -849,11 +849,8 @@ impl Device {
         match (self, x, out) {
             (Device::Cpu, Buffer::Host(x), Buffer::Host(o)) => {
                 for (row, o) in x.chunks(cols).zip(o.iter_mut()) {
-                    let best = row.iter().enumerate().fold(0, |b, (i, &v)| {
-                        let k = kernels::argmax_key(v, i as u32);
-                        if k > kernels::argmax_key(row[b], b as u32) { i } else { b }
-                    });
-                    *o = best as u32;
+                    let best = row.iter().enumerate().map(|(i, &v)| kernels::argmax_key(v, i as u32)).max();
+                    *o = best.map_or(0, kernels::argmax_index);
                 }
                 Ok(())
             }
