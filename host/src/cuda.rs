@@ -172,7 +172,10 @@ impl CudaBackend {
         // inside timed loops.
         // SAFETY: every buffer of this backend lives on `stream`.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own, not the legacy default stream: CUDA refuses to
+        // capture graphs on the latter (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+        // seen on an H200 in the first GPU run).
+        let stream = ctx.new_stream().map_err(driver("creating the stream"))?;
         Ok(CudaBackend {
             ctx,
             stream,
