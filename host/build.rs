@@ -17,6 +17,12 @@ fn git_facts() {
     if let Some(top) = git(&["rev-parse", "--show-toplevel"]) {
         println!("cargo::rerun-if-changed={top}/.git/HEAD");
         println!("cargo::rerun-if-changed={top}/.git/index");
+        // An edit to any tracked source changes the dirty flag without touching
+        // the index: without these, a binary built from edited sources claimed a
+        // clean commit (seen in the first GPU run's results files).
+        for file in git(&["-C", &top, "ls-files", "*.rs", "*Cargo.toml", "Cargo.lock"]).unwrap_or_default().lines() {
+            println!("cargo::rerun-if-changed={top}/{file}");
+        }
     }
     if let Some(sha) = git(&["rev-parse", "--short", "HEAD"]) {
         println!("cargo::rustc-env=TRINITY_GIT_COMMIT={sha}");
