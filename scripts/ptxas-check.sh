@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the embedded PTX of the `trinity` binary with `ptxas -v` for
 # sm_80 and sm_90, prints registers and spills per kernel, and fails on a
-# ptxas error, an unresolved `.extern .func`, a spill, or a kernel that lacks
+# ptxas error, an unresolved `.extern .func`, a spill, a stack frame, or a kernel that lacks
 # the instruction it exists for (mma.sync in the GEMM, dp4a in the GEMV).
 # Usage: scripts/ptxas-check.sh PTXAS OUT_DIR [TRINITY_BINARY]
 set -euo pipefail
@@ -30,6 +30,13 @@ for arch in sm_80 sm_90; do
          /Used [0-9]+ registers/ && name != "" { printf "   %-28s %s regs, %s\n", name, $5, spills; name = "" }' "$out/ptxas_$arch.log"
     if grep -A1 'Function properties for [a-z]' "$out/ptxas_$arch.log" | grep -E '[1-9][0-9]* bytes spill (stores|loads)'; then
         echo "FAIL: spills in a kernel for $arch"
+        status=1
+    fi
+    # A stack frame without spills is an array the compiler could not keep in
+    # registers (a loop not unrolled, a run-time index): every access goes to
+    # local memory. The GEMMs and the GEMV had one until the first GPU run.
+    if grep -A1 'Function properties for [a-z]' "$out/ptxas_$arch.log" | grep -E '[1-9][0-9]* bytes stack frame'; then
+        echo "FAIL: a kernel keeps a stack frame (local memory) for $arch"
         status=1
     fi
 done

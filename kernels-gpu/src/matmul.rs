@@ -219,10 +219,42 @@ pub unsafe fn gemv_body<O: Output>(
         i += block_dim_x();
     }
     sync_threads();
+    // The accumulator must be a register: with a run-time M an accumulator
+    // array is indexed dynamically and lives in local memory (a 96-byte stack
+    // frame, every dp4a a local load and store, seen on the first GPU run),
+    // and a loop specialized for 8 rows needs ~170 registers (one block per
+    // SM). So each activation row is one pass over the block's weight rows;
+    // passes after the first find those rows in L1.
+    for m0 in 0..m {
+        // SAFETY: forwarded; m0 < m.
+        unsafe { gemv_pass(m0, x_scales, x_sums, w, w_scale, y, n, k_pad) };
+    }
+}
+
+/// One pass of the GEMV: activation row `m0` (staged in shared memory by
+/// [`gemv_body`]) against every weight row this warp owns.
+///
+/// # Safety
+/// As the kernels that call [`gemv_body`], with `m0 < m`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemv_pass<O: Output>(
+    m0: u32,
+    x_scales: In<f32>,
+    x_sums: In<i32>,
+    w: In<u32>,
+    w_scale: f32,
+    y: Out<O>,
+    n: u32,
+    k_pad: u32,
+) {
+    let words = k_pad / 4; // activation words per row
+    let chunks = k_pad / 64; // 128-bit weight loads per row
+    let x_row = m0 * words;
     let (lane, warp) = (lane_id(), warp_id());
     let mut row = block_idx_x() * GEMV_WARPS + warp;
     while row < n {
-        let mut acc = [0i32; GEMV_MAX_M];
+        let mut acc = 0i32;
         let wrow = row as usize * (k_pad / 16) as usize;
         // GEMV_LOADS_IN_FLIGHT 128-bit loads are issued before any is used, so
         // a warp keeps that many requests outstanding instead of one.
@@ -243,27 +275,22 @@ pub unsafe fn gemv_body<O: Output>(
                 }
                 for (q, &word) in v.iter().enumerate() {
                     for j in 0..4u32 {
-                        let codes = codes(word, j);
                         let r = 4 * q as u32 + j;
-                        for (mm, a) in acc.iter_mut().enumerate().take(m as usize) {
-                            // SAFETY: inside the shared activation block.
-                            let act = unsafe { shared_load_u32(mm as u32 * words + r * chunks + c) };
-                            *a = dp4a(codes, act, *a);
-                        }
+                        // SAFETY: inside the shared activation block.
+                        let act = unsafe { shared_load_u32(x_row + r * chunks + c) };
+                        acc = dp4a(codes(word, j), act, acc);
                     }
                 }
             }
             c0 += 32 * GEMV_LOADS_IN_FLIGHT as u32;
         }
-        for (mm, a) in acc.iter().enumerate().take(m as usize) {
-            // Codes are trit + 1: subtract the activation sum once.
-            let total = warp_sum_i32(*a);
-            if lane == 0 {
-                // SAFETY: mm < m, row < n.
-                unsafe {
-                    let v = dequantize(total - x_sums.get(mm), w_scale, x_scales.get(mm));
-                    y.set(mm * n as usize + row as usize, O::from_f32(v));
-                }
+        // Codes are trit + 1: subtract the activation sum once.
+        let total = warp_sum_i32(acc);
+        if lane == 0 {
+            // SAFETY: m0 < m, row < n.
+            unsafe {
+                let v = dequantize(total - x_sums.get(m0 as usize), w_scale, x_scales.get(m0 as usize));
+                y.set(m0 as usize * n as usize + row as usize, O::from_f32(v));
             }
         }
         row += grid_dim_x() * GEMV_WARPS;

@@ -20,9 +20,11 @@ kernel! {
     /// - `y`: `m × n` outputs, row-major.
     ///
     /// # Thread mapping
-    /// Each warp owns an output row `n` (all `m`), rows striding by
-    /// `8 · gridDim`; lane `l` reads 128-bit weight chunks `l, l + 32, …` of the
-    /// row (coalesced: a warp reads 512 contiguous bytes per step).
+    /// Each warp owns an output row `n`, rows striding by `8 · gridDim`; lane
+    /// `l` reads 128-bit weight chunks `l, l + 32, …` of the row (coalesced: a
+    /// warp reads 512 contiguous bytes per step). One pass over the rows per
+    /// activation row, with a single register accumulator (passes after the
+    /// first read the weights from L1); see `matmul::gemv_body`.
     ///
     /// # Tiling
     /// The activations (`m × k_pad` bytes) are staged in shared memory once per
