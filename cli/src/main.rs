@@ -340,8 +340,56 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_once(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, each said once: the library errors
+/// name their source in their own message too (for reports that print only
+/// the message), so a cause already in the text is not repeated.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_once;
+
+    /// Like the library errors: names its source in its message and keeps it as the source.
+    #[derive(Debug)]
+    struct Wrapper {
+        source: std::io::Error,
+    }
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "launch failed: {}", self.source)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let inner = std::io::Error::other("device lost");
+        let e = anyhow::Error::new(Wrapper { source: inner }).context("trinity run");
+        assert_eq!(chain_once(&e), "trinity run: launch failed: device lost");
+        let plain = anyhow::Error::new(std::io::Error::other("no file")).context("reading config.json");
+        assert_eq!(chain_once(&plain), "reading config.json: no file");
     }
 }
