@@ -142,7 +142,8 @@ pub unsafe fn quantize_body<E: Element>(
 
 /// Warps per GEMV block and rows per warp pass.
 pub const GEMV_WARPS: u32 = 8;
-/// 128-bit weight loads each lane issues before using them.
+/// 128-bit weight loads each lane issues before using them (the GEMV's
+/// `unrolled!` lists name each one).
 pub const GEMV_LOADS_IN_FLIGHT: usize = 4;
 /// Largest M the GEMV handles (decode: a few tokens).
 pub const GEMV_MAX_M: usize = 8;
@@ -261,27 +262,26 @@ unsafe fn gemv_pass<O: Output>(
         let mut c0 = lane;
         while c0 < chunks {
             let mut wv = [[0u32; 4]; GEMV_LOADS_IN_FLIGHT];
-            for (u, v) in wv.iter_mut().enumerate() {
+            crate::unrolled!(u in [0, 1, 2, 3] => {
                 let c = c0 + 32 * u as u32;
                 if c < chunks {
                     // SAFETY: chunk c of row `row` is inside the weights.
-                    *v = unsafe { w.get4(wrow + 4 * c as usize) };
+                    wv[u] = unsafe { w.get4(wrow + 4 * c as usize) };
                 }
-            }
-            for (u, v) in wv.iter().enumerate() {
+            });
+            crate::unrolled!(u in [0, 1, 2, 3] => {
                 let c = c0 + 32 * u as u32;
-                if c >= chunks {
-                    break;
-                }
-                for (q, &word) in v.iter().enumerate() {
-                    for j in 0..4u32 {
-                        let r = 4 * q as u32 + j;
-                        // SAFETY: inside the shared activation block.
-                        let act = unsafe { shared_load_u32(x_row + r * chunks + c) };
-                        acc = dp4a(codes(word, j), act, acc);
+                if c < chunks {
+                    for (q, &word) in wv[u].iter().enumerate() {
+                        for j in 0..4u32 {
+                            let r = 4 * q as u32 + j;
+                            // SAFETY: inside the shared activation block.
+                            let act = unsafe { shared_load_u32(x_row + r * chunks + c) };
+                            acc = dp4a(codes(word, j), act, acc);
+                        }
                     }
                 }
-            }
+            });
             c0 += 32 * GEMV_LOADS_IN_FLIGHT as u32;
         }
         // Codes are trit + 1: subtract the activation sum once.
@@ -451,9 +451,10 @@ pub unsafe fn gemm_body<O: Output>(
         }
         sync_threads();
     }
-    for (mt, row_tiles) in acc.iter().enumerate() {
-        for (nt, tile) in row_tiles.iter().enumerate() {
-            for (i, &v) in tile.iter().enumerate() {
+    // Unrolled by hand: as a loop nest the accumulators went to local memory.
+    crate::unrolled!(mt in [0usize, 1, 2, 3] => {
+        crate::unrolled!(nt in [0usize, 1, 2, 3] => {
+            for (i, &v) in acc[mt][nt].iter().enumerate() {
                 let row = bm + wm * 64 + mt as u32 * 16 + g + 8 * (i as u32 / 2);
                 let col = bn + wn * 32 + nt as u32 * 8 + 2 * tq + i as u32 % 2;
                 if row < m && col < n {
@@ -464,6 +465,6 @@ pub unsafe fn gemm_body<O: Output>(
                     }
                 }
             }
-        }
-    }
+        });
+    });
 }

@@ -431,12 +431,6 @@ impl Builder {
             Command::new(tc.tool("opt"))
                 .arg("-passes=internalize,default<O3>")
                 .arg(format!("-internalize-public-api-list={}", kernels.join(",")))
-                // Kernels keep small fixed-size arrays (mma accumulators, weight
-                // fragments) that are registers only once their loops are fully
-                // unrolled; at the default threshold the GEMMs' 64 accumulators
-                // stayed in local memory (a 256-byte stack frame, found on the
-                // first GPU run). Rust has no `#pragma unroll`, so raise the bar.
-                .arg("-unroll-threshold=4000")
                 .arg(&linked)
                 .arg("-o")
                 .arg(&optimized),

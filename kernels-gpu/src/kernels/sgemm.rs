@@ -134,14 +134,15 @@ kernel! {
             }
             sync_threads();
         }
-        for (i, row_acc) in acc.iter().enumerate() {
+        // Unrolled by hand: as a loop nest the accumulators went to local memory.
+        crate::unrolled!(i in [0usize, 1, 2, 3, 4, 5, 6, 7] => {
             let row = bm + if i < 4 { 4 * ty + i as u32 } else { 64 + 4 * ty + i as u32 - 4 };
-            for (j, &v) in row_acc.iter().enumerate() {
+            for (j, &v) in acc[i].iter().enumerate() {
                 let col = bn + if j < 4 { 4 * tx + j as u32 } else { 64 + 4 * tx + j as u32 - 4 };
                 if row < m && col < n {
                     c.set(row as usize * n as usize + col as usize, v);
                 }
             }
-        }
+        });
     }
 }
