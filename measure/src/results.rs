@@ -155,7 +155,8 @@ pub struct ModelThroughput {
     /// The whole model's prefill, tokens/s (median of the repetitions).
     #[serde(default)]
     pub end_to_end_prefill_tokens_per_s: Option<f64>,
-    /// The whole model's decode after that prefill, tokens/s (median).
+    /// The whole model's decode after that prefill, tokens/s (median; greedy
+    /// on the device since 2026-11-27's H200 runs, the host's argmax before).
     #[serde(default)]
     pub end_to_end_decode_tokens_per_s: Option<f64>,
 }
