@@ -145,6 +145,9 @@ pub const GEMV_WARPS: u32 = 8;
 /// 128-bit weight loads each lane issues before using them (the GEMV's
 /// `unrolled!` lists name each one).
 pub const GEMV_LOADS_IN_FLIGHT: usize = 4;
+// The GEMV's `unrolled!` lists spell out 0..GEMV_LOADS_IN_FLIGHT; a larger
+// constant would advance past chunks no list names.
+const _: () = assert!(GEMV_LOADS_IN_FLIGHT == 4, "update the GEMV's unrolled! lists");
 /// Largest M the GEMV handles (decode: a few tokens).
 pub const GEMV_MAX_M: usize = 8;
 
