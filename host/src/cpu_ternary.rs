@@ -13,7 +13,8 @@
 //!   so each extraction meets one contiguous 64-byte activation vector in
 //!   `vpdpbusd`. Four activation rows share each decoded weight vector.
 //! - **AVX2** (chosen at run time where VNNI is absent): the same layout in
-//!   256-bit halves, `vpmaddubsw` + `vpmaddwd` instead of `vpdpbusd`.
+//!   256-bit halves, `vpmaddubsw` instead of `vpdpbusd`; a prefetching GEMV
+//!   for decode and a decoded-panel GEMM for prefill (the `avx2` submodule).
 //! - **Portable**: the same arithmetic, four weights at a time.
 //!
 //! Rows of the output are split across rayon's pool; integer results are
@@ -25,6 +26,9 @@ use crate::buffer::OutputElem;
 use crate::matmul::{Precision, QuantizedActivations, QuantizedRef, dequantize};
 use crate::ternary::{DeviceTernary, TernaryRef};
 use kernels_gpu::format::device_layout::codes;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Weights per AVX-512 block.
 const BLOCK: usize = 256;
@@ -40,7 +44,10 @@ const MR: usize = 4;
 /// K = 4096) stays in L2 while a task's weight rows pass over it.
 const MB: usize = 32;
 /// Weight rows per parallel task.
-const ROWS_PER_TASK: usize = 16;
+const ROWS_PER_TASK: usize = 24;
+/// Weight rows per parallel task of the AVX2 decode path: longer runs of
+/// contiguous weights per thread keep its prefetches ahead of the reads.
+const GEMV_ROWS_PER_TASK: usize = 64;
 
 /// Which path runs on this CPU.
 pub fn simd_level() -> &'static str {
@@ -87,9 +94,10 @@ fn has_vnni() -> bool {
 /// The activations with each full 256-weight block permuted for the AVX-512 path.
 /// Rows are padded with zeros to whole blocks (the last, partial block of
 /// weights is read with a masked load, and meets zeros here past K).
-fn permute_blocks(x: &QuantizedRef<'_>) -> (Vec<i8>, usize) {
+fn permute_blocks(x: &QuantizedRef<'_>) -> (AlignedBytes, usize) {
     let stride = x.k_pad.next_multiple_of(BLOCK);
-    let mut out = vec![0i8; x.rows * stride];
+    let mut buf = AlignedBytes::zeroed(x.rows * stride);
+    let out: &mut [i8] = bytemuck::cast_slice_mut(buf.bytes_mut());
     out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
         let mut padded = [0i8; BLOCK];
         for blk in 0..stride / BLOCK {
@@ -104,7 +112,46 @@ fn permute_blocks(x: &QuantizedRef<'_>) -> (Vec<i8>, usize) {
             }
         }
     });
-    (out, stride)
+    (buf, stride)
+}
+
+/// One cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line([u8; 64]);
+
+// SAFETY: `Line` is 64 plain bytes with no padding (size 64 = alignment 64);
+// every bit pattern is valid and all-zero is a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above.
+unsafe impl bytemuck::Pod for Line {}
+
+/// Bytes that start on a cache line, so the SIMD paths' 32-byte loads at
+/// multiples of 32 never straddle two lines.
+#[derive(Debug, Default)]
+pub(crate) struct AlignedBytes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn zeroed(len: usize) -> Self {
+        let mut b = AlignedBytes::default();
+        b.reset(len);
+        b
+    }
+    /// `len` zero bytes (the allocation is reused when it is large enough).
+    pub(crate) fn reset(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
 }
 
 /// `Y = dequantize(X · Wᵀ)` for any M into `y` (`M × N`); see the module docs.
@@ -138,20 +185,45 @@ fn ternary_matmul_at<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &
     debug_assert_eq!(y.len(), m * n);
     let x = &x;
     let w = &w;
-    let (act, stride) = if simd > 0 { permute_blocks(x) } else { (x.values().to_vec(), x.k_pad) };
+    let (act, stride) = if simd > 0 {
+        permute_blocks(x)
+    } else {
+        let mut b = AlignedBytes::zeroed(x.values().len());
+        b.bytes_mut().copy_from_slice(bytemuck::cast_slice(x.values()));
+        (b, x.k_pad)
+    };
+    let act: &[i8] = bytemuck::cast_slice(act.bytes());
     // Output transposed (n × m), so each parallel task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
+    #[cfg(target_arch = "x86_64")]
+    if simd == 1 {
+        let rows_per_task = if m <= 2 { GEMV_ROWS_PER_TASK } else { ROWS_PER_TASK };
+        yt.par_chunks_mut(rows_per_task * m).enumerate().for_each_init(
+            AlignedBytes::default,
+            |panel, (task, chunk)| {
+                let first_row = task * rows_per_task;
+                if m <= 2 {
+                    avx2::gemv_task(x, w, (act, stride), first_row, chunk);
+                } else {
+                    avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
+                }
+            },
+        );
+        transpose_out(&yt, y, m, n);
+        return;
+    }
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
         if m <= 2 {
-            task_rows::<NR_DECODE>(x, w, (&act, stride), simd, task, chunk);
-        } else if simd == 1 {
-            // AVX2 has 16 vector registers: one weight row's four decoded
-            // extractions and four activation rows' accumulators fit, two rows' do not.
-            task_rows::<1>(x, w, (&act, stride), simd, task, chunk);
+            task_rows::<NR_DECODE>(x, w, (act, stride), simd, task, chunk);
         } else {
-            task_rows::<NR>(x, w, (&act, stride), simd, task, chunk);
+            task_rows::<NR>(x, w, (act, stride), simd, task, chunk);
         }
     });
+    transpose_out(&yt, y, m, n);
+}
+
+/// `y[r][c] = yt[c][r]`, converted to the output element.
+fn transpose_out<O: OutputElem>(yt: &[f32], y: &mut [O], m: usize, n: usize) {
     y.par_chunks_mut(n).enumerate().for_each(|(r, out)| {
         for (c, v) in out.iter_mut().enumerate() {
             *v = O::from_f32(yt[c * m + r]);
@@ -238,12 +310,6 @@ fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8
             if R <= 2 { dot_block_vnni::<N, R, 4>(weights, acts) } else { dot_block_vnni::<N, R, 2>(weights, acts) }
         };
     }
-    #[cfg(target_arch = "x86_64")]
-    if simd == 1 {
-        // SAFETY: the CPU has AVX2 (checked by `has_avx2`); the activation rows
-        // are padded to whole blocks.
-        return unsafe { dot_block_avx2::<N, R>(weights, acts) };
-    }
     // Portable path: natural activation order, four weights at a time.
     for (wr, o) in weights.iter().zip(out.iter_mut()) {
         for (wi, &word) in wr.iter().enumerate() {
@@ -258,62 +324,6 @@ fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8
         }
     }
     out
-}
-
-/// The AVX2 path: the VNNI path's layout in 256-bit halves. A block's 16
-/// words are two loads of 8 (masked where the row ends). Each weight row's
-/// half is decoded once into its four extractions `j`; each meets 32
-/// contiguous permuted activation bytes per activation row in `vpmaddubsw`
-/// (codes ≤ 2 times |a| ≤ 128: pairs ≤ 512, no saturation). The four
-/// extractions are summed in 16 bits (≤ 2048) and widened to i32 once, by
-/// `vpmaddwd` with ones: 9 vector ops per 128 weights and activation row, plus
-/// 8 per 128 weights for the decode, shared by the activation rows.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_block_avx2<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R]) -> [[i32; R]; N] {
-    use std::arch::x86_64::*;
-    let mask = _mm256_set1_epi32(0x0303_0303);
-    let ones = _mm256_set1_epi16(1);
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mut acc = [[_mm256_setzero_si256(); R]; N];
-    let words = weights[0].len();
-    for blk in 0..words.div_ceil(16) {
-        for h in 0..2 {
-            let first = 16 * blk + 8 * h;
-            if first >= words {
-                break;
-            }
-            let live = (words - first).min(8) as i32;
-            let load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live), lanes);
-            let at = blk * BLOCK + 32 * h;
-            for (a, wr) in acc.iter_mut().zip(weights) {
-                // SAFETY: the mask limits the load to the `live` words left in this row.
-                let w = unsafe { _mm256_maskload_epi32(wr[first..].as_ptr().cast(), load_mask) };
-                let c = [
-                    _mm256_and_si256(w, mask),
-                    _mm256_and_si256(_mm256_srli_epi32::<2>(w), mask),
-                    _mm256_and_si256(_mm256_srli_epi32::<4>(w), mask),
-                    _mm256_and_si256(_mm256_srli_epi32::<6>(w), mask),
-                ];
-                for (ar, act) in a.iter_mut().zip(acts) {
-                    // SAFETY: the permuted block has 32 bytes at offsets 64j + 32h, j < 4.
-                    let av: [__m256i; 4] =
-                        std::array::from_fn(|j| unsafe { _mm256_loadu_si256(act[at + 64 * j..].as_ptr().cast()) });
-                    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c[0], av[0]), _mm256_maddubs_epi16(c[1], av[1]));
-                    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c[2], av[2]), _mm256_maddubs_epi16(c[3], av[3]));
-                    *ar = _mm256_add_epi32(*ar, _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones));
-                }
-            }
-        }
-    }
-    acc.map(|row| {
-        row.map(|a| {
-            let mut lanes = [0i32; 8];
-            // SAFETY: 8 i32 lanes into an 8-element array.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a) };
-            lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v))
-        })
-    })
 }
 
 #[cfg(target_arch = "x86_64")]

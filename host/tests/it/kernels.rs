@@ -163,8 +163,21 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
     use trinity::matmul::{Activations, Precision};
     use trinity::reference::{quantize_reference, ternary_matmul_reference};
     let mut rng = rng();
-    // K past 256-weight blocks with 64/128/192-weight tails; M around the 4-row register blocking.
-    for &(m, n, k) in &[(1, 3, 256), (5, 17, 600), (9, 4, 1024), (4, 33, 700), (2, 2, 250)] {
+    // K past 256-weight blocks with 64/128/192-weight tails; M around the 4-row register blocking;
+    // K past the 16-bit widening points (1024 weights decode, 32 × 32 bytes prefill) with tails;
+    // N past one parallel task (64 rows decode, 24 prefill) and odd.
+    let shapes = [
+        (1, 3, 256),
+        (5, 17, 600),
+        (9, 4, 1024),
+        (4, 33, 700),
+        (2, 2, 250),
+        (1, 70, 2600),
+        (2, 67, 1100),
+        (7, 51, 2600),
+        (3, 5, 4100),
+    ];
+    for &(m, n, k) in &shapes {
         let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
         let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(&mut rng, n, k));
         let want = ternary_matmul_reference(&x, &w, Precision::F32);
@@ -175,6 +188,29 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         }
     }
     eprintln!("CPU ternary path: {}", trinity::cpu_ternary::simd_level());
+}
+
+#[test]
+fn cpu_fast_ternary_path_is_exact_at_the_largest_partial_sums() {
+    use trinity::matmul::{Activations, Precision};
+    use trinity::reference::{quantize_reference, ternary_matmul_reference};
+    // Every activation at the int8 extreme and every weight +1 (code 2): the
+    // 16-bit partial sums of the SIMD paths reach their bound (16 384 at most)
+    // and must neither saturate nor wrap. The -1 rows check the other sign.
+    for &(m, k) in &[(1, 4096), (2, 4096), (5, 4096)] {
+        let x: Vec<f32> = (0..m * k).map(|i| if (i / k) % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let x = quantize_reference(Activations::F32(&x), m, k);
+        let trits: Vec<i8> = (0..3 * k).map(|i| [1i8, -1, 1][i / k]).collect();
+        let w = trinity::ternary::DeviceTernary::from_packed(
+            &trinity::ternary::PackedTernary::pack(&trits, 3, k, 1.0).expect("valid trits"),
+        );
+        let want = ternary_matmul_reference(&x, &w, Precision::F32);
+        assert_eq!(want[0].abs(), 127.0 * k as f32 / 127.0, "the reference itself: |y| = k · 127 / 127");
+        for (name, level) in trinity::cpu_ternary::available_levels() {
+            let got = trinity::cpu_ternary::ternary_matmul_f32_at(&x, &w, level);
+            assert_eq!(got, want, "{m}×3×{k} on the {name} path");
+        }
+    }
 }
 
 macro_rules! backend_tests {

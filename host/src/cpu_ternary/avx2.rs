@@ -1,0 +1,266 @@
+//! # The AVX2 paths of the CPU ternary matmul
+//!
+//! Both read the activations permuted per 256-weight block as the module
+//! above lays them out: extraction `j` of the 8 words at `16·blk + 8·h` meets
+//! the 32 bytes at `256·blk + 64·j + 32·h`.
+//!
+//! - **Decode** ([`gemv_task`], M ≤ 2): weights stream from memory once, so
+//!   the path is built around the memory system. Each 64-byte line of a
+//!   weight row is prefetched [`PREFETCH_WORDS`] words ahead: rows of 1536
+//!   weights are only six lines long, too short for the hardware prefetcher
+//!   to lock on before the next row starts (without it, the decode of
+//!   b1.58-large's linears ran at 2.3 GB/s against 18 GB/s of read bandwidth).
+//!   Four weight rows share each activation load. Products are summed in
+//!   16-bit lanes for eight half-blocks before one `vpmaddwd` widens them.
+//! - **Prefill** ([`gemm_task`], M > 2): a task's weight rows are decoded once
+//!   into a panel of codes (one byte per weight, in the permuted order), then
+//!   an int8 micro-kernel of 2 weight rows × 4 activation rows runs over the
+//!   panel, with no decoding in its inner loop: per 32 bytes of K, 6 loads for
+//!   8 `vpmaddubsw` + 8 16-bit adds, widened to i32 every 32 steps.
+//!
+//! Bounds of the 16-bit sums: a code is at most 2 and an activation at most
+//! 128 in magnitude, so one `vpmaddubsw` lane (two products) is at most 512
+//! and never saturates; eight half-blocks of four extractions (decode) or 32
+//! steps (prefill) stay at or below 16 384.
+
+use std::arch::x86_64::*;
+
+use super::{AlignedBytes, BLOCK};
+use crate::matmul::{QuantizedRef, dequantize};
+use crate::ternary::TernaryRef;
+
+/// How far ahead of the current read each weight row prefetches, in words
+/// (8 KiB): enough lines in flight per thread to cover the memory latency at
+/// this path's rate (measured best among 1–16 KiB on a 2-core EPYC).
+const PREFETCH_WORDS: usize = 2048;
+/// Weight rows that share each activation load in the decode path.
+const GEMV_ROWS: usize = 4;
+/// Half-blocks summed in 16 bits before widening (decode): 8 × 2048 ≤ 16 384.
+const GEMV_WIDEN_EVERY: usize = 8;
+/// 32-byte steps summed in 16 bits before widening (prefill): 32 × 512 = 16 384.
+const GEMM_WIDEN_EVERY: usize = 32;
+/// Weight rows of the prefill micro-kernel.
+const GEMM_ROWS: usize = 2;
+/// Activation rows of the prefill micro-kernel.
+const GEMM_ACTS: usize = 4;
+
+/// Decode: weight rows `first_row ..` of this task against the one or two
+/// activation rows, into the transposed output `chunk` (`rows × m`).
+pub(super) fn gemv_task(
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
+    (act, stride): (&[i8], usize),
+    first_row: usize,
+    chunk: &mut [f32],
+) {
+    let (m, wpr) = (x.rows, w.words_per_row());
+    let rows_here = chunk.len() / m;
+    let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
+    for r0 in (0..rows_here).step_by(GEMV_ROWS) {
+        let nr = (rows_here - r0).min(GEMV_ROWS);
+        let rows: [&[u32]; GEMV_ROWS] =
+            std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
+        // SAFETY: `gemv_task` runs only where the CPU has AVX2 (the caller's
+        // `simd == 1`); each activation row holds `stride ≥ 16 · wpr` permuted bytes.
+        let dots: [[i32; 2]; GEMV_ROWS] = unsafe {
+            if m == 1 { gemv_rows::<1>(&rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(&rows, &acts) }
+        };
+        for (i, d) in dots.iter().enumerate().take(nr) {
+            for r in 0..m {
+                chunk[(r0 + i) * m + r] = dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]);
+            }
+        }
+    }
+}
+
+/// The decoded extractions of 8 words: byte `4q + b` of extraction `j` is
+/// the code of weight `16q + 4j + b` of the block.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn extract(words: __m256i) -> [__m256i; 4] {
+    let mask = _mm256_set1_epi32(0x0303_0303);
+    [
+        _mm256_and_si256(words, mask),
+        _mm256_and_si256(_mm256_srli_epi32::<2>(words), mask),
+        _mm256_and_si256(_mm256_srli_epi32::<4>(words), mask),
+        _mm256_and_si256(_mm256_srli_epi32::<6>(words), mask),
+    ]
+}
+
+/// Σ code · a over one half-block, in 16-bit lanes (at most 2048 each).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn half_dot(c: &[__m256i; 4], a: &[__m256i; 4]) -> __m256i {
+    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c[0], a[0]), _mm256_maddubs_epi16(c[1], a[1]));
+    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c[2], a[2]), _mm256_maddubs_epi16(c[3], a[3]));
+    _mm256_add_epi16(s01, s23)
+}
+
+/// The four permuted activation vectors of half-block `h` of row `a`.
+///
+/// # Safety
+/// `a` holds at least `256 · (h / 2 + 1)` bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn half_acts(a: &[i8], h: usize) -> [__m256i; 4] {
+    let at = (h / 2) * BLOCK + 32 * (h % 2);
+    // SAFETY: `at + 64·3 + 32 ≤ 256 · (h / 2 + 1)`, within `a` (the caller's contract).
+    std::array::from_fn(|j| unsafe { _mm256_loadu_si256(a.as_ptr().add(at + 64 * j).cast()) })
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Σ code · a for `GEMV_ROWS` weight rows (all of one length) × `R` activation rows.
+///
+/// # Safety
+/// The CPU has AVX2; every activation row holds at least `16 · rows[0].len()`
+/// bytes rounded up to a whole block.
+#[target_feature(enable = "avx2")]
+unsafe fn gemv_rows<const R: usize>(rows: &[&[u32]; GEMV_ROWS], acts: &[&[i8]; R]) -> [[i32; R]; GEMV_ROWS] {
+    let ones = _mm256_set1_epi16(1);
+    let words = rows[0].len();
+    let full = words / 8;
+    let mut acc32 = [[_mm256_setzero_si256(); R]; GEMV_ROWS];
+    let mut h = 0;
+    while h < full {
+        let end = (h + GEMV_WIDEN_EVERY).min(full);
+        let mut acc16 = [[_mm256_setzero_si256(); R]; GEMV_ROWS];
+        while h < end {
+            // SAFETY: half-block `h` lies inside the padded rows (the contract).
+            let a: [[__m256i; 4]; R] = std::array::from_fn(|r| unsafe { half_acts(acts[r], h) });
+            for (acc, row) in acc16.iter_mut().zip(rows) {
+                if h % 2 == 0 {
+                    // A hint: it never faults, so the address may run past the row.
+                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(8 * h + PREFETCH_WORDS).cast());
+                }
+                // SAFETY: `8h + 8 ≤ 8 · full ≤ words`.
+                let c = extract(unsafe { _mm256_loadu_si256(row.as_ptr().add(8 * h).cast()) });
+                for (acc_r, a_r) in acc.iter_mut().zip(&a) {
+                    *acc_r = _mm256_add_epi16(*acc_r, half_dot(&c, a_r));
+                }
+            }
+            h += 1;
+        }
+        for (a32, a16) in acc32.iter_mut().zip(&acc16) {
+            for (x, y) in a32.iter_mut().zip(a16) {
+                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(*y, ones));
+            }
+        }
+    }
+    let live = words - 8 * full;
+    if live > 0 {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live as i32), lanes);
+        // SAFETY: the last half-block lies inside the padded activation rows.
+        let a: [[__m256i; 4]; R] = std::array::from_fn(|r| unsafe { half_acts(acts[r], full) });
+        for (acc, row) in acc32.iter_mut().zip(rows) {
+            // SAFETY: the mask limits the load to the `live` words left in the row.
+            let c = extract(unsafe { _mm256_maskload_epi32(row.as_ptr().add(8 * full).cast(), load_mask) });
+            for (acc_r, a_r) in acc.iter_mut().zip(&a) {
+                *acc_r = _mm256_add_epi32(*acc_r, _mm256_madd_epi16(half_dot(&c, a_r), ones));
+            }
+        }
+    }
+    acc32.map(|row| row.map(|v| hsum(v)))
+}
+
+/// Prefill: weight rows `first_row ..` of this task against every activation
+/// row, into the transposed output `chunk` (`rows × m`); `panel` is the
+/// thread's scratch for the decoded codes.
+pub(super) fn gemm_task(
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
+    (act, stride): (&[i8], usize),
+    first_row: usize,
+    chunk: &mut [f32],
+    panel: &mut AlignedBytes,
+) {
+    let (m, wpr) = (x.rows, w.words_per_row());
+    let rows_here = chunk.len() / m;
+    panel.reset(rows_here.next_multiple_of(GEMM_ROWS) * stride);
+    for (i, out) in panel.bytes_mut().chunks_exact_mut(stride).take(rows_here).enumerate() {
+        // SAFETY: AVX2 is present (the caller's `simd == 1`); `out` holds
+        // `stride ≥ 16 · wpr` bytes rounded up to whole blocks.
+        unsafe { decode_row(&w.words()[(first_row + i) * wpr..][..wpr], out) };
+    }
+    let panel = panel.bytes();
+    for m0 in (0..m).step_by(GEMM_ACTS) {
+        let ma = (m - m0).min(GEMM_ACTS);
+        let acts: [&[i8]; GEMM_ACTS] = std::array::from_fn(|r| &act[(m0 + r.min(ma - 1)) * stride..][..stride]);
+        for r0 in (0..rows_here).step_by(GEMM_ROWS) {
+            let codes: [&[u8]; GEMM_ROWS] = std::array::from_fn(|i| &panel[(r0 + i) * stride..][..stride]);
+            // SAFETY: AVX2 is present; every row here is `stride` bytes, a multiple of 32.
+            let dots = unsafe { gemm_micro(&codes, &acts) };
+            for (i, d) in dots.iter().enumerate().take((rows_here - r0).min(GEMM_ROWS)) {
+                for r in 0..ma {
+                    chunk[(r0 + i) * m + m0 + r] = dequantize(d[r] - x.sums[m0 + r], w.scale(), x.scales[m0 + r]);
+                }
+            }
+        }
+    }
+}
+
+/// One weight row's codes, one byte each, in the activations' permuted order
+/// (zeros past the row's last word, where the activations are zero too).
+///
+/// # Safety
+/// The CPU has AVX2; `out.len()` is `words.len()` rounded up to 16, times 16.
+#[target_feature(enable = "avx2")]
+unsafe fn decode_row(words: &[u32], out: &mut [u8]) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for h in 0..out.len() / 128 {
+        let live = words.len().saturating_sub(8 * h).min(8);
+        let load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live as i32), lanes);
+        // SAFETY: the mask limits the load to the words left in the row
+        // (none: the pointer is not dereferenced).
+        let c = extract(unsafe { _mm256_maskload_epi32(words.as_ptr().wrapping_add(8 * h).cast(), load_mask) });
+        let at = (h / 2) * BLOCK + 32 * (h % 2);
+        for (j, cj) in c.iter().enumerate() {
+            // SAFETY: `at + 64j + 32 ≤ out.len()` (the contract).
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(at + 64 * j).cast(), *cj) };
+        }
+    }
+}
+
+/// Σ code · a for 2 rows of decoded codes × 4 activation rows (all of one
+/// length, a multiple of 32).
+///
+/// # Safety
+/// The CPU has AVX2; every slice is at least as long as `codes[0]`.
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_micro(codes: &[&[u8]; GEMM_ROWS], acts: &[&[i8]; GEMM_ACTS]) -> [[i32; GEMM_ACTS]; GEMM_ROWS] {
+    let ones = _mm256_set1_epi16(1);
+    let steps = codes[0].len() / 32;
+    let mut acc32 = [[_mm256_setzero_si256(); GEMM_ACTS]; GEMM_ROWS];
+    let mut s = 0;
+    while s < steps {
+        let end = (s + GEMM_WIDEN_EVERY).min(steps);
+        let mut acc16 = [[_mm256_setzero_si256(); GEMM_ACTS]; GEMM_ROWS];
+        while s < end {
+            // SAFETY: `32s + 32 ≤ len` for every slice (the contract).
+            let c: [__m256i; GEMM_ROWS] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_si256(codes[i].as_ptr().add(32 * s).cast()) });
+            for r in 0..GEMM_ACTS {
+                // SAFETY: as above.
+                let a = unsafe { _mm256_loadu_si256(acts[r].as_ptr().add(32 * s).cast()) };
+                for i in 0..GEMM_ROWS {
+                    acc16[i][r] = _mm256_add_epi16(acc16[i][r], _mm256_maddubs_epi16(c[i], a));
+                }
+            }
+            s += 1;
+        }
+        for (a32, a16) in acc32.iter_mut().zip(&acc16) {
+            for (x, y) in a32.iter_mut().zip(a16) {
+                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(*y, ones));
+            }
+        }
+    }
+    acc32.map(|row| row.map(|v| hsum(v)))
+}
