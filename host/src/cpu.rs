@@ -151,6 +151,175 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
     };
 }
 
+/// The weights of a 16-bit or int8 lm_head, read by [`head_gemm`].
+#[derive(Debug, Clone, Copy)]
+pub enum HeadWeights<'a> {
+    /// `n × k` f16 values.
+    F16(&'a [f16]),
+    /// `n × k` int8 values; row `j` of the head is `values[j] · scales[j]`.
+    Int8 {
+        /// The quantized rows.
+        values: &'a [i8],
+        /// One scale per row.
+        scales: &'a [f32],
+    },
+}
+
+/// Rows of the head per parallel task of [`head_gemm`]: each task streams
+/// one contiguous band of the head.
+const HEAD_ROWS_PER_TASK: usize = 256;
+/// How far ahead of the current element each head row prefetches (4 KiB):
+/// rows of 1536 or 2560 elements are too short for the hardware prefetcher.
+const HEAD_PREFETCH_BYTES: usize = 4096;
+
+/// `C = A · Bᵀ` (A: m×k f32, B: n×k in f16 or int8 with per-row scales, C:
+/// m×n): the logits of a 16-bit or int8 lm_head. Every output is one dot
+/// product in a fixed order (8-lane FMA accumulators, then the int8 row's
+/// scale), whatever `m`, so batching rows never changes a row's logits. B is
+/// streamed once per 64 rows of A.
+pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usize, k: usize) {
+    let len = match b {
+        HeadWeights::F16(v) => v.len(),
+        HeadWeights::Int8 { values, scales } => values.len().min(scales.len() * k),
+    };
+    assert!(a.len() >= m * k && len >= n * k && c.len() >= m * n, "head_gemm buffers checked by the op");
+    for m0 in (0..m).step_by(SGEMM_GEMV_MAX_M) {
+        let mm = (m - m0).min(SGEMM_GEMV_MAX_M);
+        let a = &a[m0 * k..][..mm * k];
+        let mut ct = vec![0f32; n * mm];
+        ct.par_chunks_mut(HEAD_ROWS_PER_TASK * mm).enumerate().for_each(|(blk, out)| {
+            for (jj, o) in out.chunks_mut(mm).enumerate() {
+                let j = blk * HEAD_ROWS_PER_TASK + jj;
+                for (i, v) in o.iter_mut().enumerate() {
+                    let arow = &a[i * k..][..k];
+                    *v = match b {
+                        HeadWeights::F16(w) => dot_f16(arow, &w[j * k..][..k]),
+                        HeadWeights::Int8 { values, scales } => dot_i8(arow, &values[j * k..][..k]) * scales[j],
+                    };
+                }
+            }
+        });
+        for i in 0..mm {
+            for j in 0..n {
+                c[(m0 + i) * n + j] = ct[j * mm + i];
+            }
+        }
+    }
+}
+
+/// One row of an int8 lm_head: `scale = absmax / 127` and
+/// `q = clamp(round_ties_even(x / scale), -127, 127)`, so `q · scale`
+/// approximates the row within `scale / 2` per element (an all-zero row gets
+/// scale 0 and zeros).
+pub fn quantize_head_row(row: &[f32]) -> (Vec<i8>, f32) {
+    let absmax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if absmax == 0.0 {
+        return (vec![0; row.len()], 0.0);
+    }
+    let scale = absmax / 127.0;
+    (row.iter().map(|&v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8).collect(), scale)
+}
+
+fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+        return unsafe { dot_f16_fma(a, b) };
+    }
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y.to_f32()).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i].to_f32();
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+        return unsafe { dot_i8_fma(a, b) };
+    }
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, &y)| x * y as f32).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i] as f32;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `a · b` for f16 `b`: 32 elements a step in four 8-lane FMA accumulators,
+/// prefetching `b` ahead; a fixed-order reduction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_fma(a: &[f32], b: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        // A hint: it never faults, so the address may run past the row.
+        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + HEAD_PREFETCH_BYTES / 2).cast());
+        for (q, c) in acc.iter_mut().enumerate() {
+            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * q)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8 * q).cast())),
+                )
+            };
+            *c = _mm256_fmadd_ps(x, y, *c);
+        }
+        i += 32;
+    }
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y.to_f32()).sum();
+    hsum_ps(acc) + tail
+}
+
+/// `a · b` for int8 `b`, as [`dot_f16_fma`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_i8_fma(a: &[f32], b: &[i8]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + HEAD_PREFETCH_BYTES).cast());
+        for (q, c) in acc.iter_mut().enumerate() {
+            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * q)),
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(i + 8 * q).cast()))),
+                )
+            };
+            *c = _mm256_fmadd_ps(x, y, *c);
+        }
+        i += 32;
+    }
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, &y)| x * y as f32).sum();
+    hsum_ps(acc) + tail
+}
+
+/// The four accumulators' lanes summed in a fixed order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn hsum_ps(acc: [std::arch::x86_64::__m256; 4]) -> f32 {
+    use std::arch::x86_64::*;
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0f32; 8];
+    // SAFETY: 8 lanes into an 8-element array.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum::<f32>()
+}
+
 /// `a · b` on the fastest path this CPU has (a fixed order for a given CPU).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

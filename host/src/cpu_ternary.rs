@@ -94,11 +94,12 @@ fn has_vnni() -> bool {
 /// The activations with each full 256-weight block permuted for the AVX-512 path.
 /// Rows are padded with zeros to whole blocks (the last, partial block of
 /// weights is read with a masked load, and meets zeros here past K).
-fn permute_blocks(x: &QuantizedRef<'_>) -> (AlignedBytes, usize) {
+/// On the calling thread when `small`.
+fn permute_blocks(x: &QuantizedRef<'_>, small: bool) -> (AlignedBytes, usize) {
     let stride = x.k_pad.next_multiple_of(BLOCK);
     let mut buf = AlignedBytes::zeroed(x.rows * stride);
     let out: &mut [i8] = bytemuck::cast_slice_mut(buf.bytes_mut());
-    out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(|(row_out, row_in)| {
+    let permute_row = |(row_out, row_in): (&mut [i8], &[i8])| {
         let mut padded = [0i8; BLOCK];
         for blk in 0..stride / BLOCK {
             let take = (x.k_pad - blk * BLOCK).min(BLOCK);
@@ -111,7 +112,11 @@ fn permute_blocks(x: &QuantizedRef<'_>) -> (AlignedBytes, usize) {
                 }
             }
         }
-    });
+    };
+    match small {
+        true => out.chunks_mut(stride).zip(x.values().chunks(x.k_pad)).for_each(permute_row),
+        false => out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(permute_row),
+    }
     (buf, stride)
 }
 
@@ -181,54 +186,82 @@ pub fn ternary_matmul_f32_at(x: &QuantizedActivations, w: &DeviceTernary, level:
 }
 
 fn ternary_matmul_at<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>, y: &mut [O], simd: u8) {
-    let (m, n) = (x.rows, w.rows());
-    debug_assert_eq!(y.len(), m * n);
+    ternary_matmul_many_at(x, &[w], &mut [y], simd)
+}
+
+/// Several matmuls over the same activations (q, k, v; gate, up): `ys[i] =
+/// dequantize(X · ws[i]ᵀ)`. The activations are prepared once and the rows
+/// of every matrix share one parallel pass (one hand-off to the thread pool
+/// instead of one per matrix, which at decode costs as much as the work).
+pub fn ternary_matmul_many_into<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'_>], ys: &mut [&mut [O]]) {
+    ternary_matmul_many_at(x, ws, ys, simd())
+}
+
+fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'_>], ys: &mut [&mut [O]], simd: u8) {
+    let m = x.rows;
+    assert_eq!(ws.len(), ys.len(), "one output per matrix");
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(y.len(), m * w.rows(), "output length checked by the op");
+    }
     let x = &x;
-    let w = &w;
+    // Decode-sized work is done on the calling thread except the matmul
+    // itself: every rayon call from outside the pool is a hand-off and a wake-up.
+    let small = m <= 2;
     let (act, stride) = if simd > 0 {
-        permute_blocks(x)
+        permute_blocks(x, small)
     } else {
         let mut b = AlignedBytes::zeroed(x.values().len());
         b.bytes_mut().copy_from_slice(bytemuck::cast_slice(x.values()));
         (b, x.k_pad)
     };
     let act: &[i8] = bytemuck::cast_slice(act.bytes());
-    // Output transposed (n × m), so each parallel task owns whole weight rows.
-    let mut yt = vec![0f32; n * m];
-    #[cfg(target_arch = "x86_64")]
-    if simd == 1 {
-        let rows_per_task = if m <= 2 { GEMV_ROWS_PER_TASK } else { ROWS_PER_TASK };
-        yt.par_chunks_mut(rows_per_task * m).enumerate().for_each_init(
-            AlignedBytes::default,
-            |panel, (task, chunk)| {
-                let first_row = task * rows_per_task;
-                if m <= 2 {
-                    avx2::gemv_task(x, w, (act, stride), first_row, chunk);
-                } else {
-                    avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
-                }
-            },
-        );
-        transpose_out(&yt, y, m, n);
-        return;
-    }
-    yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, chunk)| {
-        if m <= 2 {
-            task_rows::<NR_DECODE>(x, w, (act, stride), simd, task, chunk);
+    let rows_per_task = match (simd, small) {
+        (1, true) => GEMV_ROWS_PER_TASK,
+        _ => ROWS_PER_TASK,
+    };
+    // Outputs transposed (n × m), so each parallel task owns whole weight rows.
+    let mut yts: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.rows() * m]).collect();
+    let tasks: Vec<(usize, usize, &mut [f32])> = yts
+        .iter_mut()
+        .enumerate()
+        .flat_map(|(i, yt)| {
+            yt.chunks_mut(rows_per_task * m).enumerate().map(move |(t, chunk)| (i, t * rows_per_task, chunk))
+        })
+        .collect();
+    tasks.into_par_iter().for_each_init(AlignedBytes::default, |panel, (i, first_row, chunk)| {
+        let w = &ws[i];
+        #[cfg(target_arch = "x86_64")]
+        if simd == 1 {
+            if small {
+                avx2::gemv_task(x, w, (act, stride), first_row, chunk);
+            } else {
+                avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
+            }
+            return;
+        }
+        let _ = &panel;
+        if small {
+            task_rows::<NR_DECODE>(x, w, (act, stride), simd, first_row, chunk);
         } else {
-            task_rows::<NR>(x, w, (act, stride), simd, task, chunk);
+            task_rows::<NR>(x, w, (act, stride), simd, first_row, chunk);
         }
     });
-    transpose_out(&yt, y, m, n);
+    for ((yt, y), w) in yts.iter().zip(ys.iter_mut()).zip(ws) {
+        transpose_out(yt, y, m, w.rows(), small);
+    }
 }
 
-/// `y[r][c] = yt[c][r]`, converted to the output element.
-fn transpose_out<O: OutputElem>(yt: &[f32], y: &mut [O], m: usize, n: usize) {
-    y.par_chunks_mut(n).enumerate().for_each(|(r, out)| {
+/// `y[r][c] = yt[c][r]`, converted to the output element (on this thread when `small`).
+fn transpose_out<O: OutputElem>(yt: &[f32], y: &mut [O], m: usize, n: usize, small: bool) {
+    let row = |(r, out): (usize, &mut [O])| {
         for (c, v) in out.iter_mut().enumerate() {
             *v = O::from_f32(yt[c * m + r]);
         }
-    });
+    };
+    match small {
+        true => y.chunks_mut(n).enumerate().for_each(row),
+        false => y.par_chunks_mut(n).enumerate().for_each(row),
+    }
 }
 
 /// [`ternary_matmul_into`] into a new f32 (`precision` F32) or f16-valued result.
@@ -255,12 +288,11 @@ fn task_rows<const N: usize>(
     w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
     simd: u8,
-    task: usize,
+    first_row: usize,
     chunk: &mut [f32],
 ) {
     let (m, wpr) = (x.rows, w.words_per_row());
     {
-        let first_row = task * ROWS_PER_TASK;
         let rows_here = chunk.len() / m;
         for m0 in (0..m).step_by(MB) {
             let m_end = (m0 + MB).min(m);

@@ -23,6 +23,7 @@
 //! Nothing here depends on measurement, models or the command line.
 
 pub mod buffer;
+pub mod ceilings;
 pub mod cpu;
 pub mod cpu_ternary;
 pub mod cublaslt_int8;

@@ -92,6 +92,24 @@ fn cuda_config(c: LaunchConfig) -> cudarc::driver::LaunchConfig {
     }
 }
 
+/// The shape and buffer-length checks of a ternary matmul into `y_len` outputs.
+fn ternary_check(
+    kernel: &'static str,
+    max_m: usize,
+    x: &QuantizedBuffer,
+    w: &TernaryBuffer,
+    y_len: usize,
+) -> KernelResult<()> {
+    let (m, n) = (x.rows, w.rows);
+    let err = |reason| shape_err(kernel, &format!("{m}×{n}×{}", w.cols))(reason);
+    facts::ternary_check(m, n, x.cols, w.cols, x.k_pad, w.k_pad, max_m).map_err(err)?;
+    let lens = [x.words.len(), x.scales.len(), x.sums.len(), w.words.len(), y_len];
+    if lens != [m * x.k_pad / 4, m, m, n * w.k_pad / 16, m * n] {
+        return Err(err(format!("buffer lengths {lens:?} do not fit the shape")));
+    }
+    Ok(())
+}
+
 fn shape_err(kernel: &'static str, shape: &str) -> impl FnOnce(String) -> KernelError + use<> {
     let shape = shape.to_owned();
     move |reason| KernelError::Shape { kernel, shape, reason }
@@ -333,6 +351,46 @@ impl Device {
         if uses_gemv(x.rows) { self.ternary_gemv(x, w, y) } else { self.ternary_gemm(x, w, y) }
     }
 
+    /// Several ternary linears over the same activations (q, k, v; gate,
+    /// up): `ys[i] = dequantize(x · ws[i]ᵀ)`. On the CPU one parallel pass
+    /// over the rows of all of them, the activations prepared once; on the
+    /// other backends one [`Device::ternary_linear`] each.
+    pub fn ternary_linears<O: OutputElem + EmuVariant>(
+        &self,
+        x: &QuantizedBuffer,
+        ws: &[&TernaryBuffer],
+        ys: &mut [Buffer<O>],
+    ) -> KernelResult<()> {
+        if ws.len() != ys.len() {
+            let reason = format!("{} weight matrices for {} outputs", ws.len(), ys.len());
+            return Err(shape_err("ternary_linears", &format!("{} rows", x.rows))(reason));
+        }
+        let Device::Cpu = self else {
+            return ws.iter().zip(ys.iter_mut()).try_for_each(|(w, y)| self.ternary_linear(x, w, y));
+        };
+        let (kernel, max_m) = if uses_gemv(x.rows) { (O::GEMV, GEMV_MAX_M) } else { (O::GEMM, usize::MAX) };
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            ternary_check(kernel, max_m, x, w, y.len())?;
+        }
+        let (Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu)) = (&x.words, &x.scales, &x.sums) else {
+            return Err(self.wrong_place(kernel, "a buffer of another device"));
+        };
+        let xr =
+            crate::matmul::QuantizedRef { rows: x.rows, cols: x.cols, k_pad: x.k_pad, words: xw, scales: xs, sums: xu };
+        let mut wrs = Vec::with_capacity(ws.len());
+        for w in ws {
+            let Buffer::Host(ww) = &w.words else { return Err(self.wrong_place(kernel, "a buffer of another device")) };
+            wrs.push(crate::ternary::TernaryRef { rows: w.rows, cols: w.cols, scale: w.scale, words: ww });
+        }
+        let mut outs = Vec::with_capacity(ys.len());
+        for y in ys.iter_mut() {
+            let Buffer::Host(y) = y else { return Err(self.wrong_place(kernel, "a buffer of another device")) };
+            outs.push(&mut y[..]);
+        }
+        crate::cpu_ternary::ternary_matmul_many_into(xr, &wrs, &mut outs);
+        Ok(())
+    }
+
     /// The decode kernel (`ternary_gemv_f32` / `_f16` by `O`): `M ≤ 8` rows.
     pub fn ternary_gemv<O: OutputElem + EmuVariant>(
         &self,
@@ -371,11 +429,7 @@ impl Device {
         let (m, n) = (x.rows, w.rows);
         let shape = format!("{m}×{n}×{}", w.cols);
         let err = |reason| shape_err(kernel, &shape)(reason);
-        facts::ternary_check(m, n, x.cols, w.cols, x.k_pad, w.k_pad, max_m).map_err(err)?;
-        let lens = [x.words.len(), x.scales.len(), x.sums.len(), w.words.len(), y.len()];
-        if lens != [m * x.k_pad / 4, m, m, n * w.k_pad / 16, m * n] {
-            return Err(err(format!("buffer lengths {lens:?} do not fit the shape")));
-        }
+        ternary_check(kernel, max_m, x, w, y.len())?;
         if !matches!(self, Device::Cpu) {
             check_shared(&cfg, self.shared_limit()).map_err(err)?;
         }
@@ -461,6 +515,60 @@ impl Device {
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `head_gemm_f16`: `C = A · Bᵀ` with f32 A (m×k) and an f16 B (n×k), C
+    /// m×n: the logits of a 16-bit lm_head. CPU only (the GPU heads are f32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn head_gemm_f16(
+        &self,
+        a: &Buffer<f32>,
+        b: &Buffer<f16>,
+        c: &mut Buffer<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()> {
+        let op = "head_gemm_f16";
+        sgemm_check(m, n, k, a.len(), b.len(), c.len()).map_err(shape_err(op, &format!("{m}×{n}×{k}")))?;
+        match (self, a, b, c) {
+            (Device::Cpu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(c)) => {
+                crate::cpu::head_gemm(a, crate::cpu::HeadWeights::F16(b), c, m, n, k);
+                Ok(())
+            }
+            (Device::Cpu, ..) => Err(self.wrong_place(op, "a buffer of another device")),
+            _ => Err(KernelError::Unsupported { op, backend: self.kind().name() }),
+        }
+    }
+
+    /// `head_gemm_i8`: `C = A · (diag(scales) · B)ᵀ` with f32 A (m×k), an
+    /// int8 B (n×k) and one scale per row of B: the logits of an int8
+    /// lm_head. CPU only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn head_gemm_i8(
+        &self,
+        a: &Buffer<f32>,
+        b: &Buffer<i8>,
+        scales: &Buffer<f32>,
+        c: &mut Buffer<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()> {
+        let op = "head_gemm_i8";
+        let shape = format!("{m}×{n}×{k}");
+        sgemm_check(m, n, k, a.len(), b.len(), c.len()).map_err(shape_err(op, &shape))?;
+        if scales.len() != n {
+            return Err(shape_err(op, &shape)(format!("{} row scales for {n} rows", scales.len())));
+        }
+        match (self, a, b, scales, c) {
+            (Device::Cpu, Buffer::Host(a), Buffer::Host(values), Buffer::Host(scales), Buffer::Host(c)) => {
+                crate::cpu::head_gemm(a, crate::cpu::HeadWeights::Int8 { values, scales }, c, m, n, k);
+                Ok(())
+            }
+            (Device::Cpu, ..) => Err(self.wrong_place(op, "a buffer of another device")),
+            _ => Err(KernelError::Unsupported { op, backend: self.kind().name() }),
         }
     }
 

@@ -8,7 +8,7 @@ use trinity::reference::{unpack_f16_reference, unpack_i8_reference};
 use trinity::{Device, HostOps, verify};
 
 /// Fresh inputs each run; the seed is printed so a failure can be replayed.
-fn rng() -> StdRng {
+pub(crate) fn rng() -> StdRng {
     let seed = std::env::var("TRINITY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("TRINITY_TEST_SEED={seed}");
     StdRng::seed_from_u64(seed)

@@ -1,0 +1,117 @@
+//! # The CPU's own ceilings, measured in the run that is compared to them
+//!
+//! A figure means little alone on a shared machine whose neighbours change
+//! from day to day; its ratio to a ceiling measured minutes apart on the same
+//! machine does. Two ceilings bound the CPU's model figures:
+//!
+//! - [`read_bandwidth`]: bytes per second all threads read from memory
+//!   (a buffer far larger than the caches, summed in vector lanes). Decode at
+//!   batch 1 reads every weight once per token, so `tokens/s × bytes per
+//!   token / read bandwidth` is its fraction of the memory bound.
+//! - [`int8_macs_per_s`]: int8 multiply-adds per second of the CPU's byte
+//!   dot-product instruction (`vpmaddubsw` with AVX2) on register operands,
+//!   all threads: the compute bound of the ternary matmul, which prefill is.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+/// The best of `reps` passes of all threads reading `bytes` bytes (rounded
+/// down to whole 4 KiB pages, at least one); bytes per second.
+pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
+    let words = (bytes / 4096).max(1) * 512;
+    // Written once, so every page is really there before the timing.
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let x = buf.par_chunks(64 * 1024).map(xor_fold).reduce(|| 0, |a, b| a ^ b);
+        std::hint::black_box(x);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (words * 8) as f64 / best
+}
+
+/// XOR of the words in eight lanes, which the compiler keeps in vector registers.
+fn xor_fold(v: &[u64]) -> u64 {
+    let mut lanes = [0u64; 8];
+    for c in v.chunks_exact(8) {
+        for i in 0..8 {
+            lanes[i] ^= c[i];
+        }
+    }
+    lanes.iter().fold(0, |a, b| a ^ b)
+}
+
+/// Int8 multiply-adds per second of all threads at their byte dot-product
+/// peak, the best of `reps` passes; `None` where the CPU has no AVX2 (the
+/// portable path has no such instruction to measure).
+pub fn int8_macs_per_s(reps: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        const ITERS: u64 = 2_000_000;
+        let threads = rayon::current_num_threads();
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            let x: i64 = (0..threads)
+                .into_par_iter()
+                // SAFETY: the CPU has AVX2 (checked just above).
+                .map(|i| unsafe { maddubs_loop(ITERS, i as i8) })
+                .sum();
+            std::hint::black_box(x);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        // Each iteration: CHAINS instructions of 32 byte products each.
+        return Some((threads as u64 * ITERS * CHAINS as u64 * 32) as f64 / best);
+    }
+    let _ = reps;
+    None
+}
+
+/// `iters` rounds of [`CHAINS`] independent `vpmaddubsw` + 16-bit add
+/// chains (the pair the ternary kernels issue; 12 chains cover the pair's
+/// latency at two per cycle); returns a checksum so nothing is optimized away.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn maddubs_loop(iters: u64, seed: i8) -> i64 {
+    use std::arch::x86_64::*;
+    let b = _mm256_set1_epi8(seed | 1);
+    // Each product reads its own accumulator, so none is loop-invariant.
+    let mut acc: [__m256i; CHAINS] = std::array::from_fn(|i| _mm256_set1_epi8(i as i8));
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm256_add_epi16(*c, _mm256_maddubs_epi16(*c, b));
+        }
+    }
+    let mut lanes = [0i16; 16];
+    let s = acc.iter().fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi16(s, c));
+    // SAFETY: 16 i16 lanes into a 16-element array.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
+    lanes.iter().map(|&v| v as i64).sum()
+}
+
+/// Independent chains of [`maddubs_loop`].
+#[cfg(target_arch = "x86_64")]
+const CHAINS: usize = 12;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xor_fold_covers_every_word() {
+        let v: Vec<u64> = (0..64).map(|i| 1u64 << i).collect();
+        assert_eq!(xor_fold(&v), u64::MAX);
+        assert_eq!(xor_fold(&v[..63]), u64::MAX >> 1);
+    }
+
+    #[test]
+    fn ceilings_are_positive_and_finite() {
+        let bw = read_bandwidth(1 << 20, 1);
+        assert!(bw.is_finite() && bw > 0.0, "{bw}");
+        if let Some(p) = int8_macs_per_s(1) {
+            assert!(p.is_finite() && p > 0.0, "{p}");
+        }
+    }
+}
