@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
 use trinity_model::generate::{Sampling, Tokenizer, generate};
-use trinity_model::{BitNet, config};
+use trinity_model::{BitNet, HeadPrecision, config};
 
 /// Which model to run.
 #[derive(Args, Debug)]
@@ -19,13 +19,17 @@ pub struct ModelArgs {
     /// Backend: auto (cuda when a GPU starts, else cpu), cpu, emu or cuda.
     #[arg(long, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Precision of the lm_head: f32 (default; the reference's logits), f16 or int8 (per-row scales; CPU only).
+    #[arg(long, default_value_t = HeadPrecision::F32)]
+    pub lm_head: HeadPrecision,
 }
 
 fn load(args: &ModelArgs) -> Result<(BitNet, PathBuf)> {
     let dir = trinity_model::hub::resolve(&args.model)?;
     let device = crate::open_device(args.backend)?;
     let t = Instant::now();
-    let model = BitNet::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+    let mut model = BitNet::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+    model.set_head_precision(args.lm_head).with_context(|| format!("--lm-head {}", args.lm_head))?;
     eprintln!(
         "loaded {} in {:.2} s ({} layers, hidden {})",
         dir.display(),
@@ -224,6 +228,11 @@ pub struct BenchArgs {
     /// Do not write a results file.
     #[arg(long)]
     pub no_results: bool,
+    /// Precision of the lm_head: f32 (default; the reference's logits), f16
+    /// or int8 (per-row scales; CPU only). A reduced head also reports its
+    /// logit error against the f32 head.
+    #[arg(long, default_value_t = HeadPrecision::F32)]
+    pub lm_head: HeadPrecision,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -264,7 +273,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         bail!("-p, -n and -r must be at least 1");
     }
     let (device, why): (Device, String) = crate::open_device_why(a.backend)?;
-    let (model, name) = model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
+    let (mut model, name) = model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
+    let head_error = match a.lm_head {
+        HeadPrecision::F32 => None,
+        p => Some(head_error(&mut model, p).with_context(|| format!("--lm-head {p}"))?),
+    };
     let c = &model.config;
     let context = (a.prompt + a.n_gen).min(c.max_position_embeddings);
     if a.prompt + a.n_gen > c.max_position_embeddings {
@@ -300,6 +313,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             ModelTest { test: format!("tg{}", a.n_gen), mode: "decode", tokens: a.n_gen, seconds: tg_s },
         ];
         let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
+        notes.push(format!(
+            "lm_head in {}; decode reads {} bytes of weights per token.",
+            a.lm_head,
+            model.decode_bytes()
+        ));
         if a.shape.is_some() {
             notes.push("Random weights of the published shape (--shape).".into());
         }
@@ -311,36 +329,148 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let (tg_m, tg_s) = mean_sd(&tg);
     let rss = peak_rss();
     let backend = device.kind().name();
-    let decode_gb = model.decode_bytes() as f64 / 1e9;
+    let decode_bytes = model.decode_bytes();
+    eprintln!("ceilings: bandwidth and int8 peak …");
+    let ceil = Ceilings::measure(&device)?;
+    // Fractions of the bounds: decode reads every weight once per token;
+    // prefill does one int8 multiply-add per ternary weight per token.
+    let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * decode_bytes as f64 / bw);
+    let pp_frac = ceil.int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
+    let pct = |f: Option<f64>| f.map_or("–".to_owned(), |f| format!("{:.1} %", 100.0 * f));
     match a.output {
         BenchFormat::Md => {
-            println!("| model | backend | test | tokens/s |");
-            println!("|---|---|---|---|");
-            println!("| {name} | {backend} | pp{} | {pp_m:.2} ± {pp_s:.2} |", a.prompt);
-            println!("| {name} | {backend} | tg{} | {tg_m:.2} ± {tg_s:.2} |", a.n_gen);
+            println!("| model | backend | lm_head | test | tokens/s | of bound |");
+            println!("|---|---|---|---|---|---|");
+            println!(
+                "| {name} | {backend} | {} | pp{} | {pp_m:.2} ± {pp_s:.2} | {} |",
+                a.lm_head,
+                a.prompt,
+                pct(pp_frac)
+            );
+            println!(
+                "| {name} | {backend} | {} | tg{} | {tg_m:.2} ± {tg_s:.2} | {} |",
+                a.lm_head,
+                a.n_gen,
+                pct(tg_frac)
+            );
             println!();
             println!(
-                "{} repetitions; decode reads {decode_gb:.3} GB of weights per token (2-bit linears + f32 lm_head); peak RSS {}",
+                "{} repetitions; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head); peak RSS {}",
                 a.reps,
+                decode_bytes as f64 / 1e9,
+                a.lm_head,
                 rss.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / 1e9))
             );
+            match ceil.bandwidth {
+                Some((bw, what)) => println!("decode bound: {what} {:.1} GB/s, measured in this run", bw / 1e9),
+                None => println!("decode bound: no bandwidth ceiling on this backend"),
+            }
+            match ceil.int8_macs {
+                Some(p) => println!(
+                    "prefill bound: {:.1} G int8 multiply-adds/s (vpmaddubsw peak, all threads) over {} ternary weights per token",
+                    p / 1e9,
+                    model.linear_weights()
+                ),
+                None => println!("prefill bound: no int8 peak measured on this backend"),
+            }
+            if let Some(e) = &head_error {
+                println!(
+                    "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}",
+                    a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
+                );
+            }
         }
         BenchFormat::Json => println!(
             "{}",
             serde_json::json!({
-                "model": name, "backend": backend, "reps": a.reps,
-                "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp},
-                "tg": {"tokens": a.n_gen, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg},
-                "decode_bytes_per_token": model.decode_bytes(),
+                "model": name, "backend": backend, "reps": a.reps, "lm_head": a.lm_head.name(),
+                "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac},
+                "tg": {"tokens": a.n_gen, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
+                "decode_bytes_per_token": decode_bytes,
+                "linear_weights": model.linear_weights(),
+                "bandwidth_bytes_per_s": ceil.bandwidth.map(|b| b.0),
+                "bandwidth_ceiling": ceil.bandwidth.map(|b| b.1),
+                "int8_macs_per_s": ceil.int8_macs,
                 "peak_rss_bytes": rss,
+                "head_error": head_error.as_ref().map(|e| serde_json::json!({
+                    "positions": e.positions, "max_abs_logit_diff": e.max_abs, "logit_sd": e.logit_sd, "same_top1": e.same_top1,
+                })),
             })
         ),
         BenchFormat::Csv => {
-            println!("model,backend,test,tokens_per_s,sd,reps,peak_rss_bytes");
+            println!("model,backend,lm_head,test,tokens_per_s,sd,reps,fraction_of_bound,peak_rss_bytes");
             let r = rss.map_or(String::new(), |b| b.to_string());
-            println!("{name},{backend},pp{},{pp_m},{pp_s},{},{r}", a.prompt, a.reps);
-            println!("{name},{backend},tg{},{tg_m},{tg_s},{},{r}", a.n_gen, a.reps);
+            let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+            let h = a.lm_head;
+            println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
+            println!("{name},{backend},{h},tg{},{tg_m},{tg_s},{},{},{r}", a.n_gen, a.reps, f(tg_frac));
         }
     }
     Ok(())
+}
+
+/// The ceilings a run's figures are divided by, measured right after them.
+struct Ceilings {
+    /// Bytes per second, and what was measured.
+    bandwidth: Option<(f64, &'static str)>,
+    /// Int8 multiply-adds per second.
+    int8_macs: Option<f64>,
+}
+
+impl Ceilings {
+    fn measure(device: &Device) -> Result<Ceilings> {
+        Ok(match device.kind() {
+            trinity::BackendKind::Cpu => Ceilings {
+                bandwidth: Some((trinity::ceilings::read_bandwidth(512 << 20, 5), "read bandwidth (all threads)")),
+                int8_macs: trinity::ceilings::int8_macs_per_s(5),
+            },
+            trinity::BackendKind::Cuda => {
+                // Read + write of a device-to-device copy: the bandwidth the GPU bound is quoted in.
+                let bytes = 512usize << 20;
+                let src = device.upload(&vec![1u8; bytes])?;
+                let mut dst = device.alloc::<u8>(bytes)?;
+                device.copy(&src, &mut dst)?;
+                device.synchronize()?;
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let t = Instant::now();
+                    device.copy(&src, &mut dst)?;
+                    device.synchronize()?;
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                Ceilings { bandwidth: Some((2.0 * bytes as f64 / best, "device copy, read + write")), int8_macs: None }
+            }
+            trinity::BackendKind::Emu => Ceilings { bandwidth: None, int8_macs: None },
+        })
+    }
+}
+
+/// How far a reduced lm_head's logits are from the f32 head's.
+struct HeadError {
+    positions: usize,
+    max_abs: f32,
+    logit_sd: f32,
+    same_top1: usize,
+}
+
+/// Switches `model`'s head to `precision` and measures its logits against
+/// the f32 head's over a 16-token prompt (every position).
+fn head_error(model: &mut BitNet, precision: HeadPrecision) -> Result<HeadError> {
+    let v = model.config.vocab;
+    let prompt: Vec<u32> = (0..16).map(|i| ((i * 104_729 + 11) % v) as u32).collect();
+    let mut cache = model.new_cache(prompt.len())?;
+    let want = model.forward(&prompt, &mut cache, true)?;
+    model.set_head_precision(precision)?;
+    let mut cache = model.new_cache(prompt.len())?;
+    let got = model.forward(&prompt, &mut cache, true)?;
+    let mut e = HeadError { positions: want.len(), max_abs: 0.0, logit_sd: 0.0, same_top1: 0 };
+    let mut sd_sum = 0.0f64;
+    for (w, g) in want.iter().zip(&got) {
+        e.max_abs = w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(e.max_abs, f32::max);
+        let mean = w.iter().map(|&x| x as f64).sum::<f64>() / w.len() as f64;
+        sd_sum += (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        e.same_top1 += usize::from(trinity_model::generate::argmax(w) == trinity_model::generate::argmax(g));
+    }
+    e.logit_sd = (sd_sum / want.len().max(1) as f64) as f32;
+    Ok(e)
 }

@@ -49,10 +49,61 @@ pub struct BitNet {
     embed: Buffer<f32>,
     /// `None` when tied to the embedding.
     lm_head: Option<Buffer<f32>>,
+    /// The head in a reduced precision, when one was chosen ([`BitNet::set_head_precision`]).
+    reduced_head: Option<ReducedHead>,
     layers: Vec<Layer>,
     final_norm: Buffer<f32>,
     rope_cos: Buffer<f32>,
     rope_sin: Buffer<f32>,
+}
+
+/// The precision of the lm_head's weights in the logits GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadPrecision {
+    /// f32 as loaded: the reference's logits, on every backend.
+    #[default]
+    F32,
+    /// f16: half the bytes of the largest single read of a decode step (the
+    /// 16-bit head other engines keep). CPU backend only.
+    F16,
+    /// int8 with one absmax scale per row: a quarter of the bytes. CPU backend only.
+    Int8,
+}
+
+impl HeadPrecision {
+    /// The name `--lm-head` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadPrecision::F32 => "f32",
+            HeadPrecision::F16 => "f16",
+            HeadPrecision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for HeadPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for HeadPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(HeadPrecision::F32),
+            "f16" => Ok(HeadPrecision::F16),
+            "int8" => Ok(HeadPrecision::Int8),
+            other => Err(format!("lm_head precision `{other}`: expected f32, f16 or int8")),
+        }
+    }
+}
+
+/// The lm_head in a reduced precision.
+#[derive(Debug)]
+enum ReducedHead {
+    F16(Buffer<half::f16>),
+    Int8 { values: Buffer<i8>, scales: Buffer<f32> },
 }
 
 /// KV caches preallocated to the context: one slot per sequence, so the
@@ -166,7 +217,17 @@ impl BitNet {
         let final_norm = device.upload(&ck.f32_tensor("model.norm.weight", &[h])?)?;
         let (cos, sin) = trinity::cpu::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
         let (rope_cos, rope_sin) = (device.upload(&cos)?, device.upload(&sin)?);
-        Ok(BitNet { config, device: device.clone(), embed, lm_head, layers, final_norm, rope_cos, rope_sin })
+        Ok(BitNet {
+            config,
+            device: device.clone(),
+            embed,
+            lm_head,
+            reduced_head: None,
+            layers,
+            final_norm,
+            rope_cos,
+            rope_sin,
+        })
     }
 
     /// A model of `config`'s shapes with random weights (uniform trits, unit
@@ -203,17 +264,83 @@ impl BitNet {
         let (cos, sin) = trinity::cpu::rope_tables(c.head_dim, c.rope_theta, c.max_position_embeddings);
         let (rope_cos, rope_sin) = (device.upload(&cos)?, device.upload(&sin)?);
         let final_norm = ones(h)?;
-        Ok(BitNet { config, device: device.clone(), embed, lm_head: None, layers, final_norm, rope_cos, rope_sin })
+        Ok(BitNet {
+            config,
+            device: device.clone(),
+            embed,
+            lm_head: None,
+            reduced_head: None,
+            layers,
+            final_norm,
+            rope_cos,
+            rope_sin,
+        })
     }
 
-    /// Bytes read per decode token: the 2-bit linears and the f32 lm_head.
+    /// Bytes of weights read per decode token: the 2-bit linears and the
+    /// lm_head in its precision (int8: its row scales too).
     pub fn decode_bytes(&self) -> usize {
         let ternary: usize = self
             .layers
             .iter()
             .map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|w| w.words.len() * 4).sum::<usize>())
             .sum();
-        ternary + self.lm_head.as_ref().unwrap_or(&self.embed).len() * 4
+        let head = self.config.vocab * self.config.hidden;
+        ternary
+            + match self.head_precision() {
+                HeadPrecision::F32 => head * 4,
+                HeadPrecision::F16 => head * 2,
+                HeadPrecision::Int8 => head + self.config.vocab * 4,
+            }
+    }
+
+    /// Weights of the ternary linears: the int8 multiply-adds of one token's matmuls.
+    pub fn linear_weights(&self) -> usize {
+        let c = &self.config;
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        c.layers * (2 * qd * c.hidden + 2 * kvd * c.hidden + 3 * c.intermediate * c.hidden)
+    }
+
+    /// The precision the lm_head runs in.
+    pub fn head_precision(&self) -> HeadPrecision {
+        match self.reduced_head {
+            None => HeadPrecision::F32,
+            Some(ReducedHead::F16(_)) => HeadPrecision::F16,
+            Some(ReducedHead::Int8 { .. }) => HeadPrecision::Int8,
+        }
+    }
+
+    /// Runs the lm_head in `precision` from now on, made from the f32 head
+    /// (which stays: the embedding may share it). The reduced heads run on
+    /// the CPU backend only; elsewhere this is an `Unsupported` error.
+    pub fn set_head_precision(&mut self, precision: HeadPrecision) -> ModelResult<()> {
+        let op = match precision {
+            HeadPrecision::F32 => {
+                self.reduced_head = None;
+                return Ok(());
+            }
+            HeadPrecision::F16 => "head_gemm_f16",
+            HeadPrecision::Int8 => "head_gemm_i8",
+        };
+        if self.device.kind() != trinity::BackendKind::Cpu {
+            return Err(trinity::KernelError::Unsupported { op, backend: self.device.kind().name() }.into());
+        }
+        let f32_head = self.device.download(self.lm_head.as_ref().unwrap_or(&self.embed))?;
+        let dev = &self.device;
+        self.reduced_head = Some(match precision {
+            HeadPrecision::F16 => {
+                let v: Vec<half::f16> = f32_head.iter().map(|&x| half::f16::from_f32(x)).collect();
+                ReducedHead::F16(dev.upload(&v)?)
+            }
+            _ => {
+                let rows: Vec<(Vec<i8>, f32)> =
+                    f32_head.chunks(self.config.hidden).map(trinity::cpu::quantize_head_row).collect();
+                let values: Vec<i8> = rows.iter().flat_map(|(q, _)| q.iter().copied()).collect();
+                let scales: Vec<f32> = rows.iter().map(|&(_, s)| s).collect();
+                ReducedHead::Int8 { values: dev.upload(&values)?, scales: dev.upload(&scales)? }
+            }
+        });
+        Ok(())
     }
 
     /// The device it runs on.
@@ -378,12 +505,17 @@ impl BitNet {
         let mut picked_n = dev.alloc::<f32>(n * h)?;
         dev.rms_norm(&picked, &self.final_norm, &mut picked_n, eps)?;
         let mut logits = dev.alloc::<f32>(n * c.vocab)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        dev.sgemm(&picked_n, head, &mut logits, n, c.vocab, h)?;
+        match &self.reduced_head {
+            None => dev.sgemm(&picked_n, self.lm_head.as_ref().unwrap_or(&self.embed), &mut logits, n, c.vocab, h)?,
+            Some(ReducedHead::F16(w)) => dev.head_gemm_f16(&picked_n, w, &mut logits, n, c.vocab, h)?,
+            Some(ReducedHead::Int8 { values, scales }) => {
+                dev.head_gemm_i8(&picked_n, values, scales, &mut logits, n, c.vocab, h)?
+            }
+        }
         Ok(logits)
     }
 
-    /// Ternary linears that read the same activations: one quantization, `N` matmuls.
+    /// Ternary linears that read the same activations: one quantization, one pass of `N` matmuls.
     fn linears<const N: usize>(
         &self,
         x: &Buffer<f32>,
@@ -396,10 +528,9 @@ impl BitNet {
         dev.quantize(x, &mut q)?;
         let mut outs = Vec::with_capacity(N);
         for w in ws {
-            let mut y = dev.alloc::<f32>(m * w.rows)?;
-            dev.ternary_linear(&q, w, &mut y)?;
-            outs.push(y);
+            outs.push(dev.alloc::<f32>(m * w.rows)?);
         }
+        dev.ternary_linears(&q, &ws, &mut outs)?;
         Ok(outs.try_into().expect("N outputs"))
     }
 }

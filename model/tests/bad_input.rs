@@ -86,3 +86,19 @@ fn a_missing_tensor_is_named() {
     let e = load_err(&d);
     assert!(e.contains("tensor `model.layers.2.input_layernorm.weight` is missing from the checkpoint"), "{e}");
 }
+
+#[test]
+fn lm_head_precision_names_and_backends() {
+    use trinity_model::HeadPrecision;
+    for p in [HeadPrecision::F32, HeadPrecision::F16, HeadPrecision::Int8] {
+        assert_eq!(p.name().parse::<HeadPrecision>(), Ok(p));
+    }
+    let err = "bf16".parse::<HeadPrecision>().unwrap_err();
+    assert!(err.contains("`bf16`") && err.contains("f32, f16 or int8"), "{err}");
+    let cfg = trinity_model::config::shape("bitnet_b1_58-large").unwrap();
+    let tiny = trinity_model::ModelConfig { layers: 1, vocab: 40, ..cfg };
+    let mut model = trinity_model::BitNet::random(tiny, &trinity::Device::Emu, 3).unwrap();
+    let err = model.set_head_precision(HeadPrecision::Int8).unwrap_err();
+    assert!(err.to_string().contains("head_gemm_i8") && err.to_string().contains("emu"), "{err}");
+    assert_eq!(model.head_precision(), HeadPrecision::F32);
+}

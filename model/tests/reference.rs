@@ -172,3 +172,32 @@ fn bad_requests_are_clear_errors() {
     let err = model.forward_batch(&mut batch, &[SeqChunk { slot: 2, tokens: &[1] }]).unwrap_err();
     assert!(err.to_string().contains("outside the cache's 2 slots"), "{err}");
 }
+
+/// The reduced lm_heads on the committed fixtures: their logits within a
+/// bound per precision, relative to the largest reference logit (f16 rounds
+/// each weight by at most 2⁻¹¹ relative; int8 by half a step of its row's
+/// absmax / 127; measured at most 2e-4 and 7.6e-3 of it), and the same
+/// greedy token at every position.
+#[test]
+fn reduced_heads_stay_close_to_the_reference() {
+    use trinity_model::HeadPrecision;
+    for name in FIXTURES {
+        let want = expected(name);
+        for p in [HeadPrecision::F16, HeadPrecision::Int8] {
+            let mut model = BitNet::load(&fixture(name), &Device::Cpu).unwrap();
+            model.set_head_precision(p).unwrap();
+            let mut cache = model.new_cache(32).unwrap();
+            let got = model.forward(&want.prompt, &mut cache, true).unwrap();
+            let d = got.iter().zip(&want.logits).map(|(g, w)| max_diff(g, w)).fold(0.0, f32::max);
+            let scale = want.logits.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+            let same = got.iter().zip(&want.logits).filter(|(g, w)| argmax(g) == argmax(w)).count();
+            eprintln!("{name} {p}: max |Δlogit| {d} (max |logit| {scale}), top-1 same {same}/{}", got.len());
+            let bound = match p {
+                HeadPrecision::F16 => 1e-3,
+                _ => 1.5e-2,
+            };
+            assert!(d <= bound * scale, "{name} with the {p} head: logits differ by {d}, over {bound} × {scale}");
+            assert_eq!(same, got.len(), "{name} with the {p} head: greedy tokens differ");
+        }
+    }
+}
