@@ -35,12 +35,14 @@ pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
 /// XOR of the words in eight lanes, which the compiler keeps in vector registers.
 fn xor_fold(v: &[u64]) -> u64 {
     let mut lanes = [0u64; 8];
-    for c in v.chunks_exact(8) {
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(0, |a, b| a ^ b);
+    for c in chunks {
         for i in 0..8 {
             lanes[i] ^= c[i];
         }
     }
-    lanes.iter().fold(0, |a, b| a ^ b)
+    lanes.iter().fold(tail, |a, b| a ^ b)
 }
 
 /// Int8 multiply-adds per second of all threads at their byte dot-product
