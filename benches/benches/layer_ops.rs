@@ -1,6 +1,7 @@
 //! The float ops of a BitNet layer (RMSNorm, RoPE, attention, gate, add,
-//! embedding, KV write) at the 2B-4T shapes, and a whole decode step of the
-//! bitnet_b1_58-large shape with random weights: CPU always, CUDA when present.
+//! embedding, KV write) at the 2B-4T shapes, and the whole bitnet_b1_58-large
+//! shape with random weights (a decode step per lm_head precision, a batched
+//! step, a prefill): CPU always, CUDA when present.
 
 use std::time::Duration;
 
@@ -79,21 +80,43 @@ fn bench_layer_ops(c: &mut Criterion) {
 }
 
 fn bench_decode_step(c: &mut Criterion) {
+    bench_model(c, &Device::Cpu, "cpu");
+    if let Some(gpu) = trinity_benches::gpu("model") {
+        bench_model(c, &Device::Cuda(gpu), "cuda");
+    }
+}
+
+/// The smallest published shape, random weights: a decode step (each lm_head
+/// precision the backend has), a batched decode step and a 64-token prefill.
+fn bench_model(c: &mut Criterion, device: &Device, label: &str) {
+    use trinity_model::HeadPrecision;
     let Some(cfg) = trinity_model::config::shape("bitnet_b1_58-large") else { return };
-    let model = trinity_model::BitNet::random(cfg, &Device::Cpu, 1).unwrap();
-    let mut g = c.benchmark_group("model/bitnet_b1_58-large/cpu");
+    let mut model = trinity_model::BitNet::random(cfg, device, 1).unwrap();
+    let mut g = c.benchmark_group(format!("model/bitnet_b1_58-large/{label}"));
     g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
     // Decode after a 64-token prompt: the cache is cut back to the prompt before each step.
     let prompt: Vec<u32> = (0..64).collect();
     let mut cache = model.new_cache(256).unwrap();
     model.forward(&prompt, &mut cache, false).unwrap();
-    g.bench_function("decode_step_ctx64", |b| {
-        b.iter(|| {
-            cache.truncate(0, 64);
-            model.forward(&[7], &mut cache, false).unwrap()
-        })
-    });
+    let heads: &[HeadPrecision] = match device {
+        Device::Cpu => &[HeadPrecision::F32, HeadPrecision::F16, HeadPrecision::Int8],
+        _ => &[HeadPrecision::F32],
+    };
+    for &head in heads {
+        model.set_head_precision(head).unwrap();
+        let name = match head {
+            HeadPrecision::F32 => "decode_step_ctx64".to_owned(),
+            h => format!("decode_step_ctx64_head_{h}"),
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                cache.truncate(0, 64);
+                model.step(&mut cache, &[trinity_model::SeqChunk { slot: 0, tokens: &[7] }], false).unwrap()
+            })
+        });
+    }
+    model.set_head_precision(HeadPrecision::F32).unwrap();
     // Eight sequences decoding together (the server's batched step): weights read once for all.
     const BATCH: usize = 8;
     let mut batch = model.new_batch_cache(BATCH, 256).unwrap();
