@@ -285,13 +285,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     }
     let tokens: Vec<u32> = (0..a.prompt).map(|i| (i * 7919 % c.vocab) as u32).collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    let (mut pp_s, mut tg_s) = (Vec::new(), Vec::new());
+    let (mut pp_secs, mut tg_secs) = (Vec::new(), Vec::new());
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
         let mut cache = model.new_cache(context)?;
         let t = Instant::now();
         model.forward(&tokens, &mut cache, false)?;
-        pp_s.push(t.elapsed().as_secs_f64());
+        pp_secs.push(t.elapsed().as_secs_f64());
         pp.push(a.prompt as f64 / t.elapsed().as_secs_f64());
         eprintln!("rep {}/{}: tg{} …", rep + 1, a.reps, a.n_gen);
         // tg: decode steps from an empty cache, as llama-bench's tgN.
@@ -303,27 +303,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
             next = model.step(&mut cache, &[chunk], false)?.greedy[0];
         }
-        tg_s.push(t.elapsed().as_secs_f64());
+        tg_secs.push(t.elapsed().as_secs_f64());
         tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
-    }
-    if !a.no_results {
-        use trinity_measure::model_bench::{ModelTest, model_bench_results};
-        let tests = [
-            ModelTest { test: format!("pp{}", a.prompt), mode: "prefill", tokens: a.prompt, seconds: pp_s },
-            ModelTest { test: format!("tg{}", a.n_gen), mode: "decode", tokens: a.n_gen, seconds: tg_s },
-        ];
-        let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
-        notes.push(format!(
-            "lm_head in {}; decode reads {} bytes of weights per token.",
-            a.lm_head,
-            model.decode_bytes()
-        ));
-        if a.shape.is_some() {
-            notes.push("Random weights of the published shape (--shape).".into());
-        }
-        let results = model_bench_results(&device, &why, &name, &tests, notes);
-        let path = results.write_new(&a.results_dir)?;
-        eprintln!("results: {}", path.display());
     }
     let (pp_m, pp_s) = mean_sd(&pp);
     let (tg_m, tg_s) = mean_sd(&tg);
@@ -336,6 +317,42 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     // prefill does one int8 multiply-add per ternary weight per token.
     let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * decode_bytes as f64 / bw);
     let pp_frac = ceil.int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
+    if !a.no_results {
+        use trinity_measure::model_bench::{ModelTest, model_bench_results};
+        use trinity_measure::results::Ratio;
+        let tests = [
+            ModelTest {
+                test: format!("pp{}", a.prompt),
+                mode: "prefill",
+                tokens: a.prompt,
+                seconds: pp_secs,
+                of_bound: pp_frac.map(|value| Ratio { to: "int8 multiply-add peak (same run)".into(), value }),
+            },
+            ModelTest {
+                test: format!("tg{}", a.n_gen),
+                mode: "decode",
+                tokens: a.n_gen,
+                seconds: tg_secs,
+                of_bound: tg_frac
+                    .zip(ceil.bandwidth)
+                    .map(|(value, (_, what))| Ratio { to: format!("{what} (same run)"), value }),
+            },
+        ];
+        let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
+        notes.push(format!("lm_head in {}; decode reads {decode_bytes} bytes of weights per token.", a.lm_head));
+        if let Some(e) = &head_error {
+            notes.push(format!(
+                "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}.",
+                a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
+            ));
+        }
+        if a.shape.is_some() {
+            notes.push("Random weights of the published shape (--shape).".into());
+        }
+        let results = model_bench_results(&device, &why, &name, &tests, notes);
+        let path = results.write_new(&a.results_dir)?;
+        eprintln!("results: {}", path.display());
+    }
     let pct = |f: Option<f64>| f.map_or("–".to_owned(), |f| format!("{:.1} %", 100.0 * f));
     match a.output {
         BenchFormat::Md => {

@@ -261,11 +261,19 @@ mod model {
             "cpu",
             "-o",
             "json",
+            "--lm-head",
+            "int8",
         ]);
         assert_eq!(code, 0, "{stderr}");
         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert!(v["pp"]["tokens_per_s"].as_f64().unwrap() > 0.0 && v["tg"]["samples"].as_array().unwrap().len() == 2);
         assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+        // Fractions of the bounds measured in the run, and the int8 head's error against the f32 head.
+        assert!(v["tg"]["fraction_of_bound"].as_f64().unwrap() > 0.0, "{stdout}");
+        assert!(v["bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8, "{stdout}");
+        assert_eq!(v["lm_head"], "int8");
+        let e = &v["head_error"];
+        assert!(e["max_abs_logit_diff"].as_f64().unwrap() > 0.0 && e["positions"] == 16, "{stdout}");
         // The same figures in the results schema, for `trinity compare`.
         let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -273,6 +281,20 @@ mod model {
             r["benchmarks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
         assert!(names.iter().any(|n| n.ends_with("/pp8")) && names.iter().any(|n| n.ends_with("/tg4")), "{names:?}");
         assert_eq!(r["benchmarks"][1]["samples"].as_array().unwrap().len(), 2);
+        assert!(r["benchmarks"][1]["ratio"]["to"].as_str().unwrap().contains("bandwidth"), "{r}");
         std::fs::remove_dir_all(&dir).unwrap();
+        // The reduced heads are the CPU's: elsewhere a clear error, before any timing.
+        let (code, _, stderr) = trinity(&[
+            "bench-model",
+            "--no-results",
+            "--model",
+            &fixture("hf-online-bf16"),
+            "--backend",
+            "emu",
+            "--lm-head",
+            "f16",
+        ]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("--lm-head f16") && stderr.contains("head_gemm_f16"), "{stderr}");
     }
 }

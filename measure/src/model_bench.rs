@@ -3,7 +3,7 @@
 
 use trinity::Device;
 
-use crate::results::{BenchmarkResult, Headline, RunResults, SCHEMA_VERSION};
+use crate::results::{BenchmarkResult, Headline, Ratio, RunResults, SCHEMA_VERSION};
 use crate::stats::Summary;
 use crate::timing::StopReason;
 
@@ -18,6 +18,9 @@ pub struct ModelTest {
     pub tokens: usize,
     /// Seconds of each repetition.
     pub seconds: Vec<f64>,
+    /// Its fraction of a bound measured in the same run (bandwidth for decode,
+    /// the int8 peak for prefill), and what that bound is.
+    pub of_bound: Option<Ratio>,
 }
 
 /// A results file for `model`'s tests on `device` (`why`: how the backend was chosen).
@@ -45,7 +48,7 @@ pub fn model_bench_results(
                 samples: t.seconds.clone(),
                 iterations_per_sample: 1,
                 stopped_by: StopReason::MaxSamples,
-                ratio: None,
+                ratio: t.of_bound.clone(),
                 sensors: None,
                 energy: None,
             })
@@ -87,12 +90,19 @@ mod tests {
     #[test]
     fn tests_become_benchmarks_that_round_trip() {
         let tests = [
-            ModelTest { test: "pp4".into(), mode: "prefill", tokens: 4, seconds: vec![0.5, 0.4, 0.6] },
-            ModelTest { test: "tg2".into(), mode: "decode", tokens: 2, seconds: vec![1.0] },
+            ModelTest {
+                test: "pp4".into(),
+                mode: "prefill",
+                tokens: 4,
+                seconds: vec![0.5, 0.4, 0.6],
+                of_bound: Some(Ratio { to: "int8 peak".into(), value: 0.25 }),
+            },
+            ModelTest { test: "tg2".into(), mode: "decode", tokens: 2, seconds: vec![1.0], of_bound: None },
         ];
         let r = model_bench_results(&Device::Cpu, "cpu requested", "tiny", &tests, vec![]);
         let pp = r.benchmark("model/tiny/pp4").unwrap();
         assert_eq!((pp.throughput, pp.unit.as_str(), pp.mode.as_str()), (8.0, "token", "prefill"));
+        assert_eq!(pp.ratio.as_ref().map(|r| r.value), Some(0.25));
         assert_eq!(r.benchmark("model/tiny/tg2").unwrap().throughput, 2.0);
         let text = serde_json::to_string(&r).unwrap();
         let back = RunResults::parse(&text, std::path::Path::new("x.json")).unwrap();
