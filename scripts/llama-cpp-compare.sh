@@ -6,12 +6,15 @@
 # published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
 # quantizes them to TQ2_0 with llama-quantize, then runs
 #   llama-bench -p P -n N -r R -t THREADS     on each GGUF, and
-#   trinity bench-model --shape S -p P -n N -r R --backend cpu
+#   trinity bench-model --shape S -p P -n N -r R --backend cpu --lm-head H   for each head H
 # and prints both tables. Trinity's threads are rayon's (all cores);
-# THREADS defaults to the same count.
+# THREADS defaults to the same count. HEADS: Trinity's lm_head precisions
+# (the issue's bar is the 16-bit head, the int8 one reported beside it; llama.cpp's
+# TQ2_0 files keep the head in Q6_K).
 #
 # Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
-#   env: P (512), N (128), R (5), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0")
+#   env: P (512), N (128), R (5), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"),
+#        HEADS ("f16 int8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/llama-cpp}
@@ -21,6 +24,7 @@ shapes=("$@")
 P=${P:-512}; N=${N:-128}; R=${R:-5}; THREADS=${THREADS:-$(nproc)}
 version=${LLAMA_CPP_PYTHON:-0.3.36}
 types=${TYPES:-TQ2_0}
+heads=${HEADS:-f16 int8}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -61,6 +65,9 @@ for shape in "${shapes[@]}"; do
         echo "== llama.cpp $t, $shape"
         "$bin/llama-bench" -m "$q" -p "$P" -n "$N" -r "$R" -t "$THREADS" -o md 2>/dev/null | tee "$out/llama-bench-$shape-$t.md"
     done
-    echo "== Trinity, $shape"
-    "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu 2>/dev/null | tee "$out/trinity-$shape.md"
+    for h in $heads; do
+        echo "== Trinity, $shape, $h lm_head"
+        "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu --lm-head "$h" 2>/dev/null \
+            | tee "$out/trinity-$shape-$h.md"
+    done
 done
