@@ -107,17 +107,10 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
         // Column blocks of C, each from a contiguous band of B's rows.
         let mut ct = vec![0f32; n * m];
         ct.par_chunks_mut(256 * m).enumerate().for_each(|(blk, out)| {
-            let fma = has_fma();
             for (j, o) in out.chunks_mut(m).enumerate() {
                 let brow = &b[(blk * 256 + j) * k..][..k];
                 for (i, v) in o.iter_mut().enumerate() {
-                    let arow = &a[i * k..][..k];
-                    *v = match fma {
-                        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-                        #[cfg(target_arch = "x86_64")]
-                        true => unsafe { dot_fma(arow, brow) },
-                        _ => dot8(arow, brow),
-                    };
+                    *v = dot(&a[i * k..][..k], brow);
                 }
             }
         });
@@ -168,9 +161,6 @@ pub enum HeadWeights<'a> {
 /// Rows of the head per parallel task of [`head_gemm`]: each task streams
 /// one contiguous band of the head.
 const HEAD_ROWS_PER_TASK: usize = 256;
-/// How far ahead of the current element each head row prefetches (4 KiB):
-/// rows of 1536 or 2560 elements are too short for the hardware prefetcher.
-const HEAD_PREFETCH_BYTES: usize = 4096;
 
 /// `C = A · Bᵀ` (A: m×k f32, B: n×k in f16 or int8 with per-row scales, C:
 /// m×n): the logits of a 16-bit or int8 lm_head. Every output is one dot
@@ -193,8 +183,8 @@ pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usiz
                 for (i, v) in o.iter_mut().enumerate() {
                     let arow = &a[i * k..][..k];
                     *v = match b {
-                        HeadWeights::F16(w) => dot_f16(arow, &w[j * k..][..k]),
-                        HeadWeights::Int8 { values, scales } => dot_i8(arow, &values[j * k..][..k]) * scales[j],
+                        HeadWeights::F16(w) => dot(arow, &w[j * k..][..k]),
+                        HeadWeights::Int8 { values, scales } => dot(arow, &values[j * k..][..k]) * scales[j],
                     };
                 }
             }
@@ -220,11 +210,67 @@ pub fn quantize_head_row(row: &[f32]) -> (Vec<i8>, f32) {
     (row.iter().map(|&v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8).collect(), scale)
 }
 
-fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+/// An element of the second operand of [`dot`]: f32, or an lm_head's f16 / int8.
+trait RowElem: Copy {
+    fn to_f32(self) -> f32;
+    /// Eight elements at `p`, widened to f32.
+    ///
+    /// # Safety
+    /// `p` points to 8 readable elements; the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
-    if has_fma() && std::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-        return unsafe { dot_f16_fma(a, b) };
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl RowElem for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: 8 readable floats (the caller's contract).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl RowElem for f16 {
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: 8 readable halves (16 bytes) and F16C (the caller's contract).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
+impl RowElem for i8 {
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const i8) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: 8 readable bytes and AVX2 (the caller's contract).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
+    }
+}
+
+/// How far ahead of the current element [`dot`] prefetches the second operand
+/// (4 KiB): lm_head rows of 1536 or 2560 elements are too short for the
+/// hardware prefetcher.
+const DOT_PREFETCH_BYTES: usize = 4096;
+
+/// `a · b` on the fastest path this CPU has, in an order fixed for a given CPU
+/// (eight lanes, then a fixed reduction; never dependent on other rows).
+fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `has_fma`).
+        return unsafe { dot_fma(a, b) };
     }
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -237,122 +283,33 @@ fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-        return unsafe { dot_i8_fma(a, b) };
-    }
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, &y)| x * y as f32).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i] as f32;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `a · b` for f16 `b`: 32 elements a step in four 8-lane FMA accumulators,
-/// prefetching `b` ahead; a fixed-order reduction.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16_fma(a: &[f32], b: &[f16]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        // A hint: it never faults, so the address may run past the row.
-        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + HEAD_PREFETCH_BYTES / 2).cast());
-        for (q, c) in acc.iter_mut().enumerate() {
-            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * q)),
-                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8 * q).cast())),
-                )
-            };
-            *c = _mm256_fmadd_ps(x, y, *c);
-        }
-        i += 32;
-    }
-    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y.to_f32()).sum();
-    hsum_ps(acc) + tail
-}
-
-/// `a · b` for int8 `b`, as [`dot_f16_fma`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_i8_fma(a: &[f32], b: &[i8]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + HEAD_PREFETCH_BYTES).cast());
-        for (q, c) in acc.iter_mut().enumerate() {
-            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * q)),
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(i + 8 * q).cast()))),
-                )
-            };
-            *c = _mm256_fmadd_ps(x, y, *c);
-        }
-        i += 32;
-    }
-    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, &y)| x * y as f32).sum();
-    hsum_ps(acc) + tail
-}
-
-/// The four accumulators' lanes summed in a fixed order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-fn hsum_ps(acc: [std::arch::x86_64::__m256; 4]) -> f32 {
-    use std::arch::x86_64::*;
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0f32; 8];
-    // SAFETY: 8 lanes into an 8-element array.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    lanes.iter().sum::<f32>()
-}
-
-/// `a · b` on the fastest path this CPU has (a fixed order for a given CPU).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-        return unsafe { dot_fma(a, b) };
-    }
-    dot8(a, b)
-}
-
 fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
-/// `a · b` with four 8-lane FMA accumulators (32 floats a step), then a
-/// fixed-order reduction: the same order whatever the other rows of the call.
+/// [`dot`] with four 8-lane FMA accumulators (32 elements a step), `b`
+/// prefetched [`DOT_PREFETCH_BYTES`] ahead, then a fixed-order reduction.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_fma<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
+    let ahead = DOT_PREFETCH_BYTES / std::mem::size_of::<E>();
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
+        // A hint: it never faults, so the address may run past the row.
+        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + ahead).cast());
         for (q, c) in acc.iter_mut().enumerate() {
-            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices.
-            let (x, y) =
-                unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * q)), _mm256_loadu_ps(b.as_ptr().add(i + 8 * q))) };
+            // SAFETY: `i + 8q + 8 ≤ n` elements of both slices; AVX2, FMA and F16C are enabled here.
+            let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * q)), E::load8(b.as_ptr().add(i + 8 * q))) };
             *c = _mm256_fmadd_ps(x, y, *c);
         }
         i += 32;
@@ -361,21 +318,8 @@ fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     // SAFETY: 8 lanes into an 8-element array.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y.to_f32()).sum();
     lanes.iter().sum::<f32>() + tail
-}
-
-/// A dot product in eight independent lanes (which the compiler vectorizes).
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `y = w · x / sqrt(mean(x²) + eps)` per row of `x` (`rows × w.len()`), in place.
