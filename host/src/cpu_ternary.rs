@@ -95,10 +95,9 @@ fn has_vnni() -> bool {
 /// Rows are padded with zeros to whole blocks (the last, partial block of
 /// weights is read with a masked load, and meets zeros here past K).
 /// On the calling thread when `small`.
-fn permute_blocks(x: &QuantizedRef<'_>, small: bool) -> (AlignedBytes, usize) {
+fn permute_blocks(x: &QuantizedRef<'_>, small: bool) -> (Vec<i8>, usize) {
     let stride = x.k_pad.next_multiple_of(BLOCK);
-    let mut buf = AlignedBytes::zeroed(x.rows * stride);
-    let out: &mut [i8] = bytemuck::cast_slice_mut(buf.bytes_mut());
+    let mut out = vec![0i8; x.rows * stride];
     let permute_row = |(row_out, row_in): (&mut [i8], &[i8])| {
         let mut padded = [0i8; BLOCK];
         for blk in 0..stride / BLOCK {
@@ -117,46 +116,7 @@ fn permute_blocks(x: &QuantizedRef<'_>, small: bool) -> (AlignedBytes, usize) {
         true => out.chunks_mut(stride).zip(x.values().chunks(x.k_pad)).for_each(permute_row),
         false => out.par_chunks_mut(stride).zip(x.values().par_chunks(x.k_pad)).for_each(permute_row),
     }
-    (buf, stride)
-}
-
-/// One cache line.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-pub(crate) struct Line([u8; 64]);
-
-// SAFETY: `Line` is 64 plain bytes with no padding (size 64 = alignment 64);
-// every bit pattern is valid and all-zero is a valid value.
-unsafe impl bytemuck::Zeroable for Line {}
-// SAFETY: as above.
-unsafe impl bytemuck::Pod for Line {}
-
-/// Bytes that start on a cache line, so the SIMD paths' 32-byte loads at
-/// multiples of 32 never straddle two lines.
-#[derive(Debug, Default)]
-pub(crate) struct AlignedBytes {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    fn zeroed(len: usize) -> Self {
-        let mut b = AlignedBytes::default();
-        b.reset(len);
-        b
-    }
-    /// `len` zero bytes (the allocation is reused when it is large enough).
-    pub(crate) fn reset(&mut self, len: usize) {
-        self.lines.clear();
-        self.lines.resize(len.div_ceil(64), Line([0; 64]));
-        self.len = len;
-    }
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
-    }
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
-    }
+    (out, stride)
 }
 
 /// `Y = dequantize(X · Wᵀ)` for any M into `y` (`M × N`); see the module docs.
@@ -207,14 +167,14 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     // Decode-sized work is done on the calling thread except the matmul
     // itself: every rayon call from outside the pool is a hand-off and a wake-up.
     let small = m <= 2;
-    let (act, stride) = if simd > 0 {
-        permute_blocks(x, small)
+    // The SIMD paths read the activations permuted; the portable one reads them as they are.
+    let permuted;
+    let (act, stride): (&[i8], usize) = if simd > 0 {
+        permuted = permute_blocks(x, small);
+        (&permuted.0, permuted.1)
     } else {
-        let mut b = AlignedBytes::zeroed(x.values().len());
-        b.bytes_mut().copy_from_slice(bytemuck::cast_slice(x.values()));
-        (b, x.k_pad)
+        (x.values(), x.k_pad)
     };
-    let act: &[i8] = bytemuck::cast_slice(act.bytes());
     let rows_per_task = match (simd, small) {
         (1, true) => GEMV_ROWS_PER_TASK,
         _ => ROWS_PER_TASK,
@@ -228,7 +188,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
             yt.chunks_mut(rows_per_task * m).enumerate().map(move |(t, chunk)| (i, t * rows_per_task, chunk))
         })
         .collect();
-    tasks.into_par_iter().for_each_init(AlignedBytes::default, |panel, (i, first_row, chunk)| {
+    tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
         if simd == 1 {

@@ -372,6 +372,17 @@ impl Device {
         for (w, y) in ws.iter().zip(ys.iter()) {
             ternary_check(kernel, max_m, x, w, y.len())?;
         }
+        self.cpu_ternary(kernel, x, ws, ys)
+    }
+
+    /// The CPU arm of the ternary matmuls (shapes checked by the caller): one pass over every matrix.
+    fn cpu_ternary<O: OutputElem>(
+        &self,
+        kernel: &'static str,
+        x: &QuantizedBuffer,
+        ws: &[&TernaryBuffer],
+        ys: &mut [Buffer<O>],
+    ) -> KernelResult<()> {
         let (Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu)) = (&x.words, &x.scales, &x.sums) else {
             return Err(self.wrong_place(kernel, "a buffer of another device"));
         };
@@ -430,24 +441,12 @@ impl Device {
         let shape = format!("{m}×{n}×{}", w.cols);
         let err = |reason| shape_err(kernel, &shape)(reason);
         ternary_check(kernel, max_m, x, w, y.len())?;
-        if !matches!(self, Device::Cpu) {
-            check_shared(&cfg, self.shared_limit()).map_err(err)?;
+        if matches!(self, Device::Cpu) {
+            return self.cpu_ternary(kernel, x, &[w], std::slice::from_mut(y));
         }
+        check_shared(&cfg, self.shared_limit()).map_err(err)?;
         let (mu, nu, kp) = (m as u32, n as u32, x.k_pad as u32);
         match (self, &x.words, &x.scales, &x.sums, &w.words, y) {
-            (Device::Cpu, Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu), Buffer::Host(ww), Buffer::Host(y)) => {
-                let xr = crate::matmul::QuantizedRef {
-                    rows: m,
-                    cols: x.cols,
-                    k_pad: x.k_pad,
-                    words: xw,
-                    scales: xs,
-                    sums: xu,
-                };
-                let wr = crate::ternary::TernaryRef { rows: n, cols: w.cols, scale: w.scale, words: ww };
-                crate::cpu_ternary::ternary_matmul_into(xr, wr, y);
-                Ok(())
-            }
             (Device::Emu, Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu), Buffer::Host(ww), Buffer::Host(y)) => {
                 let (xw, xs, xu, ww) = (In::from_slice(xw), In::from_slice(xs), In::from_slice(xu), In::from_slice(ww));
                 // SAFETY: every view covers a live buffer of the length checked above; the geometry is the kernel's own.

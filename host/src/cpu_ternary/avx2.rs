@@ -25,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{AlignedBytes, BLOCK};
+use super::BLOCK;
 use crate::matmul::{QuantizedRef, dequantize};
 use crate::ternary::TernaryRef;
 
@@ -180,17 +180,19 @@ pub(super) fn gemm_task(
     (act, stride): (&[i8], usize),
     first_row: usize,
     chunk: &mut [f32],
-    panel: &mut AlignedBytes,
+    panel: &mut Vec<u8>,
 ) {
     let (m, wpr) = (x.rows, w.words_per_row());
     let rows_here = chunk.len() / m;
-    panel.reset(rows_here.next_multiple_of(GEMM_ROWS) * stride);
-    for (i, out) in panel.bytes_mut().chunks_exact_mut(stride).take(rows_here).enumerate() {
+    // Every row is written whole below, so the scratch is not cleared; the
+    // padding row of an odd count is read but its results are dropped.
+    panel.resize(rows_here.next_multiple_of(GEMM_ROWS) * stride, 0);
+    for (i, out) in panel.chunks_exact_mut(stride).take(rows_here).enumerate() {
         // SAFETY: AVX2 is present (the caller's `simd == 1`); `out` holds
         // `stride ≥ 16 · wpr` bytes rounded up to whole blocks.
         unsafe { decode_row(&w.words()[(first_row + i) * wpr..][..wpr], out) };
     }
-    let panel = panel.bytes();
+    let panel = &panel[..];
     for m0 in (0..m).step_by(GEMM_ACTS) {
         let ma = (m - m0).min(GEMM_ACTS);
         let acts: [&[i8]; GEMM_ACTS] = std::array::from_fn(|r| &act[(m0 + r.min(ma - 1)) * stride..][..stride]);
