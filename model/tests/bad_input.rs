@@ -102,3 +102,26 @@ fn lm_head_precision_names_and_backends() {
     assert!(err.to_string().contains("head_gemm_i8") && err.to_string().contains("emu"), "{err}");
     assert_eq!(model.head_precision(), HeadPrecision::F32);
 }
+
+#[test]
+fn decode_bytes_count_the_head_in_its_precision() {
+    use trinity_model::HeadPrecision;
+    let cfg = trinity_model::config::shape("bitnet_b1_58-large").unwrap();
+    let tiny = trinity_model::ModelConfig { layers: 1, vocab: 40, ..cfg };
+    let (v, h) = (tiny.vocab, tiny.hidden);
+    let mut model = BitNet::random(tiny, &Device::Cpu, 3).unwrap();
+    // K = 1536 and 4096 need no padding: 2 bits per ternary weight.
+    let ternary = model.linear_weights() / 4;
+    assert_eq!(model.linear_weights(), 4 * 1536 * 1536 + 3 * 4096 * 1536);
+    let mut bytes = vec![];
+    for (p, head) in
+        [(HeadPrecision::F32, v * h * 4), (HeadPrecision::F16, v * h * 2), (HeadPrecision::Int8, v * h + v * 4)]
+    {
+        model.set_head_precision(p).unwrap();
+        assert_eq!(model.head_precision(), p);
+        bytes.push((model.decode_bytes(), ternary + head));
+    }
+    for (got, want) in bytes {
+        assert_eq!(got, want);
+    }
+}
