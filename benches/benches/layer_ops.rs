@@ -1,5 +1,5 @@
-//! The float ops of a BitNet layer (RMSNorm, RoPE, attention, gate, add,
-//! embedding, KV write) at the 2B-4T shapes, and the whole bitnet_b1_58-large
+//! The float ops of a BitNet layer (RMSNorm, RMSNorm fused with the
+//! quantizer, RoPE, attention, gate, the f16 / int8 lm_head, argmax) at the 2B-4T shapes, and the whole bitnet_b1_58-large
 //! shape with random weights (a decode step per lm_head precision, a batched
 //! step, a prefill): CPU always, CUDA when present.
 
@@ -38,6 +38,12 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
         time(&mut g, BenchmarkId::new("rms_norm", format!("m{m}")), &mut || {
             device.rms_norm(&x, &w, &mut y, 1e-5).unwrap()
         });
+        // The fused norm + quantize in front of every linear: reads x once, writes int8.
+        let mut q = device.alloc_quantized(m, HIDDEN).unwrap();
+        g.throughput(Throughput::Bytes((m * HIDDEN * 5) as u64));
+        time(&mut g, BenchmarkId::new("rms_norm_quantize", format!("m{m}")), &mut || {
+            device.rms_norm_quantize(&x, &w, 1e-5, &mut q).unwrap()
+        });
         let mut gate = filled(device, m * INTERMEDIATE, 1.0);
         let up = filled(device, m * INTERMEDIATE, 0.5);
         g.throughput(Throughput::Bytes((3 * m * INTERMEDIATE * 4) as u64));
@@ -63,8 +69,25 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
         device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
     });
-    // Greedy sampling of a decode step of eight sequences over 2B-4T's vocabulary.
+    // The lm_head of a 2B-4T decode step in f16 and in int8: the step's largest read.
     const VOCAB: usize = 128_256;
+    let ld = trinity::head_row_len(HIDDEN);
+    let a = filled(device, HIDDEN, 0.5);
+    let mut logits = device.alloc::<f32>(VOCAB).unwrap();
+    let h16 = device.upload(&vec![half::f16::from_f32(0.01); VOCAB * ld]).unwrap();
+    g.throughput(Throughput::Bytes((VOCAB * HIDDEN * 2) as u64));
+    time(&mut g, BenchmarkId::new("head_gemv_f16", "1x128256x2560"), &mut || {
+        device.head_gemm_f16(&a, &h16, &mut logits, 1, VOCAB, HIDDEN).unwrap()
+    });
+    drop(h16);
+    let h8 = device.upload(&vec![3i8; VOCAB * ld]).unwrap();
+    let scales = filled(device, VOCAB, 0.01);
+    g.throughput(Throughput::Bytes((VOCAB * HIDDEN) as u64));
+    time(&mut g, BenchmarkId::new("head_gemv_i8", "1x128256x2560"), &mut || {
+        device.head_gemm_i8(&a, &h8, &scales, &mut logits, 1, VOCAB, HIDDEN).unwrap()
+    });
+    drop(h8);
+    // Greedy sampling of a decode step of eight sequences over 2B-4T's vocabulary.
     let logits = filled(device, 8 * VOCAB, 0.5);
     let mut ids = device.alloc::<u32>(8).unwrap();
     g.throughput(Throughput::Bytes((8 * VOCAB * 4) as u64));
@@ -99,11 +122,7 @@ fn bench_model(c: &mut Criterion, device: &Device, label: &str) {
     let prompt: Vec<u32> = (0..64).collect();
     let mut cache = model.new_cache(256).unwrap();
     model.forward(&prompt, &mut cache, false).unwrap();
-    let heads: &[HeadPrecision] = match device {
-        Device::Cpu => &[HeadPrecision::F32, HeadPrecision::F16, HeadPrecision::Int8],
-        _ => &[HeadPrecision::F32],
-    };
-    for &head in heads {
+    for head in [HeadPrecision::F32, HeadPrecision::F16, HeadPrecision::Int8] {
         model.set_head_precision(head).unwrap();
         let name = match head {
             HeadPrecision::F32 => "decode_step_ctx64".to_owned(),

@@ -19,7 +19,7 @@ pub struct ModelArgs {
     /// Backend: auto (cuda when a GPU starts, else cpu), cpu, emu or cuda.
     #[arg(long, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    /// Precision of the lm_head: f32 (default; the reference's logits), f16 or int8 (per-row scales; CPU only).
+    /// Precision of the lm_head: f32 (default; the reference's logits), f16 or int8 (per-row scales).
     #[arg(long, default_value_t = HeadPrecision::F32)]
     pub lm_head: HeadPrecision,
 }
@@ -229,7 +229,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_results: bool,
     /// Precision of the lm_head: f32 (default; the reference's logits), f16
-    /// or int8 (per-row scales; CPU only). A reduced head also reports its
+    /// or int8 (per-row scales). A reduced head also reports its
     /// logit error against the f32 head.
     #[arg(long, default_value_t = HeadPrecision::F32)]
     pub lm_head: HeadPrecision,

@@ -283,18 +283,10 @@ mod model {
         assert_eq!(r["benchmarks"][1]["samples"].as_array().unwrap().len(), 2);
         assert!(r["benchmarks"][1]["ratio"]["to"].as_str().unwrap().contains("bandwidth"), "{r}");
         std::fs::remove_dir_all(&dir).unwrap();
-        // The reduced heads are the CPU's: elsewhere a clear error, before any timing.
-        let (code, _, stderr) = trinity(&[
-            "bench-model",
-            "--no-results",
-            "--model",
-            &fixture("hf-online-bf16"),
-            "--backend",
-            "emu",
-            "--lm-head",
-            "f16",
-        ]);
-        assert_eq!(code, 1, "{stderr}");
-        assert!(stderr.contains("--lm-head f16") && stderr.contains("head_gemm_f16"), "{stderr}");
+        // A precision it does not have: a clear error naming the ones it has, before any timing.
+        let (code, _, stderr) =
+            trinity(&["bench-model", "--no-results", "--model", &fixture("hf-online-bf16"), "--lm-head", "bf16"]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("bf16") && stderr.contains("f32, f16 or int8"), "{stderr}");
     }
 }

@@ -60,6 +60,42 @@ pub fn quantize<E: ActivationElem>(
     }
 }
 
+/// RMSNorm fused with the quantizer on the CPU: each row of `x` (rows of
+/// `w.len()`) normalized as [`rms_norm`] does it into a per-thread scratch
+/// row, then quantized into an int8 row of `k_pad`; the values of `rms_norm`
+/// followed by [`quantize`], with one parallel pass and no normalized buffer.
+pub fn rms_norm_quantize(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    k_pad: usize,
+    words: &mut [u32],
+    scales: &mut [f32],
+    sums: &mut [i32],
+) {
+    let cols = w.len();
+    let rows = x.len() / cols;
+    let values: &mut [i8] = bytemuck::cast_slice_mut(words);
+    let one_row = |buf: &mut Vec<f32>, (q, row): (&mut [i8], &[f32])| {
+        buf.clear();
+        buf.extend_from_slice(row);
+        rms_norm(buf, w, eps);
+        q[cols..].fill(0);
+        quantize_row(buf, &mut q[..cols])
+    };
+    // A decode step's row or two: handing them to the thread pool costs more than the work.
+    let per_row: Vec<(f32, i32)> = if rows <= 2 {
+        let mut buf = Vec::with_capacity(cols);
+        values[..rows * k_pad].chunks_mut(k_pad).zip(x.chunks(cols)).map(|r| one_row(&mut buf, r)).collect()
+    } else {
+        values[..rows * k_pad].par_chunks_mut(k_pad).zip(x.par_chunks(cols)).map_init(Vec::new, one_row).collect()
+    };
+    for (r, (scale, sum)) in per_row.into_iter().enumerate() {
+        scales[r] = scale;
+        sums[r] = sum;
+    }
+}
+
 /// One row of the quantizer with the kernels' scale and rounding functions;
 /// returns (scale, sum).
 fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
@@ -147,9 +183,9 @@ pub fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) 
 /// The weights of a 16-bit or int8 lm_head, read by [`head_gemm`].
 #[derive(Debug, Clone, Copy)]
 pub enum HeadWeights<'a> {
-    /// `n × k` f16 values.
+    /// `n` rows of [`kernels_gpu::head::head_row_len`]`(k)` f16 values (zeros past `k`).
     F16(&'a [f16]),
-    /// `n × k` int8 values; row `j` of the head is `values[j] · scales[j]`.
+    /// `n` rows of `head_row_len(k)` int8 values (zeros past `k`); row `j` of the head is `values[j] · scales[j]`.
     Int8 {
         /// The quantized rows.
         values: &'a [i8],
@@ -162,17 +198,18 @@ pub enum HeadWeights<'a> {
 /// one contiguous band of the head.
 const HEAD_ROWS_PER_TASK: usize = 256;
 
-/// `C = A · Bᵀ` (A: m×k f32, B: n×k in f16 or int8 with per-row scales, C:
-/// m×n): the logits of a 16-bit or int8 lm_head. Every output is one dot
+/// `C = A · Bᵀ` (A: m×k f32, B: n×k in f16 or int8 with per-row scales,
+/// rows stored `head_row_len(k)` apart, C: m×n): the logits of a 16-bit or int8 lm_head. Every output is one dot
 /// product in a fixed order (8-lane FMA accumulators, then the int8 row's
 /// scale), whatever `m`, so batching rows never changes a row's logits. B is
 /// streamed once per 64 rows of A.
 pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usize, k: usize) {
+    let ld = kernels_gpu::head::head_row_len(k);
     let len = match b {
         HeadWeights::F16(v) => v.len(),
-        HeadWeights::Int8 { values, scales } => values.len().min(scales.len() * k),
+        HeadWeights::Int8 { values, scales } => values.len().min(scales.len() * ld),
     };
-    assert!(a.len() >= m * k && len >= n * k && c.len() >= m * n, "head_gemm buffers checked by the op");
+    assert!(a.len() >= m * k && len >= n * ld && c.len() >= m * n, "head_gemm buffers checked by the op");
     for m0 in (0..m).step_by(SGEMM_GEMV_MAX_M) {
         let mm = (m - m0).min(SGEMM_GEMV_MAX_M);
         let a = &a[m0 * k..][..mm * k];
@@ -183,8 +220,8 @@ pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usiz
                 for (i, v) in o.iter_mut().enumerate() {
                     let arow = &a[i * k..][..k];
                     *v = match b {
-                        HeadWeights::F16(w) => dot(arow, &w[j * k..][..k]),
-                        HeadWeights::Int8 { values, scales } => dot(arow, &values[j * k..][..k]) * scales[j],
+                        HeadWeights::F16(w) => dot(arow, &w[j * ld..][..k]),
+                        HeadWeights::Int8 { values, scales } => dot(arow, &values[j * ld..][..k]) * scales[j],
                     };
                 }
             }
@@ -327,12 +364,26 @@ fn dot_fma<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
     for row in x.chunks_mut(n) {
-        let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+        let ms = sum_of_squares(row) / n as f64;
         let inv = 1.0 / ((ms as f32) + eps).sqrt();
         for (v, &g) in row.iter_mut().zip(w) {
             *v = g * (*v * inv);
         }
     }
+}
+
+/// `Σ x²` in f64 over 8 independent partial sums (so it vectorizes and
+/// does not wait on one long chain of additions).
+fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v as f64 * v as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// The RoPE tables for positions `0..positions`: `cos` and `sin` of

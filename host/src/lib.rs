@@ -44,6 +44,8 @@ pub use buffer::{Buffer, QuantizedBuffer, RowPlaces, TernaryBuffer};
 pub use device::{BackendChoice, BackendKind, Device};
 pub use error::{KernelError, KernelResult};
 pub use host_ops::HostOps;
+/// The stored row length of a reduced (f16 / int8) lm_head of `k` columns: rows padded with zeros to a multiple of 16.
+pub use kernels_gpu::head::head_row_len;
 
 /// The git commit this build comes from (short SHA), when built in a git checkout.
 pub const GIT_COMMIT: Option<&str> = option_env!("TRINITY_GIT_COMMIT");

@@ -20,6 +20,7 @@ use half::f16;
 use kernels_gpu::curl::{self, LANES_PER_BATCH};
 use kernels_gpu::device::{In, Out};
 use kernels_gpu::emu::EmuError;
+use kernels_gpu::head::{head_check, head_gemv_geometry};
 use kernels_gpu::kernels::{self, sgemm_check, sgemm_geometry, unpack_check, unpack_geometry};
 use kernels_gpu::launch::{LaunchConfig, check_shared};
 use kernels_gpu::matmul::{self as facts, GEMV_MAX_M};
@@ -66,8 +67,9 @@ cuda_functions! {
     growing: [ternary_gemv_f32, ternary_gemv_f16, attention_f32];
     all: [
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
-        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rope_f32,
-        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32,
+        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rms_norm_quantize_f32,
+        rope_f32,
+        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
     ]
 }
 
@@ -517,8 +519,9 @@ impl Device {
         }
     }
 
-    /// `head_gemm_f16`: `C = A · Bᵀ` with f32 A (m×k) and an f16 B (n×k), C
-    /// m×n: the logits of a 16-bit lm_head. CPU only (the GPU heads are f32).
+    /// `head_gemv_f16`: `C = A · Bᵀ` with f32 A (m×k) and an f16 B (n rows of
+    /// [`kernels_gpu::head::head_row_len`]`(k)`, zeros past k), C m×n: the logits of a 16-bit
+    /// lm_head. Each logit is one fixed-order dot product, whatever `m`.
     #[allow(clippy::too_many_arguments)]
     pub fn head_gemm_f16(
         &self,
@@ -529,21 +532,41 @@ impl Device {
         n: usize,
         k: usize,
     ) -> KernelResult<()> {
-        let op = "head_gemm_f16";
-        sgemm_check(m, n, k, a.len(), b.len(), c.len()).map_err(shape_err(op, &format!("{m}×{n}×{k}")))?;
+        let kernel = kernels::head_gemv_f16::NAME;
+        let shape = format!("{m}×{n}×{k}");
+        head_check(m, n, k, a.len(), b.len(), c.len(), None).map_err(shape_err(kernel, &shape))?;
+        let cfg = head_gemv_geometry(n);
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
         match (self, a, b, c) {
             (Device::Cpu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(c)) => {
                 crate::cpu::head_gemm(a, crate::cpu::HeadWeights::F16(b), c, m, n, k);
                 Ok(())
             }
-            (Device::Cpu, ..) => Err(self.wrong_place(op, "a buffer of another device")),
-            _ => Err(KernelError::Unsupported { op, backend: self.kind().name() }),
+            (Device::Emu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(c)) => {
+                let w = bytemuck::try_cast_slice::<f16, u32>(b)
+                    .map_err(|e| shape_err(kernel, &shape)(format!("head weights not word-aligned: {e}")))?;
+                let w = In::from_slice(w);
+                let (a, c) = (In::from_slice(a), Out::from_slice(c));
+                // SAFETY: the views cover live buffers of the lengths checked
+                // above (`b` holds whole padded rows, an even number of halves).
+                unsafe { kernels::head_gemv_f16::launch(cfg, a, w, In::from_slice(&[]), c, mu, nu, ku) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(a), Buffer::Cuda(b), Buffer::Cuda(c)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                // `a` stands in for the unused scales pointer.
+                l.arg(a).arg(b).arg(a).arg(c).arg(&mu).arg(&nu).arg(&ku);
+                // SAFETY: arguments match `head_gemv_f16` (f16 rows read as
+                // words; device allocations are 256-byte aligned); lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }
     }
 
-    /// `head_gemm_i8`: `C = A · (diag(scales) · B)ᵀ` with f32 A (m×k), an
-    /// int8 B (n×k) and one scale per row of B: the logits of an int8
-    /// lm_head. CPU only.
+    /// `head_gemv_i8`: `C = A · (diag(scales) · B)ᵀ` with f32 A (m×k), an
+    /// int8 B (n rows of [`kernels_gpu::head::head_row_len`]`(k)`, zeros past k) and one scale
+    /// per row of B: the logits of an int8 lm_head.
     #[allow(clippy::too_many_arguments)]
     pub fn head_gemm_i8(
         &self,
@@ -555,19 +578,33 @@ impl Device {
         n: usize,
         k: usize,
     ) -> KernelResult<()> {
-        let op = "head_gemm_i8";
+        let kernel = kernels::head_gemv_i8::NAME;
         let shape = format!("{m}×{n}×{k}");
-        sgemm_check(m, n, k, a.len(), b.len(), c.len()).map_err(shape_err(op, &shape))?;
-        if scales.len() != n {
-            return Err(shape_err(op, &shape)(format!("{} row scales for {n} rows", scales.len())));
-        }
+        head_check(m, n, k, a.len(), b.len(), c.len(), Some(scales.len())).map_err(shape_err(kernel, &shape))?;
+        let cfg = head_gemv_geometry(n);
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
         match (self, a, b, scales, c) {
             (Device::Cpu, Buffer::Host(a), Buffer::Host(values), Buffer::Host(scales), Buffer::Host(c)) => {
                 crate::cpu::head_gemm(a, crate::cpu::HeadWeights::Int8 { values, scales }, c, m, n, k);
                 Ok(())
             }
-            (Device::Cpu, ..) => Err(self.wrong_place(op, "a buffer of another device")),
-            _ => Err(KernelError::Unsupported { op, backend: self.kind().name() }),
+            (Device::Emu, Buffer::Host(a), Buffer::Host(b), Buffer::Host(s), Buffer::Host(c)) => {
+                let w = bytemuck::try_cast_slice::<i8, u32>(b)
+                    .map_err(|e| shape_err(kernel, &shape)(format!("head weights not word-aligned: {e}")))?;
+                let w = In::from_slice(w);
+                let (a, s, c) = (In::from_slice(a), In::from_slice(s), Out::from_slice(c));
+                // SAFETY: the views cover live buffers of the lengths checked
+                // above (`b` holds whole padded rows, a multiple of 16 bytes).
+                unsafe { kernels::head_gemv_i8::launch(cfg, a, w, s, c, mu, nu, ku) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(a), Buffer::Cuda(b), Buffer::Cuda(s), Buffer::Cuda(c)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(a).arg(b).arg(s).arg(c).arg(&mu).arg(&nu).arg(&ku);
+                // SAFETY: arguments match `head_gemv_i8` (int8 rows read as
+                // words; device allocations are 256-byte aligned); lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }
     }
 
@@ -679,6 +716,56 @@ impl Device {
                 let mut l = g.stream().launch_builder(g.functions().get(kernel));
                 l.arg(x).arg(w).arg(y).arg(&r).arg(&c).arg(&eps);
                 // SAFETY: arguments match `rms_norm_f32`; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `rms_norm_quantize_f32`: RMSNorm of `x` (`out.rows × w.len()`) with
+    /// weight `w`, quantized per row to int8 into `out` without the
+    /// normalized rows ever being stored: the same values as [`Device::rms_norm`]
+    /// followed by [`Device::quantize`] on the same backend, in one pass.
+    pub fn rms_norm_quantize(
+        &self,
+        x: &Buffer<f32>,
+        w: &Buffer<f32>,
+        eps: f32,
+        out: &mut QuantizedBuffer,
+    ) -> KernelResult<()> {
+        let kernel = kernels::rms_norm_quantize_f32::NAME;
+        let (rows, cols, k_pad) = (out.rows, out.cols, out.k_pad);
+        let shape = format!("{rows}×{cols}");
+        let err = shape_err(kernel, &shape);
+        if w.len() != cols {
+            return Err(err(format!("a norm weight of {} values for rows of {cols}", w.len())));
+        }
+        if let Err(reason) = facts::quantize_check(rows, cols, x.len(), k_pad) {
+            return Err(err(reason));
+        }
+        let lens = [out.words.len(), out.scales.len(), out.sums.len()];
+        if lens != [rows * k_pad / 4, rows, rows] {
+            return Err(shape_err(kernel, &shape)(format!("output buffers of {lens:?} elements")));
+        }
+        let cfg = kernels::rms_norm_quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
+        let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
+        match (self, x, w, &mut out.words, &mut out.scales, &mut out.sums) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(w), Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)) => {
+                crate::cpu::rms_norm_quantize(x, w, eps, k_pad, q, s, u);
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(w), Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)) => {
+                let (x, w) = (In::from_slice(x), In::from_slice(w));
+                let q = Out::from_slice(bytemuck::cast_slice_mut::<u32, i8>(q));
+                let (s, u) = (Out::from_slice(s), Out::from_slice(u));
+                // SAFETY: every view covers a live buffer of the size checked above.
+                unsafe { kernels::rms_norm_quantize_f32::launch(cfg, x, w, q, s, u, r, c, kp, eps) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(w), Buffer::Cuda(q), Buffer::Cuda(s), Buffer::Cuda(u)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(w).arg(q).arg(s).arg(u).arg(&r).arg(&c).arg(&kp).arg(&eps);
+                // SAFETY: arguments match `rms_norm_quantize_f32`'s signature; lengths checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),

@@ -371,6 +371,81 @@ fn exact_ids(got: &[u32], want: &[u32]) -> Result<(), String> {
     }
 }
 
+/// Compares int8 activations quantized from floats that differ in their last
+/// bits (an f32 norm against an f64 one): every value within one step of
+/// the reference (a product near a rounding midpoint may round either way),
+/// at most 1 % of them off, scales within 1e-5 relative, each row's sum the
+/// sum of its own values, and the padding zero.
+fn compare_quantized_close(
+    got: &crate::matmul::QuantizedActivations,
+    want: &crate::matmul::QuantizedActivations,
+) -> Result<(), String> {
+    if (got.rows, got.cols, got.k_pad) != (want.rows, want.cols, want.k_pad) {
+        return Err(format!(
+            "shape {}×{} (pad {}) instead of {}×{}",
+            got.rows, got.cols, got.k_pad, want.rows, want.cols
+        ));
+    }
+    let (gv, wv) = (got.values(), want.values());
+    let mut off = 0usize;
+    for r in 0..got.rows {
+        let row = &gv[r * got.k_pad..][..got.k_pad];
+        if let Some(c) = row[got.cols..].iter().position(|&v| v != 0) {
+            return Err(format!("row {r}: padding column {} is {}", got.cols + c, row[got.cols + c]));
+        }
+        for (c, (&g, &w)) in row.iter().zip(&wv[r * want.k_pad..][..got.cols]).enumerate() {
+            match (g as i32 - w as i32).abs() {
+                0 => {}
+                1 => off += 1,
+                d => return Err(format!("row {r} column {c}: {g} instead of {w} ({d} steps)")),
+            }
+        }
+        let sum: i32 = row.iter().map(|&v| v as i32).sum();
+        if got.sums[r] != sum {
+            return Err(format!("row {r}: sum {} but its values add to {sum}", got.sums[r]));
+        }
+        let (gs, ws) = (got.scales[r] as f64, want.scales[r] as f64);
+        if (gs - ws).abs() > 1e-5 * ws.abs() {
+            return Err(format!("row {r}: scale {gs:e} instead of {ws:e}"));
+        }
+    }
+    if off * 100 > (got.rows * got.cols).max(100) {
+        return Err(format!("{off} of {} values one step off", got.rows * got.cols));
+    }
+    Ok(())
+}
+
+/// `A · Bᵀ` in f64 for `m × k` A and `n` rows of B given by `b(row, col)`:
+/// the sums and the sums of their terms' magnitudes.
+fn head_reference(a: &[f32], b: &dyn Fn(usize, usize) -> f64, m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut c, mut mag) = (vec![0f64; m * n], vec![0f64; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            for t in 0..k {
+                let p = a[i * k + t] as f64 * b(j, t);
+                c[i * n + j] += p;
+                mag[i * n + j] += p.abs();
+            }
+        }
+    }
+    (c, mag)
+}
+
+/// f32 sums of `k` products against f64 ones: each within `(k + 2) · 2⁻²³ ·
+/// Σ|terms|` (the worst case of any summation order).
+fn compare_sums(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("length {} instead of {}", got.len(), want.len()));
+    }
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * m + 1e-30;
+        if !matches!((g as f64 - w).abs().partial_cmp(&tol), Some(o) if o.is_le()) {
+            return Err(format!("element {i}: got {g:e}, want {w:e} (± {tol:e})"));
+        }
+    }
+    Ok(())
+}
+
 /// KV-cache slots of the layer-op checks (rows of one batch from several sequences).
 const VERIFY_SLOTS: usize = 3;
 
@@ -417,6 +492,33 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
         });
         let want = rms_norm_reference(&x, &w, 1e-5);
         checks.push(check("rms_norm_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, tol_r, tol_a))));
+        // RMSNorm fused with the quantizer: against the f64 norm quantized by
+        // the scalar quantizer (within a rounding step), and bit for bit
+        // against this backend's own two kernels run one after the other.
+        let fused = || -> crate::KernelResult<_> {
+            let (dx, dw) = (device.upload(&x)?, device.upload(&w)?);
+            let mut q = device.alloc_quantized(rows, cols)?;
+            device.rms_norm_quantize(&dx, &dw, 1e-5, &mut q)?;
+            let mut y = device.alloc::<f32>(x.len())?;
+            device.rms_norm(&dx, &dw, &mut y, 1e-5)?;
+            let mut q2 = device.alloc_quantized(rows, cols)?;
+            device.quantize(&y, &mut q2)?;
+            Ok((device.download_quantized(&q)?, device.download_quantized(&q2)?))
+        };
+        let want = crate::reference::quantize_reference(
+            crate::matmul::Activations::F32(&rms_norm_reference(&x, &w, 1e-5)),
+            rows,
+            cols,
+        );
+        let result = fused().map_err(|e| e.to_string()).and_then(|(got, unfused)| {
+            compare_quantized_close(&got, &want)?;
+            if got != unfused {
+                Err("differs from rms_norm_f32 then quantize_f32 on this backend".into())
+            } else {
+                Ok(())
+            }
+        });
+        checks.push(check("rms_norm_quantize_f32", shape.clone(), result));
         // RoPE, the KV write and attention on a batch whose rows sit in
         // different cache slots at scattered positions (distinct places; one
         // row at the context's last position, so the longest scan is taken).
@@ -484,6 +586,39 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
         });
         let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * cols..][..cols].to_vec()).collect();
         checks.push(check("embedding_f32", shape.clone(), got.and_then(|r| compare_f32_exact(&r, &want))));
+        // The reduced lm_heads: f16, and int8 with row scales, over a small
+        // vocabulary of padded rows, against f64 sums of the same weights.
+        let vocab = 45;
+        let ld = crate::head_row_len(cols);
+        let a = vec(rows * cols, -3.0, 3.0);
+        let head = vec(vocab * cols, -1.0, 1.0);
+        let mut h16 = vec![half::f16::ZERO; vocab * ld];
+        let mut h8 = vec![0i8; vocab * ld];
+        let mut scales = Vec::with_capacity(vocab);
+        for j in 0..vocab {
+            for t in 0..cols {
+                h16[j * ld + t] = half::f16::from_f32(head[j * cols + t]);
+            }
+            let (q, s) = crate::cpu::quantize_head_row(&head[j * cols..][..cols]);
+            h8[j * ld..][..cols].copy_from_slice(&q);
+            scales.push(s);
+        }
+        let got = run(&|| {
+            let mut c = device.alloc::<f32>(rows * vocab)?;
+            device.head_gemm_f16(&device.upload(&a)?, &device.upload(&h16)?, &mut c, rows, vocab, cols)?;
+            device.download(&c)
+        });
+        let want = |w: &dyn Fn(usize, usize) -> f64| head_reference(&a, w, rows, vocab, cols);
+        let (want16, mag16) = want(&|j, t| h16[j * ld + t].to_f64());
+        checks.push(check("head_gemv_f16", shape.clone(), got.and_then(|g| compare_sums(&g, &want16, &mag16, cols))));
+        let got = run(&|| {
+            let mut c = device.alloc::<f32>(rows * vocab)?;
+            let (dv, ds) = (device.upload(&h8)?, device.upload(&scales)?);
+            device.head_gemm_i8(&device.upload(&a)?, &dv, &ds, &mut c, rows, vocab, cols)?;
+            device.download(&c)
+        });
+        let (want8, mag8) = want(&|j, t| h8[j * ld + t] as f64 * scales[j] as f64);
+        checks.push(check("head_gemv_i8", shape.clone(), got.and_then(|g| compare_sums(&g, &want8, &mag8, cols))));
         // Greedy sampling: rows of few distinct values (ties everywhere), a NaN and a −∞ in each row,
         // and one row of a realistic vocabulary's length.
         let mut logits: Vec<f32> = vec(rows * cols, -3.0, 3.0).iter().map(|v| v.round()).collect();

@@ -16,6 +16,7 @@
 //!
 //! ## Where things are
 //! - [`format`]: the packed ternary format v1 (shared by host and device).
+//! - [`head`]: the lm_head GEMV's row layout and shared body.
 //! - [`kernels`]: one file per kernel, each with `# Safety`, `# Parameters`,
 //!   `# Thread mapping` and `# Tiling` sections.
 #![cfg_attr(target_arch = "nvptx64", no_std)]
@@ -31,6 +32,7 @@ pub mod device;
 #[cfg(not(target_arch = "nvptx64"))]
 pub mod emu;
 pub mod format;
+pub mod head;
 pub mod kernels;
 pub mod launch;
 pub mod matmul;

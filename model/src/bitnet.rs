@@ -64,9 +64,9 @@ pub enum HeadPrecision {
     #[default]
     F32,
     /// f16: half the bytes of the largest single read of a decode step (the
-    /// 16-bit head other engines keep). CPU backend only.
+    /// 16-bit head other engines keep).
     F16,
-    /// int8 with one absmax scale per row: a quarter of the bytes. CPU backend only.
+    /// int8 with one absmax scale per row: a quarter of the bytes.
     Int8,
 }
 
@@ -311,32 +311,35 @@ impl BitNet {
     }
 
     /// Runs the lm_head in `precision` from now on, made from the f32 head
-    /// (which stays: the embedding may share it). The reduced heads run on
-    /// the CPU backend only; elsewhere this is an `Unsupported` error.
+    /// (which stays: the embedding may share it), on every backend (the
+    /// `head_gemv_f16` / `head_gemv_i8` kernels; on the CPU, its own GEMV).
     pub fn set_head_precision(&mut self, precision: HeadPrecision) -> ModelResult<()> {
-        let op = match precision {
-            HeadPrecision::F32 => {
-                self.reduced_head = None;
-                return Ok(());
-            }
-            HeadPrecision::F16 => "head_gemm_f16",
-            HeadPrecision::Int8 => "head_gemm_i8",
-        };
-        if self.device.kind() != trinity::BackendKind::Cpu {
-            return Err(trinity::KernelError::Unsupported { op, backend: self.device.kind().name() }.into());
+        if precision == HeadPrecision::F32 {
+            self.reduced_head = None;
+            return Ok(());
         }
         let f32_head = self.device.download(self.lm_head.as_ref().unwrap_or(&self.embed))?;
+        let (h, ld) = (self.config.hidden, trinity::head_row_len(self.config.hidden));
+        let rows = f32_head.chunks(h);
         let dev = &self.device;
         self.reduced_head = Some(match precision {
             HeadPrecision::F16 => {
-                let v: Vec<half::f16> = f32_head.iter().map(|&x| half::f16::from_f32(x)).collect();
+                let mut v = vec![half::f16::ZERO; self.config.vocab * ld];
+                for (dst, row) in v.chunks_mut(ld).zip(rows) {
+                    for (d, &x) in dst.iter_mut().zip(row) {
+                        *d = half::f16::from_f32(x);
+                    }
+                }
                 ReducedHead::F16(dev.upload(&v)?)
             }
             _ => {
-                let rows: Vec<(Vec<i8>, f32)> =
-                    f32_head.chunks(self.config.hidden).map(trinity::cpu::quantize_head_row).collect();
-                let values: Vec<i8> = rows.iter().flat_map(|(q, _)| q.iter().copied()).collect();
-                let scales: Vec<f32> = rows.iter().map(|&(_, s)| s).collect();
+                let mut values = vec![0i8; self.config.vocab * ld];
+                let mut scales = Vec::with_capacity(self.config.vocab);
+                for (dst, row) in values.chunks_mut(ld).zip(rows) {
+                    let (q, s) = trinity::cpu::quantize_head_row(row);
+                    dst[..h].copy_from_slice(&q);
+                    scales.push(s);
+                }
                 ReducedHead::Int8 { values: dev.upload(&values)?, scales: dev.upload(&scales)? }
             }
         });
@@ -465,27 +468,20 @@ impl BitNet {
         let ids = dev.upload(&tokens)?;
         let mut x = dev.alloc::<f32>(m * h)?;
         dev.embedding(&self.embed, &ids, &mut x, h)?;
-        let mut normed = dev.alloc::<f32>(m * h)?;
         let ctx = cache.context;
         for (li, layer) in self.layers.iter().enumerate() {
-            dev.rms_norm(&x, &layer.input_norm, &mut normed, eps)?;
-            let [mut q, mut k, v] = self.linears(&normed, m, h, [&layer.q, &layer.k, &layer.v])?;
+            let [mut q, mut k, v] = self.linears(&x, &layer.input_norm, m, h, [&layer.q, &layer.k, &layer.v])?;
             dev.rope(&mut q, &self.rope_cos, &self.rope_sin, &places, c.heads, hd)?;
             dev.rope(&mut k, &self.rope_cos, &self.rope_sin, &places, c.kv_heads, hd)?;
             dev.kv_write(&k, &mut cache.k[li], &places, c.kv_heads, hd, ctx)?;
             dev.kv_write(&v, &mut cache.v[li], &places, c.kv_heads, hd, ctx)?;
             let mut att = dev.alloc::<f32>(m * qd)?;
             dev.attention(&q, &cache.k[li], &cache.v[li], &mut att, &places, c.heads, c.kv_heads, hd, ctx)?;
-            let mut att_n = dev.alloc::<f32>(m * qd)?;
-            dev.rms_norm(&att, &layer.attn_sub_norm, &mut att_n, eps)?;
-            let [o] = self.linears(&att_n, m, qd, [&layer.o])?;
+            let [o] = self.linears(&att, &layer.attn_sub_norm, m, qd, [&layer.o])?;
             dev.add(&mut x, &o)?;
-            dev.rms_norm(&x, &layer.post_norm, &mut normed, eps)?;
-            let [mut gate, up] = self.linears(&normed, m, h, [&layer.gate, &layer.up])?;
+            let [mut gate, up] = self.linears(&x, &layer.post_norm, m, h, [&layer.gate, &layer.up])?;
             dev.gated(&mut gate, &up, act)?;
-            let mut gate_n = dev.alloc::<f32>(m * c.intermediate)?;
-            dev.rms_norm(&gate, &layer.ffn_sub_norm, &mut gate_n, eps)?;
-            let [d] = self.linears(&gate_n, m, c.intermediate, [&layer.down])?;
+            let [d] = self.linears(&gate, &layer.ffn_sub_norm, m, c.intermediate, [&layer.down])?;
             dev.add(&mut x, &d)?;
         }
         for ch in chunks {
@@ -515,17 +511,20 @@ impl BitNet {
         Ok(logits)
     }
 
-    /// Ternary linears that read the same activations: one quantization, one pass of `N` matmuls.
+    /// Ternary linears that read the same normalized activations: the norm
+    /// and the quantization in one op (the normalized rows are never stored),
+    /// then one pass of `N` matmuls.
     fn linears<const N: usize>(
         &self,
         x: &Buffer<f32>,
+        norm: &Buffer<f32>,
         m: usize,
         k: usize,
         ws: [&TernaryBuffer; N],
     ) -> ModelResult<[Buffer<f32>; N]> {
         let dev = &self.device;
         let mut q = dev.alloc_quantized(m, k)?;
-        dev.quantize(x, &mut q)?;
+        dev.rms_norm_quantize(x, norm, self.config.rms_norm_eps, &mut q)?;
         let mut outs = Vec::with_capacity(N);
         for w in ws {
             outs.push(dev.alloc::<f32>(m * w.rows)?);

@@ -181,23 +181,26 @@ fn bad_requests_are_clear_errors() {
 #[test]
 fn reduced_heads_stay_close_to_the_reference() {
     use trinity_model::HeadPrecision;
-    for name in FIXTURES {
+    // Every fixture on the CPU; one on the emulator (the GPU's head kernels), which is slow.
+    let runs = FIXTURES.iter().map(|&n| (n, Device::Cpu)).chain([(FIXTURES[0], Device::Emu)]);
+    for (name, device) in runs {
         let want = expected(name);
+        let label = format!("{name} on {}", device.kind().name());
         for p in [HeadPrecision::F16, HeadPrecision::Int8] {
-            let mut model = BitNet::load(&fixture(name), &Device::Cpu).unwrap();
+            let mut model = BitNet::load(&fixture(name), &device).unwrap();
             model.set_head_precision(p).unwrap();
             let mut cache = model.new_cache(32).unwrap();
             let got = model.forward(&want.prompt, &mut cache, true).unwrap();
             let d = got.iter().zip(&want.logits).map(|(g, w)| max_diff(g, w)).fold(0.0, f32::max);
             let scale = want.logits.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
             let same = got.iter().zip(&want.logits).filter(|(g, w)| argmax(g) == argmax(w)).count();
-            eprintln!("{name} {p}: max |Δlogit| {d} (max |logit| {scale}), top-1 same {same}/{}", got.len());
+            eprintln!("{label} {p}: max |Δlogit| {d} (max |logit| {scale}), top-1 same {same}/{}", got.len());
             let bound = match p {
                 HeadPrecision::F16 => 1e-3,
                 _ => 1.5e-2,
             };
-            assert!(d <= bound * scale, "{name} with the {p} head: logits differ by {d}, over {bound} × {scale}");
-            assert_eq!(same, got.len(), "{name} with the {p} head: greedy tokens differ");
+            assert!(d <= bound * scale, "{label} with the {p} head: logits differ by {d}, over {bound} × {scale}");
+            assert_eq!(same, got.len(), "{label} with the {p} head: greedy tokens differ");
         }
     }
 }

@@ -12,6 +12,10 @@ mod attention_f32_src;
 mod embedding_f32_src;
 #[path = "gated_f32.rs"]
 mod gated_f32_src;
+#[path = "head_gemv_f16.rs"]
+mod head_gemv_f16_src;
+#[path = "head_gemv_i8.rs"]
+mod head_gemv_i8_src;
 #[path = "kv_write_f32.rs"]
 mod kv_write_f32_src;
 #[path = "quantize_f16.rs"]
@@ -20,6 +24,8 @@ mod quantize_f16_src;
 mod quantize_f32_src;
 #[path = "rms_norm_f32.rs"]
 mod rms_norm_f32_src;
+#[path = "rms_norm_quantize_f32.rs"]
+mod rms_norm_quantize_f32_src;
 #[path = "rope_f32.rs"]
 mod rope_f32_src;
 #[path = "sgemm.rs"]
@@ -46,10 +52,13 @@ pub use argmax_f32_src::*;
 pub use attention_f32_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
+pub use head_gemv_f16_src::*;
+pub use head_gemv_i8_src::*;
 pub use kv_write_f32_src::*;
 pub use quantize_f16_src::*;
 pub use quantize_f32_src::*;
 pub use rms_norm_f32_src::*;
+pub use rms_norm_quantize_f32_src::*;
 pub use rope_f32_src::*;
 pub use sgemm_src::*;
 pub use ternary_gemm_f16_src::*;
