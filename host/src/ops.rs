@@ -69,7 +69,7 @@ cuda_functions! {
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
         ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rms_norm_quantize_f32,
         rope_f32,
-        attention_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
+        attention_f32, attention_split_f32, attention_combine_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
     ]
 }
 
@@ -839,12 +839,15 @@ impl Device {
         }
         let (n, ms, mp) = (places.len(), places.max_slot, places.max_pos);
         kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, k.len()).map_err(err)?;
+        let scale = (head_dim as f32).powf(-0.5);
+        let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
+        if !matches!(self, Device::Cpu) && kernels::attention_uses_split(rows, heads, places.max_pos) {
+            return self.attention_split(q, k, v, out, places, a, scale, &shape);
+        }
         let cfg = kernels::attention_geometry(rows, heads, context);
         if !matches!(self, Device::Cpu) {
             check_shared(&cfg, self.shared_limit()).map_err(err)?;
         }
-        let scale = (head_dim as f32).powf(-0.5);
-        let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
         match (self, q, k, v, out, (&places.slots, &places.positions)) {
             (
                 Device::Cpu,
@@ -888,6 +891,86 @@ impl Device {
                 l.arg(&scale);
                 // SAFETY: arguments match `attention_f32`; lengths, places and the shared-memory limit checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// Decode attention split across blocks (flash-decoding): `attention_split_f32`
+    /// over chunks of positions, then `attention_combine_f32`; for few (row,
+    /// head) pairs on a long context (`kernels::attention_uses_split`). The
+    /// request is checked by [`Device::attention`]; `a` is `[rows, heads,
+    /// kv_heads, head_dim, context]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_split(
+        &self,
+        q: &Buffer<f32>,
+        k: &Buffer<f32>,
+        v: &Buffer<f32>,
+        out: &mut Buffer<f32>,
+        places: &RowPlaces,
+        a: [u32; 5],
+        scale: f32,
+        shape: &str,
+    ) -> KernelResult<()> {
+        let (kernel, combine) = (kernels::attention_split_f32::NAME, kernels::attention_combine_f32::NAME);
+        let [rows, heads, _, head_dim, _] = a.map(|v| v as usize);
+        let splits = kernels::attention_splits(places.max_pos);
+        let pairs = rows * heads;
+        let mut part_o = self.alloc::<f32>(pairs * splits * head_dim)?;
+        let mut part_ml = self.alloc::<f32>(pairs * splits * 2)?;
+        let cfg = kernels::attention_split_geometry(rows, heads, splits);
+        let cfg2 = kernels::attention_combine_geometry(rows, heads);
+        let (pu, hu, su) = (pairs as u32, head_dim as u32, splits as u32);
+        match (self, q, k, v, out, (&places.slots, &places.positions), (&mut part_o, &mut part_ml)) {
+            (
+                Device::Emu,
+                Buffer::Host(q),
+                Buffer::Host(k),
+                Buffer::Host(v),
+                Buffer::Host(o),
+                (Buffer::Host(s), Buffer::Host(p)),
+                (Buffer::Host(po), Buffer::Host(pm)),
+            ) => {
+                let (q, k, v) = (In::from_slice(q), In::from_slice(k), In::from_slice(v));
+                let (s, p) = (In::from_slice(s), In::from_slice(p));
+                // SAFETY: the views cover live buffers of the lengths checked by
+                // `attention` (the partials sized here); every position < splits · chunk.
+                unsafe {
+                    let (po, pm) = (Out::from_slice(po), Out::from_slice(pm));
+                    kernels::attention_split_f32::launch(
+                        cfg, q, k, v, po, pm, s, p, a[0], a[1], a[2], a[3], a[4], scale,
+                    )
+                }
+                .map_err(emu_err(kernel, shape))?;
+                let (po, pm) = (In::from_slice(po), In::from_slice(pm));
+                // SAFETY: the partials as the split pass wrote them; `o` holds pairs · head_dim.
+                unsafe { kernels::attention_combine_f32::launch(cfg2, po, pm, Out::from_slice(o), pu, hu, su) }
+                    .map_err(emu_err(combine, shape))
+            }
+            (
+                Device::Cuda(g),
+                Buffer::Cuda(q),
+                Buffer::Cuda(k),
+                Buffer::Cuda(v),
+                Buffer::Cuda(o),
+                (Buffer::Cuda(s), Buffer::Cuda(p)),
+                (Buffer::Cuda(po), Buffer::Cuda(pm)),
+            ) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(q).arg(k).arg(v).arg(&mut *po).arg(&mut *pm).arg(s).arg(p);
+                for x in &a {
+                    l.arg(x);
+                }
+                l.arg(&scale);
+                // SAFETY: arguments match `attention_split_f32`; lengths and places
+                // checked by `attention`, the partials sized here.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, shape))?;
+                let mut l = g.stream().launch_builder(g.functions().get(combine));
+                l.arg(&*po).arg(&*pm).arg(o).arg(&pu).arg(&hu).arg(&su);
+                // SAFETY: arguments match `attention_combine_f32`; the partials
+                // were written by the launch before it on the same stream.
+                unsafe { l.launch(cuda_config(cfg2)) }.map(drop).map_err(g.err(combine, shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }

@@ -6,8 +6,12 @@
 mod add_f32_src;
 #[path = "argmax_f32.rs"]
 mod argmax_f32_src;
+#[path = "attention_combine_f32.rs"]
+mod attention_combine_f32_src;
 #[path = "attention_f32.rs"]
 mod attention_f32_src;
+#[path = "attention_split_f32.rs"]
+mod attention_split_f32_src;
 #[path = "embedding_f32.rs"]
 mod embedding_f32_src;
 #[path = "gated_f32.rs"]
@@ -49,7 +53,9 @@ mod unpack_i8_src;
 
 pub use add_f32_src::*;
 pub use argmax_f32_src::*;
+pub use attention_combine_f32_src::*;
 pub use attention_f32_src::*;
+pub use attention_split_f32_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
 pub use head_gemv_f16_src::*;
