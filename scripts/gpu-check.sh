@@ -76,6 +76,9 @@ fi
 for shape in bitnet_b1_58-large bitnet-b1.58-2B-4T bitnet_b1_58-3B; do
     step "bench-model-$shape" 120 "$bundle/trinity" bench-model --shape "$shape" -p 512 -n 128 -r 3 --backend cuda --results-dir "$out/results"
 done
+# The decode step op by op instead of the replayed CUDA graph (the graph's gain, same card, same run).
+step "bench-model-2B-4T-f16-no-graph" 120 env TRINITY_NO_CUDA_GRAPH=1 "$bundle/trinity" bench-model --shape bitnet-b1.58-2B-4T \
+    -p 512 -n 128 -r 3 --backend cuda --lm-head f16 --no-results
 # The speed issue's GPU decode bar is stated with a 16-bit head; the int8 head beside it.
 for head in f16 int8; do
     step "bench-model-2B-4T-$head" 120 "$bundle/trinity" bench-model --shape bitnet-b1.58-2B-4T -p 512 -n 128 -r 3 \

@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cudarc::driver::CudaGraph;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaGraph, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 
 use crate::error::{KernelError, KernelResult};
 use crate::ops::Functions;
@@ -256,6 +257,11 @@ impl CudaBackend {
     /// Copies host data to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> KernelResult<CudaSlice<T>> {
         self.stream.clone_htod(data).map_err(self.err("upload", &format!("{} elements", data.len())))
+    }
+
+    /// Copies host data into an existing device buffer of the same length, on the stream.
+    pub fn write<T: DeviceRepr>(&self, data: &[T], dst: &mut CudaSlice<T>) -> KernelResult<()> {
+        self.stream.memcpy_htod(data, dst).map_err(self.err("write", &format!("{} elements", data.len())))
     }
 
     /// A zeroed device buffer.

@@ -237,6 +237,26 @@ impl Device {
         }
     }
 
+    /// Copies host data into an existing buffer of the same length (a step's
+    /// inputs into the buffers a captured CUDA graph reads).
+    pub fn write<T: Elem>(&self, data: &[T], dst: &mut Buffer<T>) -> KernelResult<()> {
+        if data.len() != dst.len() {
+            return Err(KernelError::Shape {
+                kernel: "write",
+                shape: format!("{} → {} elements", data.len(), dst.len()),
+                reason: "lengths differ".into(),
+            });
+        }
+        match (self, dst) {
+            (Device::Cpu | Device::Emu, Buffer::Host(d)) => {
+                d.copy_from_slice(data);
+                Ok(())
+            }
+            (Device::Cuda(g), Buffer::Cuda(d)) => g.write(data, d),
+            (_, d) => Err(self.wrong_place("write", d.location())),
+        }
+    }
+
     /// Copies `src` into `dst` on the device (the bandwidth ceiling of the benchmarks).
     pub fn copy(&self, src: &Buffer<u8>, dst: &mut Buffer<u8>) -> KernelResult<()> {
         if src.len() != dst.len() {

@@ -55,6 +55,15 @@ pub struct BitNet {
     final_norm: Buffer<f32>,
     rope_cos: Buffer<f32>,
     rope_sin: Buffer<f32>,
+    /// Names these weights (new at load and at each head change): a cache's
+    /// workspace, and the CUDA graph in it, are reused only by the model they were made for.
+    id: u64,
+}
+
+/// The next [`BitNet::id`].
+fn next_model_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The precision of the lm_head's weights in the logits GEMM.
@@ -118,6 +127,9 @@ pub struct KvCache {
     /// Positions filled, per slot.
     lens: Vec<usize>,
     context: usize,
+    /// The last forward pass's buffers, reused by the next pass of the same
+    /// shape (every decode step after the first).
+    workspace: Option<Box<Workspace>>,
 }
 
 impl KvCache {
@@ -223,6 +235,7 @@ impl BitNet {
             embed,
             lm_head,
             reduced_head: None,
+            id: next_model_id(),
             layers,
             final_norm,
             rope_cos,
@@ -270,6 +283,7 @@ impl BitNet {
             embed,
             lm_head: None,
             reduced_head: None,
+            id: next_model_id(),
             layers,
             final_norm,
             rope_cos,
@@ -314,6 +328,7 @@ impl BitNet {
     /// (which stays: the embedding may share it), on every backend (the
     /// `head_gemv_f16` / `head_gemv_i8` kernels; on the CPU, its own GEMV).
     pub fn set_head_precision(&mut self, precision: HeadPrecision) -> ModelResult<()> {
+        self.id = next_model_id();
         if precision == HeadPrecision::F32 {
             self.reduced_head = None;
             return Ok(());
@@ -366,7 +381,7 @@ impl BitNet {
             k.push(self.device.alloc(per_layer)?);
             v.push(self.device.alloc(per_layer)?);
         }
-        Ok(KvCache { k, v, lens: vec![0; slots.max(1)], context })
+        Ok(KvCache { k, v, lens: vec![0; slots.max(1)], context, workspace: None })
     }
 
     /// Runs `tokens` after what slot 0 of `cache` holds; returns the logits
@@ -377,8 +392,7 @@ impl BitNet {
             true => (0..tokens.len()).collect(),
             false => vec![tokens.len() - 1],
         };
-        let logits = self.run(cache, &[SeqChunk { slot: 0, tokens }], &rows)?;
-        self.download_rows(&logits)
+        self.run(cache, &[SeqChunk { slot: 0, tokens }], &rows, |logits| self.download_rows(logits))
     }
 
     /// One batched step over several sequences: each chunk's tokens run after
@@ -387,8 +401,7 @@ impl BitNet {
     /// chunk's last token, in order. A row's result does not depend on the
     /// other rows of the batch.
     pub fn forward_batch(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>]) -> ModelResult<Vec<Vec<f32>>> {
-        let logits = self.run_checked(cache, chunks)?;
-        self.download_rows(&logits)
+        self.run_checked(cache, chunks, |logits| self.download_rows(logits))
     }
 
     /// [`forward_batch`](Self::forward_batch) with greedy sampling on the
@@ -396,14 +409,15 @@ impl BitNet {
     /// `torch.argmax`), so only the ids come back — and the logits too when
     /// `with_logits` (for sequences that sample).
     pub fn step(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], with_logits: bool) -> ModelResult<StepOutput> {
-        let logits = self.run_checked(cache, chunks)?;
-        let mut ids = self.device.alloc::<u32>(chunks.len())?;
-        self.device.argmax(&logits, self.config.vocab, &mut ids)?;
-        let rows = match with_logits {
-            true => Some(self.download_rows(&logits)?),
-            false => None,
-        };
-        Ok(StepOutput { greedy: self.device.download(&ids)?, logits: rows })
+        self.run_checked(cache, chunks, |logits| {
+            let mut ids = self.device.alloc::<u32>(chunks.len())?;
+            self.device.argmax(logits, self.config.vocab, &mut ids)?;
+            let rows = match with_logits {
+                true => Some(self.download_rows(logits)?),
+                false => None,
+            };
+            Ok(StepOutput { greedy: self.device.download(&ids)?, logits: rows })
+        })
     }
 
     fn download_rows(&self, logits: &Buffer<f32>) -> ModelResult<Vec<Vec<f32>>> {
@@ -411,8 +425,13 @@ impl BitNet {
         Ok(host.chunks(self.config.vocab).map(<[f32]>::to_vec).collect())
     }
 
-    /// Checks a batch, then runs it; the logits of each chunk's last token stay on the device.
-    fn run_checked(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>]) -> ModelResult<Buffer<f32>> {
+    /// Checks a batch, then runs it; `then` gets the logits of each chunk's last token, on the device.
+    fn run_checked<R>(
+        &self,
+        cache: &mut KvCache,
+        chunks: &[SeqChunk<'_>],
+        then: impl FnOnce(&Buffer<f32>) -> ModelResult<R>,
+    ) -> ModelResult<R> {
         if chunks.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
@@ -430,7 +449,7 @@ impl BitNet {
             end += ch.tokens.len();
             rows.push(end - 1);
         }
-        self.run(cache, chunks, &rows)
+        self.run(cache, chunks, &rows, then)
     }
 
     fn check_tokens(&self, tokens: &[u32], cached: usize, context: usize) -> ModelResult<()> {
@@ -447,15 +466,18 @@ impl BitNet {
         Ok(())
     }
 
-    /// The forward pass over the (checked) rows of `chunks`; logits of `logit_rows`, on the device.
-    fn run(&self, cache: &mut KvCache, chunks: &[SeqChunk<'_>], logit_rows: &[usize]) -> ModelResult<Buffer<f32>> {
-        let c = &self.config;
-        let (h, qd, hd, eps) = (c.hidden, c.heads * c.head_dim, c.head_dim, c.rms_norm_eps);
+    /// The forward pass over the (checked) rows of `chunks`; `then` gets the
+    /// logits of `logit_rows`, on the device. The buffers come from the
+    /// cache's workspace when the last pass had this shape (a decode step
+    /// after the first), else from a new one that the cache keeps.
+    fn run<R>(
+        &self,
+        cache: &mut KvCache,
+        chunks: &[SeqChunk<'_>],
+        logit_rows: &[usize],
+        then: impl FnOnce(&Buffer<f32>) -> ModelResult<R>,
+    ) -> ModelResult<R> {
         let dev = &self.device;
-        let act = match c.activation {
-            crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
-            crate::config::Activation::Silu => trinity::ops::ACT_SILU,
-        };
         let mut tokens = Vec::new();
         let mut places = Vec::new();
         for ch in chunks {
@@ -464,72 +486,207 @@ impl BitNet {
             places.extend((0..ch.tokens.len()).map(|i| (ch.slot, start + i)));
         }
         let m = tokens.len();
-        let places = dev.row_places(&places)?;
-        let ids = dev.upload(&tokens)?;
-        let mut x = dev.alloc::<f32>(m * h)?;
-        dev.embedding(&self.embed, &ids, &mut x, h)?;
-        let ctx = cache.context;
-        for (li, layer) in self.layers.iter().enumerate() {
-            let [mut q, mut k, v] = self.linears(&x, &layer.input_norm, m, h, [&layer.q, &layer.k, &layer.v])?;
-            dev.rope(&mut q, &self.rope_cos, &self.rope_sin, &places, c.heads, hd)?;
-            dev.rope(&mut k, &self.rope_cos, &self.rope_sin, &places, c.kv_heads, hd)?;
-            dev.kv_write(&k, &mut cache.k[li], &places, c.kv_heads, hd, ctx)?;
-            dev.kv_write(&v, &mut cache.v[li], &places, c.kv_heads, hd, ctx)?;
-            let mut att = dev.alloc::<f32>(m * qd)?;
-            dev.attention(&q, &cache.k[li], &cache.v[li], &mut att, &places, c.heads, c.kv_heads, hd, ctx)?;
-            let [o] = self.linears(&att, &layer.attn_sub_norm, m, qd, [&layer.o])?;
-            dev.add(&mut x, &o)?;
-            let [mut gate, up] = self.linears(&x, &layer.post_norm, m, h, [&layer.gate, &layer.up])?;
-            dev.gated(&mut gate, &up, act)?;
-            let [d] = self.linears(&gate, &layer.ffn_sub_norm, m, c.intermediate, [&layer.down])?;
-            dev.add(&mut x, &d)?;
+        let which: Vec<u32> = logit_rows.iter().map(|&r| r as u32).collect();
+        let key = WorkspaceKey { model: self.id, rows: m, logit_rows: which.clone() };
+        let mut ws = match cache.workspace.take() {
+            Some(ws) if ws.key == key => ws,
+            _ => Box::new(Workspace::new(self, key, cache.slots(), cache.context)?),
+        };
+        let (slots, positions): (Vec<u32>, Vec<u32>) = places.iter().map(|&(s, p)| (s as u32, p as u32)).unzip();
+        dev.write(&tokens, &mut ws.tokens)?;
+        dev.write(&slots, &mut ws.places.slots)?;
+        dev.write(&positions, &mut ws.places.positions)?;
+        if ws.picked.is_some() {
+            dev.write(&which, &mut ws.which)?;
         }
-        for ch in chunks {
-            cache.lens[ch.slot] += ch.tokens.len();
+        let issued = self.issue_step(&mut ws, cache);
+        if issued.is_ok() {
+            for ch in chunks {
+                cache.lens[ch.slot] += ch.tokens.len();
+            }
+        }
+        let out = issued.and_then(|()| then(&ws.logits));
+        cache.workspace = Some(ws);
+        out
+    }
+
+    /// Issues a pass over the workspace's inputs: as a replay of its CUDA
+    /// graph on cuda from the pass's second use on (captured then), else op by op.
+    fn issue_step(&self, ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
+        let Device::Cuda(g) = &self.device else { return self.issue_ops(ws, cache) };
+        ws.uses += 1;
+        if ws.uses < 2 || ws.graph_failed || cuda_graphs_disabled() {
+            return self.issue_ops(ws, cache);
+        }
+        if ws.graph.is_none() {
+            // The model's own errors (none is expected: the shapes were checked) leave as they are.
+            let mut model_err = None;
+            let captured = g.capture(|| match self.issue_ops(ws, cache) {
+                Ok(()) => Ok(()),
+                Err(ModelError::Kernel(e)) => Err(e),
+                Err(e) => {
+                    model_err = Some(e);
+                    Err(trinity::KernelError::Unsupported { op: "the decode step", backend: "cuda" })
+                }
+            });
+            if let Some(e) = model_err {
+                return Err(e);
+            }
+            match captured {
+                Ok(graph) => ws.graph = Some(StepGraph(graph)),
+                Err(e) => {
+                    eprintln!("warning: capturing the decode step as a CUDA graph failed ({e}); running it op by op");
+                    ws.graph_failed = true;
+                    return self.issue_ops(ws, cache);
+                }
+            }
+        }
+        let graph = ws.graph.as_ref().map(|g| &g.0).expect("captured above");
+        Ok(g.replay(graph)?)
+    }
+
+    /// The ops of a forward pass over the workspace's inputs, into its buffers.
+    fn issue_ops(&self, ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
+        let c = &self.config;
+        let (h, hd, eps, ctx) = (c.hidden, c.head_dim, c.rms_norm_eps, cache.context);
+        let dev = &self.device;
+        let act = match c.activation {
+            crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
+            crate::config::Activation::Silu => trinity::ops::ACT_SILU,
+        };
+        let ws = &mut *ws;
+        dev.embedding(&self.embed, &ws.tokens, &mut ws.x, h)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            dev.rms_norm_quantize(&ws.x, &layer.input_norm, eps, &mut ws.x_q)?;
+            dev.ternary_linears(&ws.x_q, &[&layer.q, &layer.k, &layer.v], &mut ws.qkv)?;
+            let [q, k, v] = &mut ws.qkv;
+            dev.rope(q, &self.rope_cos, &self.rope_sin, &ws.places, c.heads, hd)?;
+            dev.rope(k, &self.rope_cos, &self.rope_sin, &ws.places, c.kv_heads, hd)?;
+            dev.kv_write(k, &mut cache.k[li], &ws.places, c.kv_heads, hd, ctx)?;
+            dev.kv_write(v, &mut cache.v[li], &ws.places, c.kv_heads, hd, ctx)?;
+            dev.attention(q, &cache.k[li], &cache.v[li], &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx)?;
+            dev.rms_norm_quantize(&ws.att, &layer.attn_sub_norm, eps, &mut ws.att_q)?;
+            dev.ternary_linears(&ws.att_q, &[&layer.o], std::slice::from_mut(&mut ws.o))?;
+            dev.add(&mut ws.x, &ws.o)?;
+            dev.rms_norm_quantize(&ws.x, &layer.post_norm, eps, &mut ws.x_q)?;
+            dev.ternary_linears(&ws.x_q, &[&layer.gate, &layer.up], &mut ws.gate_up)?;
+            let [gate, up] = &mut ws.gate_up;
+            dev.gated(gate, up, act)?;
+            dev.rms_norm_quantize(gate, &layer.ffn_sub_norm, eps, &mut ws.ffn_q)?;
+            dev.ternary_linears(&ws.ffn_q, &[&layer.down], std::slice::from_mut(&mut ws.down))?;
+            dev.add(&mut ws.x, &ws.down)?;
         }
         // The rows whose logits are wanted, gathered (the embedding kernel over `x` as the table).
-        let n = logit_rows.len();
-        let picked = match n == m {
-            true => x,
-            false => {
-                let mut picked = dev.alloc::<f32>(n * h)?;
-                let which: Vec<u32> = logit_rows.iter().map(|&r| r as u32).collect();
-                dev.embedding(&x, &dev.upload(&which)?, &mut picked, h)?;
+        let n = ws.key.logit_rows.len();
+        let picked = match &mut ws.picked {
+            None => &ws.x,
+            Some(picked) => {
+                dev.embedding(&ws.x, &ws.which, picked, h)?;
                 picked
             }
         };
-        let mut picked_n = dev.alloc::<f32>(n * h)?;
-        dev.rms_norm(&picked, &self.final_norm, &mut picked_n, eps)?;
-        let mut logits = dev.alloc::<f32>(n * c.vocab)?;
+        dev.rms_norm(picked, &self.final_norm, &mut ws.picked_n, eps)?;
         match &self.reduced_head {
-            None => dev.sgemm(&picked_n, self.lm_head.as_ref().unwrap_or(&self.embed), &mut logits, n, c.vocab, h)?,
-            Some(ReducedHead::F16(w)) => dev.head_gemm_f16(&picked_n, w, &mut logits, n, c.vocab, h)?,
+            None => {
+                dev.sgemm(&ws.picked_n, self.lm_head.as_ref().unwrap_or(&self.embed), &mut ws.logits, n, c.vocab, h)?
+            }
+            Some(ReducedHead::F16(w)) => dev.head_gemm_f16(&ws.picked_n, w, &mut ws.logits, n, c.vocab, h)?,
             Some(ReducedHead::Int8 { values, scales }) => {
-                dev.head_gemm_i8(&picked_n, values, scales, &mut logits, n, c.vocab, h)?
+                dev.head_gemm_i8(&ws.picked_n, values, scales, &mut ws.logits, n, c.vocab, h)?
             }
         }
-        Ok(logits)
+        Ok(())
     }
+}
 
-    /// Ternary linears that read the same normalized activations: the norm
-    /// and the quantization in one op (the normalized rows are never stored),
-    /// then one pass of `N` matmuls.
-    fn linears<const N: usize>(
-        &self,
-        x: &Buffer<f32>,
-        norm: &Buffer<f32>,
-        m: usize,
-        k: usize,
-        ws: [&TernaryBuffer; N],
-    ) -> ModelResult<[Buffer<f32>; N]> {
-        let dev = &self.device;
-        let mut q = dev.alloc_quantized(m, k)?;
-        dev.rms_norm_quantize(x, norm, self.config.rms_norm_eps, &mut q)?;
-        let mut outs = Vec::with_capacity(N);
-        for w in ws {
-            outs.push(dev.alloc::<f32>(m * w.rows)?);
-        }
-        dev.ternary_linears(&q, &ws, &mut outs)?;
-        Ok(outs.try_into().expect("N outputs"))
+/// What a workspace was made for: a model's weights, a number of rows and the rows that give logits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WorkspaceKey {
+    model: u64,
+    rows: usize,
+    logit_rows: Vec<u32>,
+}
+
+/// The device buffers of one forward pass of `m` rows: its inputs (token
+/// ids, places, the rows that give logits), every activation, and the
+/// logits. Fixed addresses, so a pass over them can be captured as a CUDA
+/// graph and replayed with new inputs written in.
+#[derive(Debug)]
+struct Workspace {
+    key: WorkspaceKey,
+    tokens: Buffer<u32>,
+    /// Its bounds are the cache's (every slot, every position below the
+    /// context), not this pass's, so a replayed graph fits every later step.
+    places: trinity::RowPlaces,
+    which: Buffer<u32>,
+    x: Buffer<f32>,
+    x_q: trinity::QuantizedBuffer,
+    qkv: [Buffer<f32>; 3],
+    att: Buffer<f32>,
+    att_q: trinity::QuantizedBuffer,
+    o: Buffer<f32>,
+    gate_up: [Buffer<f32>; 2],
+    ffn_q: trinity::QuantizedBuffer,
+    down: Buffer<f32>,
+    /// The gathered rows, when not every row gives logits.
+    picked: Option<Buffer<f32>>,
+    picked_n: Buffer<f32>,
+    logits: Buffer<f32>,
+    /// Passes issued over it (on cuda the second one captures the graph).
+    uses: u32,
+    graph: Option<StepGraph>,
+    graph_failed: bool,
+}
+
+impl Workspace {
+    fn new(model: &BitNet, key: WorkspaceKey, slots: usize, context: usize) -> ModelResult<Workspace> {
+        let (c, dev) = (&model.config, &model.device);
+        let (m, n) = (key.rows, key.logit_rows.len());
+        let (h, qd, kvd) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let f = |len: usize| dev.alloc::<f32>(len);
+        Ok(Workspace {
+            tokens: dev.alloc(m)?,
+            places: trinity::RowPlaces {
+                slots: dev.alloc(m)?,
+                positions: dev.alloc(m)?,
+                max_slot: slots - 1,
+                max_pos: context - 1,
+            },
+            which: dev.alloc(n)?,
+            x: f(m * h)?,
+            x_q: dev.alloc_quantized(m, h)?,
+            qkv: [f(m * qd)?, f(m * kvd)?, f(m * kvd)?],
+            att: f(m * qd)?,
+            att_q: dev.alloc_quantized(m, qd)?,
+            o: f(m * h)?,
+            gate_up: [f(m * c.intermediate)?, f(m * c.intermediate)?],
+            ffn_q: dev.alloc_quantized(m, c.intermediate)?,
+            down: f(m * h)?,
+            picked: if n == m && key.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+                None
+            } else {
+                Some(f(n * h)?)
+            },
+            picked_n: f(n * h)?,
+            logits: f(n * c.vocab)?,
+            key,
+            uses: 0,
+            graph: None,
+            graph_failed: false,
+        })
     }
+}
+
+/// A decode step captured as a CUDA graph (`Debug` by name only).
+struct StepGraph(trinity::cuda::CudaGraph);
+
+impl std::fmt::Debug for StepGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepGraph")
+    }
+}
+
+/// `TRINITY_NO_CUDA_GRAPH=1` runs every decode step op by op (to compare with the replayed graph).
+fn cuda_graphs_disabled() -> bool {
+    std::env::var_os("TRINITY_NO_CUDA_GRAPH").is_some_and(|v| v == "1")
 }
