@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
+use trinity_measure::model_bench::EnergyTally;
 use trinity_model::generate::{Sampling, Tokenizer, generate};
 use trinity_model::{BitNet, HeadPrecision, config};
 
@@ -286,16 +287,31 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let tokens: Vec<u32> = (0..a.prompt).map(|i| (i * 7919 % c.vocab) as u32).collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let (mut pp_secs, mut tg_secs) = (Vec::new(), Vec::new());
+    // The board's energy counter around each timed repetition (a GPU with NVML).
+    let mut sensor = match &device {
+        Device::Cuda(g) => trinity_measure::sensor::NvmlSensor::open(g.uuid()),
+        _ => None,
+    };
+    let mut energy_mj = || {
+        use trinity_measure::sensor::Sensor;
+        sensor.as_mut().and_then(|s| s.energy_mj())
+    };
+    let (mut pp_energy, mut tg_energy) = (EnergyTally::default(), EnergyTally::default());
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
         let mut cache = model.new_cache(context)?;
+        let e0 = energy_mj();
         let t = Instant::now();
+        // The logits come back to the host: the work is done when it returns.
         model.forward(&tokens, &mut cache, false)?;
-        pp_secs.push(t.elapsed().as_secs_f64());
-        pp.push(a.prompt as f64 / t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
+        pp_energy.add(e0, energy_mj(), secs, a.prompt);
+        pp_secs.push(secs);
+        pp.push(a.prompt as f64 / secs);
         eprintln!("rep {}/{}: tg{} …", rep + 1, a.reps, a.n_gen);
         // tg: decode steps from an empty cache, as llama-bench's tgN.
         let mut cache = model.new_cache(context)?;
+        let e0 = energy_mj();
         let t = Instant::now();
         let mut next = 1u32;
         for _ in 0..a.n_gen {
@@ -303,9 +319,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
             next = model.step(&mut cache, &[chunk], false)?.greedy[0];
         }
-        tg_secs.push(t.elapsed().as_secs_f64());
-        tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
+        tg_energy.add(e0, energy_mj(), secs, a.n_gen);
+        tg_secs.push(secs);
+        tg.push(a.n_gen as f64 / secs);
     }
+    let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
+    let gpu_memory = device.cuda().and_then(|g| trinity_measure::sensor::gpu_memory_used(g.uuid()));
     let (pp_m, pp_s) = mean_sd(&pp);
     let (tg_m, tg_s) = mean_sd(&tg);
     let rss = peak_rss();
@@ -327,6 +347,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 tokens: a.prompt,
                 seconds: pp_secs,
                 of_bound: pp_frac.map(|value| Ratio { to: "int8 multiply-add peak (same run)".into(), value }),
+                energy: pp_energy,
             },
             ModelTest {
                 test: format!("tg{}", a.n_gen),
@@ -336,6 +357,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 of_bound: tg_frac
                     .zip(ceil.bandwidth)
                     .map(|(value, (_, what))| Ratio { to: format!("{what} (same run)"), value }),
+                energy: tg_energy,
             },
         ];
         let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
@@ -348,6 +370,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         }
         if a.shape.is_some() {
             notes.push("Random weights of the published shape (--shape).".into());
+        }
+        if let Some(b) = gpu_memory {
+            notes.push(format!("GPU memory in use after the runs (NVML, whole device): {b} bytes."));
         }
         let results = model_bench_results(&device, &why, &name, &tests, notes);
         let path = results.write_new(&a.results_dir)?;
@@ -396,6 +421,18 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                     a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
                 );
             }
+            for (test, e) in [(format!("pp{}", a.prompt), pp_energy), (format!("tg{}", a.n_gen), tg_energy)] {
+                if let Some(e) = e {
+                    println!(
+                        "energy {test}: {:.4} J/token at {:.0} W mean (board counter over the timed runs)",
+                        e.joules_per_iteration(),
+                        e.mean_power_w()
+                    );
+                }
+            }
+            if let Some(b) = gpu_memory {
+                println!("GPU memory in use after the runs: {:.2} GB (NVML, whole device)", b as f64 / 1e9);
+            }
         }
         BenchFormat::Json => println!(
             "{}",
@@ -409,6 +446,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 "bandwidth_ceiling": ceil.bandwidth.map(|b| b.1),
                 "int8_macs_per_s": ceil.int8_macs,
                 "peak_rss_bytes": rss,
+                "gpu_memory_used_bytes": gpu_memory,
+                "pp_joules_per_token": pp_energy.map(|e| e.joules_per_iteration()),
+                "tg_joules_per_token": tg_energy.map(|e| e.joules_per_iteration()),
                 "head_error": head_error.as_ref().map(|e| serde_json::json!({
                     "positions": e.positions, "max_abs_logit_diff": e.max_abs, "logit_sd": e.logit_sd, "same_top1": e.same_top1,
                 })),

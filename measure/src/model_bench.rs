@@ -4,6 +4,7 @@
 use trinity::Device;
 
 use crate::results::{BenchmarkResult, Headline, Ratio, RunResults, SCHEMA_VERSION};
+use crate::sensor::EnergyWindow;
 use crate::stats::Summary;
 use crate::timing::StopReason;
 
@@ -21,6 +22,40 @@ pub struct ModelTest {
     /// Its fraction of a bound measured in the same run (bandwidth for decode,
     /// the int8 peak for prefill), and what that bound is.
     pub of_bound: Option<Ratio>,
+    /// The board's energy over the timed repetitions (a GPU with an energy counter).
+    pub energy: Option<EnergyWindow>,
+}
+
+/// The board's energy counter read around each timed repetition of a test,
+/// summed: joules per token over exactly the timed work.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnergyTally {
+    millijoules: u64,
+    seconds: f64,
+    tokens: u64,
+    incomplete: bool,
+}
+
+impl EnergyTally {
+    /// One repetition of `tokens` tokens in `seconds`, between counter reads
+    /// `before` and `after` (millijoules; `None`: no counter, and the tally has no result).
+    pub fn add(&mut self, before: Option<u64>, after: Option<u64>, seconds: f64, tokens: usize) {
+        match (before, after) {
+            (Some(b), Some(a)) if a >= b => self.millijoules += a - b,
+            _ => self.incomplete = true,
+        }
+        self.seconds += seconds;
+        self.tokens += tokens as u64;
+    }
+
+    /// The window of every repetition (`iterations`: tokens), unless a read was missing.
+    pub fn window(&self) -> Option<EnergyWindow> {
+        (!self.incomplete && self.tokens > 0).then(|| EnergyWindow {
+            seconds: self.seconds,
+            joules: self.millijoules as f64 / 1e3,
+            iterations: self.tokens,
+        })
+    }
 }
 
 /// A results file for `model`'s tests on `device` (`why`: how the backend was chosen).
@@ -50,7 +85,7 @@ pub fn model_bench_results(
                 stopped_by: StopReason::MaxSamples,
                 ratio: t.of_bound.clone(),
                 sensors: None,
-                energy: None,
+                energy: t.energy,
             })
         })
         .collect();
@@ -96,16 +131,44 @@ mod tests {
                 tokens: 4,
                 seconds: vec![0.5, 0.4, 0.6],
                 of_bound: Some(Ratio { to: "int8 peak".into(), value: 0.25 }),
+                energy: None,
             },
-            ModelTest { test: "tg2".into(), mode: "decode", tokens: 2, seconds: vec![1.0], of_bound: None },
+            ModelTest {
+                test: "tg2".into(),
+                mode: "decode",
+                tokens: 2,
+                seconds: vec![1.0],
+                of_bound: None,
+                energy: Some(EnergyWindow { seconds: 1.0, joules: 3.0, iterations: 2 }),
+            },
         ];
         let r = model_bench_results(&Device::Cpu, "cpu requested", "tiny", &tests, vec![]);
         let pp = r.benchmark("model/tiny/pp4").unwrap();
         assert_eq!((pp.throughput, pp.unit.as_str(), pp.mode.as_str()), (8.0, "token", "prefill"));
         assert_eq!(pp.ratio.as_ref().map(|r| r.value), Some(0.25));
-        assert_eq!(r.benchmark("model/tiny/tg2").unwrap().throughput, 2.0);
+        let tg = r.benchmark("model/tiny/tg2").unwrap();
+        assert_eq!(tg.throughput, 2.0);
+        assert_eq!(tg.energy.map(|e| e.joules_per_iteration()), Some(1.5));
         let text = serde_json::to_string(&r).unwrap();
         let back = RunResults::parse(&text, std::path::Path::new("x.json")).unwrap();
         assert_eq!(back.benchmarks, r.benchmarks);
+    }
+
+    #[test]
+    fn energy_tallies_sum_the_timed_repetitions_only() {
+        let mut t = EnergyTally::default();
+        t.add(Some(1_000), Some(4_000), 0.5, 10);
+        t.add(Some(10_000), Some(12_000), 0.5, 10);
+        let w = t.window().unwrap();
+        assert_eq!((w.joules, w.seconds, w.iterations), (5.0, 1.0, 20));
+        assert_eq!(w.joules_per_iteration(), 0.25);
+        assert_eq!(w.mean_power_w(), 5.0);
+        // One missing read (no counter, or a counter that went back) and there is no figure.
+        t.add(None, Some(1), 0.1, 1);
+        assert_eq!(t.window(), None);
+        let mut back = EnergyTally::default();
+        back.add(Some(5), Some(4), 0.1, 1);
+        assert_eq!(back.window(), None);
+        assert_eq!(EnergyTally::default().window(), None);
     }
 }

@@ -305,6 +305,13 @@ impl Sampler {
     }
 }
 
+/// Memory in use on the GPU with this UUID (NVML; the whole device, other
+/// processes included); `None` without a driver or such a device.
+pub fn gpu_memory_used(uuid: &str) -> Option<u64> {
+    let nvml = Nvml::init().ok()?;
+    Some(nvml.device_by_uuid(uuid).ok()?.memory_info().ok()?.used)
+}
+
 /// Energy over a window in which a kernel ran repeatedly.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EnergyWindow {
