@@ -198,15 +198,20 @@ pub unsafe fn shared_load_u32x4(index: u32) -> [u32; 4] {
     // SAFETY: `shared_element` checked the bounds.
     unsafe { *p }
 }
+// Inlined so the CPU paths that share it (the quantizer) get one instruction, not a call.
+#[inline(always)]
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
+#[inline(always)]
 pub fn round_ties_even(v: f32) -> f32 {
     v.round_ties_even()
 }
+#[inline(always)]
 pub fn sqrt_f32(v: f32) -> f32 {
     v.sqrt()
 }
+#[inline(always)]
 pub fn exp2_f32(v: f32) -> f32 {
     v.exp2()
 }
