@@ -23,6 +23,28 @@ pub fn rms_norm_check(rows: usize, cols: usize, x: usize, w: usize, y: usize) ->
     crate::launch::check_len("output", y, rows * cols)
 }
 
+/// `1 / sqrt(mean(x²) + eps)` of the row of `cols` values at `base`: a block
+/// reduction every thread of the block must reach (32 shared words at 0).
+/// `rms_norm_f32` and `rms_norm_quantize_f32` both use it, so their norms agree bit for bit.
+///
+/// # Safety
+/// `base + cols` is within `x`; launched as [`rms_norm_geometry`] (a multiple of 32 threads, 32 shared words).
+#[inline(always)]
+pub unsafe fn row_rms_inv(x: In<f32>, base: usize, cols: u32, eps: f32) -> f32 {
+    let (t, nt) = (thread_idx_x(), block_dim_x());
+    let mut s = 0.0f32;
+    let mut k = t;
+    while k < cols {
+        // SAFETY: k < cols, within the row (the caller's contract).
+        let v = unsafe { x.get(base + k as usize) };
+        s = fma(v, v, s);
+        k += nt;
+    }
+    // SAFETY: the 32 scratch words at 0 (the caller's contract).
+    let total = unsafe { block_sum_f32(s, 0) };
+    1.0 / sqrt_f32(total / cols as f32 + eps)
+}
+
 kernel! {
     /// `y = w · x / sqrt(mean(x²) + eps)` per row, as transformers' RMSNorm in f32.
     ///
@@ -45,15 +67,7 @@ kernel! {
         let mut row = block_idx_x();
         while row < rows {
             let base = row as usize * cols as usize;
-            let mut s = 0.0f32;
-            let mut k = t;
-            while k < cols {
-                let v = x.get(base + k as usize);
-                s = fma(v, v, s);
-                k += nt;
-            }
-            let total = block_sum_f32(s, 0);
-            let inv = 1.0 / sqrt_f32(total / cols as f32 + eps);
+            let inv = row_rms_inv(x, base, cols, eps);
             let mut k = t;
             while k < cols {
                 y.set(base + k as usize, w.get(k as usize) * (x.get(base + k as usize) * inv));

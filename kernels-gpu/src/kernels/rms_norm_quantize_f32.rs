@@ -8,6 +8,8 @@ use crate::kernel;
 use crate::launch::LaunchConfig;
 use crate::matmul::{QUANTIZE_SHARED_BYTES, QUANTIZE_THREADS, activation_scale, quantize_value};
 
+use super::row_rms_inv;
+
 /// The fused kernel's launch: one 256-thread block per row (blocks stride over
 /// rows), 32 shared scratch words; the same block shape as `rms_norm_f32` and
 /// the quantizer, so its sums are theirs bit for bit.
@@ -47,15 +49,7 @@ kernel! {
         let mut row = block_idx_x();
         while row < rows {
             let base = row as usize * cols as usize;
-            let mut s = 0.0f32;
-            let mut k = t;
-            while k < cols {
-                let v = x.get(base + k as usize);
-                s = fma(v, v, s);
-                k += nt;
-            }
-            let total = block_sum_f32(s, 0);
-            let inv = 1.0 / sqrt_f32(total / cols as f32 + eps);
+            let inv = row_rms_inv(x, base, cols, eps);
             let mut m = 0.0f32;
             let mut k = t;
             while k < cols {
