@@ -9,10 +9,13 @@
 //! the lm_head, a float GEMM over the (possibly tied) embedding.
 //!
 //! Every op is a kernel of the [`Device`] (ternary linears with per-token
-//! absmax int8 activations and 2-bit weights; RMSNorm, RoPE, attention, the
-//! gated activation, the residual add, the embedding gather, the KV-cache
-//! write and the lm_head GEMM): activations and the KV cache stay on the
-//! device between ops, and only the logits come back.
+//! absmax int8 activations and 2-bit weights, each RMSNorm in front of a
+//! linear fused with that quantization; RoPE, attention, the gated
+//! activation, the residual add, the embedding gather, the KV-cache write and
+//! the lm_head GEMM in f32, f16 or int8): activations and the KV cache stay
+//! on the device between ops, and only the logits come back. A pass's
+//! buffers live in a workspace the cache keeps, so decode steps reuse them;
+//! on cuda a decode step is a CUDA graph, captured once and replayed.
 
 use std::path::Path;
 
