@@ -112,6 +112,22 @@ fn ternary_check(
     Ok(())
 }
 
+/// The checks of a quantizer's request (`quantize_f32` / `_f16`,
+/// `rms_norm_quantize_f32`): `x_len` activations for `out`'s rows and
+/// columns, and output buffers of `out`'s shape.
+fn quantized_out_check(kernel: &'static str, x_len: usize, out: &QuantizedBuffer) -> KernelResult<()> {
+    let (rows, cols, k_pad) = (out.rows, out.cols, out.k_pad);
+    let err = shape_err(kernel, &format!("{rows}×{cols}"));
+    if let Err(reason) = facts::quantize_check(rows, cols, x_len, k_pad) {
+        return Err(err(reason));
+    }
+    let lens = [out.words.len(), out.scales.len(), out.sums.len()];
+    if lens != [rows * k_pad / 4, rows, rows] {
+        return Err(err(format!("output buffers of {lens:?} elements")));
+    }
+    Ok(())
+}
+
 fn shape_err(kernel: &'static str, shape: &str) -> impl FnOnce(String) -> KernelError + use<> {
     let shape = shape.to_owned();
     move |reason| KernelError::Shape { kernel, shape, reason }
@@ -313,11 +329,7 @@ impl Device {
         let kernel = E::QUANTIZE;
         let (rows, cols, k_pad) = (out.rows, out.cols, out.k_pad);
         let shape = format!("{rows}×{cols}");
-        facts::quantize_check(rows, cols, x.len(), k_pad).map_err(shape_err(kernel, &shape))?;
-        let lens = [out.words.len(), out.scales.len(), out.sums.len()];
-        if lens != [rows * k_pad / 4, rows, rows] {
-            return Err(shape_err(kernel, &shape)(format!("output buffers of {lens:?} elements")));
-        }
+        quantized_out_check(kernel, x.len(), out)?;
         let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
         match (self, x, &mut out.words, &mut out.scales, &mut out.sums) {
             (Device::Cpu, Buffer::Host(x), Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)) => {
@@ -740,13 +752,7 @@ impl Device {
         if w.len() != cols {
             return Err(err(format!("a norm weight of {} values for rows of {cols}", w.len())));
         }
-        if let Err(reason) = facts::quantize_check(rows, cols, x.len(), k_pad) {
-            return Err(err(reason));
-        }
-        let lens = [out.words.len(), out.scales.len(), out.sums.len()];
-        if lens != [rows * k_pad / 4, rows, rows] {
-            return Err(shape_err(kernel, &shape)(format!("output buffers of {lens:?} elements")));
-        }
+        quantized_out_check(kernel, x.len(), out)?;
         let cfg = kernels::rms_norm_quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
         let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
         match (self, x, w, &mut out.words, &mut out.scales, &mut out.sums) {

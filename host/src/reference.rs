@@ -285,6 +285,44 @@ pub fn compare_close(got: &[f32], want: &[f32], rel: f64, abs: f64) -> Result<()
     }
 }
 
+/// Scalar reference of `head_gemv_f16` / `head_gemv_i8`: `A · Bᵀ` in f64 for
+/// `m × k` A and `n` rows of B given by `b(row, col)` (the head's own values,
+/// f16 or int8 × scale); the sums and the sums of their terms' magnitudes.
+pub fn head_gemv_reference(
+    a: &[f32],
+    b: &dyn Fn(usize, usize) -> f64,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut c, mut mag) = (vec![0f64; m * n], vec![0f64; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            for t in 0..k {
+                let p = a[i * k + t] as f64 * b(j, t);
+                c[i * n + j] += p;
+                mag[i * n + j] += p.abs();
+            }
+        }
+    }
+    (c, mag)
+}
+
+/// f32 sums of `k` products against f64 ones: each within `(k + 2) · 2⁻²³ ·
+/// Σ|terms|` (the worst case of any summation order).
+pub fn compare_sums(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("length {} instead of {}", got.len(), want.len()));
+    }
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * m + 1e-30;
+        if !matches!((g as f64 - w).abs().partial_cmp(&tol), Some(o) if o.is_le()) {
+            return Err(format!("element {i}: got {g:e}, want {w:e} (± {tol:e})"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     //! The helpers the kernels and the CPU paths share, pinned by known values.

@@ -415,37 +415,6 @@ fn compare_quantized_close(
     Ok(())
 }
 
-/// `A · Bᵀ` in f64 for `m × k` A and `n` rows of B given by `b(row, col)`:
-/// the sums and the sums of their terms' magnitudes.
-fn head_reference(a: &[f32], b: &dyn Fn(usize, usize) -> f64, m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
-    let (mut c, mut mag) = (vec![0f64; m * n], vec![0f64; m * n]);
-    for i in 0..m {
-        for j in 0..n {
-            for t in 0..k {
-                let p = a[i * k + t] as f64 * b(j, t);
-                c[i * n + j] += p;
-                mag[i * n + j] += p.abs();
-            }
-        }
-    }
-    (c, mag)
-}
-
-/// f32 sums of `k` products against f64 ones: each within `(k + 2) · 2⁻²³ ·
-/// Σ|terms|` (the worst case of any summation order).
-fn compare_sums(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("length {} instead of {}", got.len(), want.len()));
-    }
-    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * m + 1e-30;
-        if !matches!((g as f64 - w).abs().partial_cmp(&tol), Some(o) if o.is_le()) {
-            return Err(format!("element {i}: got {g:e}, want {w:e} (± {tol:e})"));
-        }
-    }
-    Ok(())
-}
-
 /// KV-cache slots of the layer-op checks (rows of one batch from several sequences).
 const VERIFY_SLOTS: usize = 3;
 
@@ -608,9 +577,13 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             device.head_gemm_f16(&device.upload(&a)?, &device.upload(&h16)?, &mut c, rows, vocab, cols)?;
             device.download(&c)
         });
-        let want = |w: &dyn Fn(usize, usize) -> f64| head_reference(&a, w, rows, vocab, cols);
+        let want = |w: &dyn Fn(usize, usize) -> f64| crate::reference::head_gemv_reference(&a, w, rows, vocab, cols);
         let (want16, mag16) = want(&|j, t| h16[j * ld + t].to_f64());
-        checks.push(check("head_gemv_f16", shape.clone(), got.and_then(|g| compare_sums(&g, &want16, &mag16, cols))));
+        checks.push(check(
+            "head_gemv_f16",
+            shape.clone(),
+            got.and_then(|g| crate::reference::compare_sums(&g, &want16, &mag16, cols)),
+        ));
         let got = run(&|| {
             let mut c = device.alloc::<f32>(rows * vocab)?;
             let (dv, ds) = (device.upload(&h8)?, device.upload(&scales)?);
@@ -618,7 +591,11 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             device.download(&c)
         });
         let (want8, mag8) = want(&|j, t| h8[j * ld + t] as f64 * scales[j] as f64);
-        checks.push(check("head_gemv_i8", shape.clone(), got.and_then(|g| compare_sums(&g, &want8, &mag8, cols))));
+        checks.push(check(
+            "head_gemv_i8",
+            shape.clone(),
+            got.and_then(|g| crate::reference::compare_sums(&g, &want8, &mag8, cols)),
+        ));
         // Greedy sampling: rows of few distinct values (ties everywhere), a NaN and a −∞ in each row,
         // and one row of a realistic vocabulary's length.
         let mut logits: Vec<f32> = vec(rows * cols, -3.0, 3.0).iter().map(|v| v.round()).collect();

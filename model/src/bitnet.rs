@@ -665,11 +665,8 @@ impl Workspace {
             gate_up: [f(m * c.intermediate)?, f(m * c.intermediate)?],
             ffn_q: dev.alloc_quantized(m, c.intermediate)?,
             down: f(m * h)?,
-            picked: if n == m && key.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
-                None
-            } else {
-                Some(f(n * h)?)
-            },
+            // Logit rows are increasing row indices, so n = m means every row in order.
+            picked: if n == m { None } else { Some(f(n * h)?) },
             picked_n: f(n * h)?,
             logits: f(n * c.vocab)?,
             key,

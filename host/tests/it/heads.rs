@@ -6,31 +6,16 @@ use kernels_gpu::head::head_row_len;
 use rand::RngExt;
 use trinity::cpu::quantize_head_row;
 use trinity::matmul::Activations;
+use trinity::reference::{compare_sums, head_gemv_reference};
 use trinity::{Buffer, Device, HostOps, verify};
 
 use crate::kernels::rng;
 
-/// `A · Bᵀ` in f64 over the head's own values (f16 or int8 × scale): what the
-/// f32 result must match within the f32 accumulation's error.
-fn head_reference(a: &[f32], b: &dyn Fn(usize, usize) -> f64, m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut c = vec![0f64; m * n];
-    let mut mag = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            for t in 0..k {
-                c[i * n + j] += a[i * k + t] as f64 * b(j, t);
-                mag[i * n + j] += (a[i * k + t] as f64 * b(j, t)).abs();
-            }
-        }
-    }
-    (c, mag)
-}
-
-/// f32 accumulation of `k` products: each result within `k · 2⁻²³ · Σ|products|` (a loose bound).
+/// The head's f32 result against [`head_gemv_reference`]: within the f32
+/// accumulation's error (`compare_sums`), or the test fails naming it.
 fn assert_close(got: &[f32], want: &[f64], mag: &[f64], k: usize, what: &str) {
-    for (i, ((g, w), m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * m + 1e-30;
-        assert!((*g as f64 - w).abs() <= tol, "{what}: element {i} is {g}, want {w} (± {tol})");
+    if let Err(e) = compare_sums(got, want, mag, k) {
+        panic!("{what}: {e}");
     }
 }
 
@@ -86,7 +71,7 @@ fn f16_head_matches_the_f64_reference() {
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3.0f32..3.0)).collect();
             let b: Vec<f16> = (0..n * k).map(|_| f16::from_f32(rng.random_range(-1.0f32..1.0))).collect();
             let c = f16_head(&d, &a, &b, m, n, k);
-            let (want, mag) = head_reference(&a, &|j, t| b[j * k + t].to_f64(), m, n, k);
+            let (want, mag) = head_gemv_reference(&a, &|j, t| b[j * k + t].to_f64(), m, n, k);
             assert_close(&c, &want, &mag, k, &format!("f16 head {m}×{n}×{k} on {}", d.kind().name()));
         }
     }
@@ -101,7 +86,7 @@ fn int8_head_matches_the_f64_reference() {
             let values: Vec<i8> = (0..n * k).map(|_| rng.random_range(-127i8..=127)).collect();
             let scales: Vec<f32> = (0..n).map(|_| rng.random_range(0.001f32..0.1)).collect();
             let c = int8_head(&d, &a, &values, &scales, m, n, k);
-            let (want, mag) = head_reference(&a, &|j, t| values[j * k + t] as f64 * scales[j] as f64, m, n, k);
+            let (want, mag) = head_gemv_reference(&a, &|j, t| values[j * k + t] as f64 * scales[j] as f64, m, n, k);
             assert_close(&c, &want, &mag, k, &format!("int8 head {m}×{n}×{k} on {}", d.kind().name()));
         }
     }
