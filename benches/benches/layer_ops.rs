@@ -66,8 +66,9 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     let mut o = device.alloc::<f32>(HEADS * HEAD_DIM).unwrap();
     let last = device.row_places(&[(0, context - 1)]).unwrap();
     g.throughput(Throughput::Bytes((2 * KV_HEADS * context * HEAD_DIM * 4) as u64));
+    let mut scratch = trinity::AttentionScratch::new();
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
-        device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context).unwrap()
+        device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
     });
     // The lm_head of a 2B-4T decode step in f16 and in int8: the step's largest read.
     const VOCAB: usize = 128_256;

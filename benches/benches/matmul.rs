@@ -15,7 +15,8 @@
 //! GEMV also cold (weights rotated through buffers larger than the L2), cuBLAS
 //! FP16 `GemmEx` of each shape and cuBLAS SGEMM 4096³ beside ours, and a
 //! device-to-device copy as the bandwidth ceiling; a ratio line is printed
-//! after each pair.
+//! after each pair. Also the decode step's grouped GEMV (2B-4T q / k / v and
+//! gate / up in one launch) against one launch per matrix.
 
 use std::time::Duration;
 
@@ -175,6 +176,38 @@ fn bench_gpu(c: &mut Criterion) {
             }
             println!();
         }
+    }
+
+    // Decode's grouped linears at the 2B-4T shapes (q / k / v, gate / up):
+    // one launch per matrix against one grouped launch, weights cold.
+    for (id, heights) in [("2b4t-qkv", &[2560usize, 640, 640][..]), ("2b4t-gate-up", &[6912, 6912][..])] {
+        let k = 2560;
+        let group: Vec<_> = heights.iter().map(|&n| weights(&mut rng, n, k)).collect();
+        let bytes: usize = group.iter().map(|w| w.words().len() * 4).sum();
+        let rotation = (4 * gpu.l2_bytes()).div_ceil(bytes) + 1;
+        let copies: Vec<Vec<_>> =
+            (0..rotation).map(|_| group.iter().map(|w| dev.upload_ternary(w).unwrap()).collect()).collect();
+        let refs: Vec<Vec<_>> = copies.iter().map(|c| c.iter().collect()).collect();
+        let dx = dev.upload_quantized(&activations(&mut rng, 1, k)).unwrap();
+        let mut ys: Vec<_> = heights.iter().map(|&n| dev.alloc::<f32>(n).unwrap()).collect();
+        let mut turn = 0;
+        let separate = median(&mut || {
+            turn = (turn + 1) % rotation;
+            copies[turn].iter().zip(ys.iter_mut()).try_for_each(|(w, y)| dev.ternary_linear(&dx, w, y))
+        });
+        let grouped = median(&mut || {
+            turn = (turn + 1) % rotation;
+            dev.ternary_gemv_many(&dx, &refs[turn], &mut ys)
+        });
+        println!(
+            "ratio {id} m1 cold: {} launches {:.1} µs, grouped {:.1} µs ({:.2}× faster); grouped weight stream {:.0} GB/s = {:.0}% of copy",
+            heights.len(),
+            separate * 1e6,
+            grouped * 1e6,
+            separate / grouped,
+            bytes as f64 / grouped / 1e9,
+            100.0 * bytes as f64 / grouped / copy_bw
+        );
     }
 
     let n = 4096;

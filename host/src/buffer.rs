@@ -25,6 +25,8 @@ pub trait OutputElem: Elem + Send + Sync {
     const PRECISION: Precision;
     /// The GEMV variant that writes it.
     const GEMV: &'static str;
+    /// The grouped GEMV variant (up to three matrices per launch) that writes it.
+    const GEMV_MANY: &'static str;
     /// The GEMM variant that writes it.
     const GEMM: &'static str;
     /// Its value as f32 (exact).
@@ -36,6 +38,7 @@ pub trait OutputElem: Elem + Send + Sync {
 impl OutputElem for f32 {
     const PRECISION: Precision = Precision::F32;
     const GEMV: &'static str = kernels_gpu::kernels::ternary_gemv_f32::NAME;
+    const GEMV_MANY: &'static str = kernels_gpu::kernels::ternary_gemv_many_f32::NAME;
     const GEMM: &'static str = kernels_gpu::kernels::ternary_gemm_f32::NAME;
     fn to_f32(self) -> f32 {
         self
@@ -48,6 +51,7 @@ impl OutputElem for f32 {
 impl OutputElem for f16 {
     const PRECISION: Precision = Precision::F16;
     const GEMV: &'static str = kernels_gpu::kernels::ternary_gemv_f16::NAME;
+    const GEMV_MANY: &'static str = kernels_gpu::kernels::ternary_gemv_many_f16::NAME;
     const GEMM: &'static str = kernels_gpu::kernels::ternary_gemm_f16::NAME;
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
@@ -169,5 +173,25 @@ impl RowPlaces {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
+    }
+}
+
+/// The partial results of split decode attention (flash-decoding: a max, a
+/// sum and an unnormalized output per chunk of positions), kept between calls
+/// so a decode step allocates nothing and a captured CUDA graph finds them at
+/// the same addresses. Starts empty; [`Device::attention`](crate::Device::attention)
+/// grows it to the largest request it has seen and never shrinks it.
+#[derive(Debug, Default)]
+pub struct AttentionScratch {
+    /// `pairs × chunks × head_dim` partial outputs.
+    pub(crate) out: Option<Buffer<f32>>,
+    /// `pairs × chunks × 2` running maxima and sums.
+    pub(crate) max_sum: Option<Buffer<f32>>,
+}
+
+impl AttentionScratch {
+    /// An empty scratch (the first split attention sizes it).
+    pub fn new() -> AttentionScratch {
+        AttentionScratch::default()
     }
 }

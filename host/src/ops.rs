@@ -25,7 +25,7 @@ use kernels_gpu::kernels::{self, sgemm_check, sgemm_geometry, unpack_check, unpa
 use kernels_gpu::launch::{LaunchConfig, check_shared};
 use kernels_gpu::matmul::{self as facts, GEMV_MAX_M};
 
-use crate::buffer::{ActivationElem, Buffer, OutputElem, QuantizedBuffer, RowPlaces, TernaryBuffer};
+use crate::buffer::{ActivationElem, AttentionScratch, Buffer, OutputElem, QuantizedBuffer, RowPlaces, TernaryBuffer};
 use crate::device::Device;
 use crate::error::{KernelError, KernelResult};
 
@@ -166,6 +166,18 @@ pub trait EmuVariant: Sized {
         mnk: [u32; 3],
     ) -> Result<(), EmuError>;
     /// # Safety
+    /// As the grouped GEMV kernels (`ys[i]` empty where `n[i] = 0`).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemv_many(
+        cfg: LaunchConfig,
+        x: (In<u32>, In<f32>, In<i32>),
+        w: [In<u32>; 3],
+        w_scale: [f32; 3],
+        ys: [&mut [Self]; 3],
+        n: [u32; 3],
+        mk: [u32; 2],
+    ) -> Result<(), EmuError>;
+    /// # Safety
     /// As the GEMM kernels.
     unsafe fn gemm(
         cfg: LaunchConfig,
@@ -201,6 +213,21 @@ impl EmuVariant for f32 {
     ) -> Result<(), EmuError> {
         // SAFETY: forwarded.
         unsafe { kernels::ternary_gemv_f32::launch(cfg, x, xs, xu, w, w_scale, Out::from_slice(y), m, n, k) }
+    }
+    unsafe fn gemv_many(
+        cfg: LaunchConfig,
+        (x, xs, xu): (In<u32>, In<f32>, In<i32>),
+        [w0, w1, w2]: [In<u32>; 3],
+        [s0, s1, s2]: [f32; 3],
+        [y0, y1, y2]: [&mut [f32]; 3],
+        [n0, n1, n2]: [u32; 3],
+        [m, k]: [u32; 2],
+    ) -> Result<(), EmuError> {
+        let (y0, y1, y2) = (Out::from_slice(y0), Out::from_slice(y1), Out::from_slice(y2));
+        // SAFETY: forwarded.
+        unsafe {
+            kernels::ternary_gemv_many_f32::launch(cfg, x, xs, xu, w0, w1, w2, s0, s1, s2, y0, y1, y2, n0, n1, n2, m, k)
+        }
     }
     unsafe fn gemm(
         cfg: LaunchConfig,
@@ -241,6 +268,21 @@ impl EmuVariant for f16 {
         let y = Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(y));
         // SAFETY: forwarded.
         unsafe { kernels::ternary_gemv_f16::launch(cfg, x, xs, xu, w, w_scale, y, m, n, k) }
+    }
+    unsafe fn gemv_many(
+        cfg: LaunchConfig,
+        (x, xs, xu): (In<u32>, In<f32>, In<i32>),
+        [w0, w1, w2]: [In<u32>; 3],
+        [s0, s1, s2]: [f32; 3],
+        ys: [&mut [f16]; 3],
+        [n0, n1, n2]: [u32; 3],
+        [m, k]: [u32; 2],
+    ) -> Result<(), EmuError> {
+        let [y0, y1, y2] = ys.map(|y| Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(y)));
+        // SAFETY: forwarded.
+        unsafe {
+            kernels::ternary_gemv_many_f16::launch(cfg, x, xs, xu, w0, w1, w2, s0, s1, s2, y0, y1, y2, n0, n1, n2, m, k)
+        }
     }
     unsafe fn gemm(
         cfg: LaunchConfig,
@@ -368,7 +410,9 @@ impl Device {
     /// Several ternary linears over the same activations (q, k, v; gate,
     /// up): `ys[i] = dequantize(x · ws[i]ᵀ)`. On the CPU one parallel pass
     /// over the rows of all of them, the activations prepared once; on the
-    /// other backends one [`Device::ternary_linear`] each.
+    /// other backends, for decode (`M ≤ 8`) and two or three matrices, one
+    /// launch of the grouped GEMV (`ternary_gemv_many_*`), else one
+    /// [`Device::ternary_linear`] each.
     pub fn ternary_linears<O: OutputElem + EmuVariant>(
         &self,
         x: &QuantizedBuffer,
@@ -380,6 +424,9 @@ impl Device {
             return Err(shape_err("ternary_linears", &format!("{} rows", x.rows))(reason));
         }
         let Device::Cpu = self else {
+            if uses_gemv(x.rows) && (2..=3).contains(&ws.len()) {
+                return self.ternary_gemv_many(x, ws, ys);
+            }
             return ws.iter().zip(ys.iter_mut()).try_for_each(|(w, y)| self.ternary_linear(x, w, y));
         };
         let (kernel, max_m) = if uses_gemv(x.rows) { (O::GEMV, GEMV_MAX_M) } else { (O::GEMM, usize::MAX) };
@@ -414,6 +461,94 @@ impl Device {
         }
         crate::cpu_ternary::ternary_matmul_many_into(xr, &wrs, &mut outs);
         Ok(())
+    }
+
+    /// The grouped decode kernel (`ternary_gemv_many_f32` / `_f16` by `O`):
+    /// `M ≤ 8` rows against one to three matrices of the same K in one launch.
+    pub fn ternary_gemv_many<O: OutputElem + EmuVariant>(
+        &self,
+        x: &QuantizedBuffer,
+        ws: &[&TernaryBuffer],
+        ys: &mut [Buffer<O>],
+    ) -> KernelResult<()> {
+        let kernel = O::GEMV_MANY;
+        let rows: Vec<String> = ws.iter().map(|w| w.rows.to_string()).collect();
+        let shape = format!("{}×({})×{}", x.rows, rows.join("+"), x.cols);
+        let err = |reason| shape_err(kernel, &shape)(reason);
+        if ws.is_empty() || ws.len() > 3 || ws.len() != ys.len() {
+            return Err(err(format!("{} weight matrices for {} outputs (1 to 3 needed)", ws.len(), ys.len())));
+        }
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            ternary_check(kernel, GEMV_MAX_M, x, w, y.len())?;
+        }
+        if matches!(self, Device::Cpu) {
+            return self.cpu_ternary(kernel, x, ws, ys);
+        }
+        let mut n = [0usize; 3];
+        let mut scales = [0f32; 3];
+        for (i, w) in ws.iter().enumerate() {
+            (n[i], scales[i]) = (w.rows, w.scale);
+        }
+        let cfg = facts::gemv_many_geometry(x.rows, n, x.k_pad);
+        check_shared(&cfg, self.shared_limit()).map_err(err)?;
+        let (nu, mk) = (n.map(|v| v as u32), [x.rows as u32, x.k_pad as u32]);
+        match (self, &x.words, &x.scales, &x.sums) {
+            (Device::Emu, Buffer::Host(xw), Buffer::Host(xs), Buffer::Host(xu)) => {
+                let mut wv: [In<u32>; 3] = [In::from_slice(&[]); 3];
+                for (i, w) in ws.iter().enumerate() {
+                    let Buffer::Host(ww) = &w.words else { return Err(self.wrong_place(kernel, w.words.location())) };
+                    wv[i] = In::from_slice(ww);
+                }
+                let mut yv: [&mut [O]; 3] = [&mut [], &mut [], &mut []];
+                for (slot, y) in yv.iter_mut().zip(ys.iter_mut()) {
+                    let Buffer::Host(y) = y else { return Err(self.wrong_place(kernel, "a buffer of another device")) };
+                    *slot = &mut y[..];
+                }
+                let xv = (In::from_slice(xw), In::from_slice(xs), In::from_slice(xu));
+                // SAFETY: every view covers a live buffer of the length checked above
+                // (the unused matrices' empty, with 0 rows); the geometry is the kernel's own.
+                unsafe { O::gemv_many(cfg, xv, wv, scales, yv, nu, mk) }.map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(xw), Buffer::Cuda(xs), Buffer::Cuda(xu)) => {
+                let mut wv = Vec::with_capacity(3);
+                for w in ws {
+                    let Buffer::Cuda(ww) = &w.words else { return Err(self.wrong_place(kernel, w.words.location())) };
+                    wv.push(ww);
+                }
+                let mut yv = Vec::with_capacity(3);
+                for y in ys.iter_mut() {
+                    let Buffer::Cuda(y) = y else { return Err(self.wrong_place(kernel, "a buffer of another device")) };
+                    yv.push(y);
+                }
+                // An unused matrix's pointers are never read (its row count is 0): null.
+                let null = 0u64;
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(xw).arg(xs).arg(xu);
+                for w in &wv {
+                    l.arg(*w);
+                }
+                for _ in wv.len()..3 {
+                    l.arg(&null);
+                }
+                for s in &scales {
+                    l.arg(s);
+                }
+                for y in yv.iter_mut() {
+                    l.arg(&mut **y);
+                }
+                for _ in ws.len()..3 {
+                    l.arg(&null);
+                }
+                for v in nu.iter().chain(&mk) {
+                    l.arg(v);
+                }
+                // SAFETY: arguments match `ternary_gemv_many_*` (three weight pointers, three
+                // scales, three outputs, three row counts, m, k_pad; the unused ones null with
+                // 0 rows); lengths and the shared-memory opt-in checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
     }
 
     /// The decode kernel (`ternary_gemv_f32` / `_f16` by `O`): `M ≤ 8` rows.
@@ -819,6 +954,10 @@ impl Device {
     /// `attention_f32`: causal attention of `q` (`rows × heads × head_dim`) against a
     /// layer's slotted KV cache (`slots × kv_heads × context × head_dim`); row `r`
     /// sees its slot's positions up to its own (written there before this call).
+    ///
+    /// Few (row, head) pairs on a long context go to the split kernels
+    /// (flash-decoding), whose partial results live in `scratch`: keep one per
+    /// pass shape (a decode step's workspace) and it is sized once.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -831,6 +970,7 @@ impl Device {
         kv_heads: usize,
         head_dim: usize,
         context: usize,
+        scratch: &mut AttentionScratch,
     ) -> KernelResult<()> {
         let kernel = kernels::attention_f32::NAME;
         let rows = q.len() / (heads * head_dim).max(1);
@@ -847,8 +987,11 @@ impl Device {
         kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, k.len()).map_err(err)?;
         let scale = (head_dim as f32).powf(-0.5);
         let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
+        if !matches!(self, Device::Cpu) && kernels::attention_uses_prefill(rows, head_dim) {
+            return self.attention_prefill(q, k, v, out, places, a, scale, &shape);
+        }
         if !matches!(self, Device::Cpu) && kernels::attention_uses_split(rows, heads, places.max_pos) {
-            return self.attention_split(q, k, v, out, places, a, scale, &shape);
+            return self.attention_split(q, k, v, out, places, a, scale, scratch, &shape);
         }
         let cfg = kernels::attention_geometry(rows, heads, context);
         if !matches!(self, Device::Cpu) {
@@ -902,6 +1045,66 @@ impl Device {
         }
     }
 
+    /// Prefill attention (`attention_prefill_f32`): key / value tiles in shared
+    /// memory for 16 query rows at a time, online softmax. The request is
+    /// checked by [`Device::attention`]; `a` is `[rows, heads, kv_heads, head_dim, context]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_prefill(
+        &self,
+        q: &Buffer<f32>,
+        k: &Buffer<f32>,
+        v: &Buffer<f32>,
+        out: &mut Buffer<f32>,
+        places: &RowPlaces,
+        a: [u32; 5],
+        scale: f32,
+        shape: &str,
+    ) -> KernelResult<()> {
+        let kernel = kernels::attention_prefill_f32::NAME;
+        let [rows, heads, _, head_dim, _] = a.map(|v| v as usize);
+        let cfg = kernels::attention_prefill_geometry(rows, heads, head_dim);
+        check_shared(&cfg, self.shared_limit()).map_err(shape_err(kernel, shape))?;
+        match (self, q, k, v, out, (&places.slots, &places.positions)) {
+            (
+                Device::Emu,
+                Buffer::Host(q),
+                Buffer::Host(k),
+                Buffer::Host(v),
+                Buffer::Host(o),
+                (Buffer::Host(s), Buffer::Host(p)),
+            ) => {
+                let (q, k, v, o) = (In::from_slice(q), In::from_slice(k), In::from_slice(v), Out::from_slice(o));
+                let (s, p) = (In::from_slice(s), In::from_slice(p));
+                // SAFETY: the views cover live buffers of the lengths checked by `attention`,
+                // every row's slot and position lie inside the cache; head_dim ≤ 256 (the
+                // dispatch); the geometry is the kernel's.
+                unsafe {
+                    kernels::attention_prefill_f32::launch(cfg, q, k, v, o, s, p, a[0], a[1], a[2], a[3], a[4], scale)
+                }
+                .map_err(emu_err(kernel, shape))
+            }
+            (
+                Device::Cuda(g),
+                Buffer::Cuda(q),
+                Buffer::Cuda(k),
+                Buffer::Cuda(v),
+                Buffer::Cuda(o),
+                (Buffer::Cuda(s), Buffer::Cuda(p)),
+            ) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(q).arg(k).arg(v).arg(o).arg(s).arg(p);
+                for x in &a {
+                    l.arg(x);
+                }
+                l.arg(&scale);
+                // SAFETY: arguments match `attention_prefill_f32`; lengths and places checked by
+                // `attention`, head_dim ≤ 256 by the dispatch, the shared-memory limit above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
     /// Decode attention split across blocks (flash-decoding): `attention_split_f32`
     /// over chunks of positions, then `attention_combine_f32`; for few (row,
     /// head) pairs on a long context (`kernels::attention_uses_split`). The
@@ -917,18 +1120,20 @@ impl Device {
         places: &RowPlaces,
         a: [u32; 5],
         scale: f32,
+        scratch: &mut AttentionScratch,
         shape: &str,
     ) -> KernelResult<()> {
         let (kernel, combine) = (kernels::attention_split_f32::NAME, kernels::attention_combine_f32::NAME);
         let [rows, heads, _, head_dim, _] = a.map(|v| v as usize);
         let splits = kernels::attention_splits(places.max_pos);
         let pairs = rows * heads;
-        let mut part_o = self.alloc::<f32>(pairs * splits * head_dim)?;
-        let mut part_ml = self.alloc::<f32>(pairs * splits * 2)?;
+        // The kernels index the partials by (pair, chunk) alone, so a larger scratch serves as well.
+        let part_o = self.scratch_buffer(&mut scratch.out, pairs * splits * head_dim)?;
+        let part_ml = self.scratch_buffer(&mut scratch.max_sum, pairs * splits * 2)?;
         let cfg = kernels::attention_split_geometry(rows, heads, splits);
         let cfg2 = kernels::attention_combine_geometry(rows, heads);
         let (pu, hu, su) = (pairs as u32, head_dim as u32, splits as u32);
-        match (self, q, k, v, out, (&places.slots, &places.positions), (&mut part_o, &mut part_ml)) {
+        match (self, q, k, v, out, (&places.slots, &places.positions), (part_o, part_ml)) {
             (
                 Device::Emu,
                 Buffer::Host(q),
@@ -980,6 +1185,21 @@ impl Device {
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }
+    }
+
+    /// A scratch buffer of at least `len` values on this device: `slot`'s own, or a new one put there.
+    fn scratch_buffer<'s>(&self, slot: &'s mut Option<Buffer<f32>>, len: usize) -> KernelResult<&'s mut Buffer<f32>> {
+        let fits = |b: &Buffer<f32>| {
+            b.len() >= len
+                && matches!(
+                    (self, b),
+                    (Device::Cuda(_), Buffer::Cuda(_)) | (Device::Cpu | Device::Emu, Buffer::Host(_))
+                )
+        };
+        if !slot.as_ref().is_some_and(fits) {
+            *slot = Some(self.alloc(len)?);
+        }
+        slot.as_mut().ok_or_else(|| self.wrong_place("attention scratch", "nowhere"))
     }
 
     /// `gated_f32`: `gate ← act(gate) · up` (`act`: `kernels::ACT_RELU2` or `kernels::ACT_SILU`).

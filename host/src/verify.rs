@@ -114,7 +114,15 @@ impl Plan {
             trihash_search: vec![(3, 3)],
             matmul: MATMUL_SHAPES_SMALL.to_vec(),
             sgemm: vec![(1, 1, 1), (3, 5, 7), (17, 33, 130), (64, 128, 40)],
-            layer_ops: vec![(1, 2, 1, 8, 1), (3, 4, 2, 16, 9), (5, 3, 3, 6, 7), (2, 4, 1, 32, 300), (2, 2, 1, 124, 40)],
+            layer_ops: vec![
+                (1, 2, 1, 8, 1),
+                (3, 4, 2, 16, 9),
+                (5, 3, 3, 6, 7),
+                (2, 4, 1, 32, 300),
+                (2, 2, 1, 124, 40),
+                (37, 2, 1, 16, 64),
+                (20, 2, 2, 40, 100),
+            ],
         }
     }
 
@@ -511,11 +519,28 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
             let mut o = device.alloc::<f32>(q.len())?;
             let dp = device.row_places(&places)?;
-            device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context)?;
+            let mut scratch = crate::AttentionScratch::new();
+            device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context, &mut scratch)?;
             device.download(&o)
         });
         let want = attention_reference(&q, &k, &v, &places, heads, kv_heads, head_dim, context);
         checks.push(check("attention_f32", shape.clone(), got.and_then(|g| compare_close(&g, &want, tol_r, tol_a))));
+        // A prompt chunk: consecutive positions of one slot (the tiles of
+        // `attention_prefill_f32` shared by 16 rows, where the rows allow it).
+        if rows <= context {
+            let chunk: Vec<(usize, usize)> = (0..rows).map(|i| (1, context - rows + i)).collect();
+            let got = run(&|| {
+                let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
+                let mut o = device.alloc::<f32>(q.len())?;
+                let dp = device.row_places(&chunk)?;
+                let mut scratch = crate::AttentionScratch::new();
+                device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context, &mut scratch)?;
+                device.download(&o)
+            });
+            let want = attention_reference(&q, &k, &v, &chunk, heads, kv_heads, head_dim, context);
+            let result = got.and_then(|g| compare_close(&g, &want, tol_r, tol_a));
+            checks.push(check("attention_f32 chunk", shape.clone(), result));
+        }
         // The KV write: exact.
         let kx = vec(rows * kv_heads * head_dim, -1.0, 1.0);
         let got = run(&|| {
@@ -616,5 +641,66 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             checks.push(check(name, shape.clone(), got.and_then(|g| exact_ids(&g, &want))));
         }
     }
+    for &(m, n, k) in plan.matmul.iter().filter(|s| s.0 <= kernels_gpu::matmul::GEMV_MAX_M) {
+        verify_grouped_gemv(device, &mut rng, m, n, k, &mut checks);
+    }
     checks
+}
+
+/// The grouped GEMV (`ternary_gemv_many_*`: one launch for q / k / v or
+/// gate / up) on device buffers: three matrices of different heights around
+/// `n` (one of a single row), then two, each output exact against the scalar
+/// reference of its own matrix.
+fn verify_grouped_gemv(
+    device: &crate::Device,
+    rng: &mut StdRng,
+    m: usize,
+    n: usize,
+    k: usize,
+    checks: &mut Vec<Check>,
+) {
+    use crate::matmul::{Activations, Precision};
+    use crate::reference::{quantize_reference, ternary_matmul_reference};
+    let x = quantize_reference(Activations::F32(&random_activations(rng, m, k)), m, k);
+    let heights = [n, n / 2 + 1, 1];
+    let ws: Vec<_> =
+        heights.iter().map(|&h| crate::ternary::DeviceTernary::from_packed(&random_weights(rng, h, k))).collect();
+    let small = m * n * k <= SCALAR_REFERENCE_LIMIT;
+    for count in [3, 2] {
+        let shape =
+            format!("{m}×({})×{k}", heights[..count].iter().map(|h| h.to_string()).collect::<Vec<_>>().join("+"));
+        for precision in [Precision::F32, Precision::F16] {
+            let want: Vec<Vec<f32>> = ws[..count]
+                .iter()
+                .map(|w| {
+                    if small {
+                        ternary_matmul_reference(&x, w, precision)
+                    } else {
+                        crate::cpu_ternary::ternary_matmul(&x, w, precision)
+                    }
+                })
+                .collect();
+            let got = match precision {
+                Precision::F32 => grouped_gemv::<f32>(device, &x, &ws[..count]),
+                Precision::F16 => grouped_gemv::<half::f16>(device, &x, &ws[..count]),
+            };
+            let result = got
+                .map_err(|e| e.to_string())
+                .and_then(|got| got.iter().zip(&want).try_for_each(|(g, w)| compare_f32_exact(g, w)));
+            checks.push(check(&format!("ternary_gemv_many_{}", precision.name()), shape.clone(), result));
+        }
+    }
+}
+
+/// Runs the grouped GEMV of `x` against `ws` on `device`; each output as f32.
+fn grouped_gemv<O: crate::buffer::OutputElem + crate::ops::EmuVariant>(
+    device: &crate::Device,
+    x: &crate::matmul::QuantizedActivations,
+    ws: &[crate::ternary::DeviceTernary],
+) -> crate::KernelResult<Vec<Vec<f32>>> {
+    let dx = device.upload_quantized(x)?;
+    let dws = ws.iter().map(|w| device.upload_ternary(w)).collect::<crate::KernelResult<Vec<_>>>()?;
+    let mut ys = ws.iter().map(|w| device.alloc::<O>(x.rows * w.rows())).collect::<crate::KernelResult<Vec<_>>>()?;
+    device.ternary_gemv_many(&dx, &dws.iter().collect::<Vec<_>>(), &mut ys)?;
+    ys.iter().map(|y| Ok(device.download(y)?.into_iter().map(O::to_f32).collect())).collect()
 }

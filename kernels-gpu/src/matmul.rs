@@ -191,6 +191,29 @@ pub fn ternary_check(
     Ok(())
 }
 
+/// Stages the `m × k_pad` int8 activations in shared memory, transposed
+/// within each 64-byte chunk so that lanes reading the same offset of
+/// consecutive chunks hit consecutive banks (word r of chunk c goes to
+/// `r · chunks + c`), then waits for the block.
+///
+/// # Safety
+/// `x` holds `m · k_pad / 4` words; the block has `m · k_pad` bytes of
+/// dynamic shared memory.
+#[inline(always)]
+unsafe fn stage_activations(x: In<u32>, m: u32, k_pad: u32) {
+    let words = k_pad / 4; // activation words per row
+    let chunks = k_pad / 64; // 128-bit weight loads per row
+    let mut i = thread_idx_x();
+    while i < m * words {
+        let (row, wi) = (i / words, i % words);
+        let (c, r) = (wi / 16, wi % 16);
+        // SAFETY: i < m·words; the destination is below m·words (the shared size).
+        unsafe { shared_store_u32(row * words + r * chunks + c, x.get(i as usize)) };
+        i += block_dim_x();
+    }
+    sync_threads();
+}
+
 /// Ternary GEMV body; see `ternary_gemv_f32`.
 ///
 /// # Safety
@@ -208,21 +231,8 @@ pub unsafe fn gemv_body<O: Output>(
     n: u32,
     k_pad: u32,
 ) {
-    let t = thread_idx_x();
-    let words = k_pad / 4; // activation words per row
-    let chunks = k_pad / 64; // 128-bit weight loads per row
-    // Activations → shared memory, transposed within each 64-byte chunk so
-    // that lanes reading the same offset of consecutive chunks hit
-    // consecutive banks: word r of chunk c goes to r·chunks + c.
-    let mut i = t;
-    while i < m * words {
-        let (row, wi) = (i / words, i % words);
-        let (c, r) = (wi / 16, wi % 16);
-        // SAFETY: i < m·words; the destination is below m·words (the shared size).
-        unsafe { shared_store_u32(row * words + r * chunks + c, x.get(i as usize)) };
-        i += block_dim_x();
-    }
-    sync_threads();
+    // SAFETY: forwarded.
+    unsafe { stage_activations(x, m, k_pad) };
     // The accumulator must be a register: with a run-time M an accumulator
     // array is indexed dynamically and lives in local memory (a 96-byte stack
     // frame, every dp4a a local load and store, seen on the first GPU run),
@@ -252,52 +262,146 @@ unsafe fn gemv_pass<O: Output>(
     n: u32,
     k_pad: u32,
 ) {
-    let words = k_pad / 4; // activation words per row
-    let chunks = k_pad / 64; // 128-bit weight loads per row
-    let x_row = m0 * words;
-    let (lane, warp) = (lane_id(), warp_id());
-    let mut row = block_idx_x() * GEMV_WARPS + warp;
+    let mut row = block_idx_x() * GEMV_WARPS + warp_id();
     while row < n {
-        let mut acc = 0i32;
-        let wrow = row as usize * (k_pad / 16) as usize;
-        // GEMV_LOADS_IN_FLIGHT 128-bit loads are issued before any is used, so
-        // a warp keeps that many requests outstanding instead of one.
-        let mut c0 = lane;
-        while c0 < chunks {
-            let mut wv = [[0u32; 4]; GEMV_LOADS_IN_FLIGHT];
-            crate::unrolled!(u in [0, 1, 2, 3] => {
-                let c = c0 + 32 * u as u32;
-                if c < chunks {
-                    // SAFETY: chunk c of row `row` is inside the weights.
-                    wv[u] = unsafe { w.get4(wrow + 4 * c as usize) };
-                }
-            });
-            crate::unrolled!(u in [0, 1, 2, 3] => {
-                let c = c0 + 32 * u as u32;
-                if c < chunks {
-                    for (q, &word) in wv[u].iter().enumerate() {
-                        for j in 0..4u32 {
-                            let r = 4 * q as u32 + j;
-                            // SAFETY: inside the shared activation block.
-                            let act = unsafe { shared_load_u32(x_row + r * chunks + c) };
-                            acc = dp4a(codes(word, j), act, acc);
-                        }
-                    }
-                }
-            });
-            c0 += 32 * GEMV_LOADS_IN_FLIGHT as u32;
-        }
-        // Codes are trit + 1: subtract the activation sum once.
-        let total = warp_sum_i32(acc);
-        if lane == 0 {
+        // SAFETY: row < n; the caller's contract covers the rest.
+        let total = unsafe { gemv_row_dot(m0, w, row, k_pad) };
+        if lane_id() == 0 {
             // SAFETY: m0 < m, row < n.
-            unsafe {
-                let v = dequantize(total - x_sums.get(m0 as usize), w_scale, x_scales.get(m0 as usize));
-                y.set(m0 as usize * n as usize + row as usize, O::from_f32(v));
-            }
+            unsafe { gemv_store(m0, x_scales, x_sums, w_scale, y, row, n, total) };
         }
         row += grid_dim_x() * GEMV_WARPS;
     }
+}
+
+/// The integer dot product of weight row `row` (its codes, `trit + 1`) with
+/// activation row `m0` in shared memory, summed over the warp (every lane
+/// gets it).
+///
+/// # Safety
+/// `w` holds row `row` (`k_pad / 16` words from `row · k_pad / 16`); the
+/// shared activation block holds row `m0`, laid out by [`gemv_body`].
+#[inline(always)]
+unsafe fn gemv_row_dot(m0: u32, w: In<u32>, row: u32, k_pad: u32) -> i32 {
+    let words = k_pad / 4; // activation words per row
+    let chunks = k_pad / 64; // 128-bit weight loads per row
+    let x_row = m0 * words;
+    let mut acc = 0i32;
+    let wrow = row as usize * (k_pad / 16) as usize;
+    // GEMV_LOADS_IN_FLIGHT 128-bit loads are issued before any is used, so
+    // a warp keeps that many requests outstanding instead of one.
+    let mut c0 = lane_id();
+    while c0 < chunks {
+        let mut wv = [[0u32; 4]; GEMV_LOADS_IN_FLIGHT];
+        crate::unrolled!(u in [0, 1, 2, 3] => {
+            let c = c0 + 32 * u as u32;
+            if c < chunks {
+                // SAFETY: chunk c of row `row` is inside the weights.
+                wv[u] = unsafe { w.get4(wrow + 4 * c as usize) };
+            }
+        });
+        crate::unrolled!(u in [0, 1, 2, 3] => {
+            let c = c0 + 32 * u as u32;
+            if c < chunks {
+                for (q, &word) in wv[u].iter().enumerate() {
+                    for j in 0..4u32 {
+                        let r = 4 * q as u32 + j;
+                        // SAFETY: inside the shared activation block.
+                        let act = unsafe { shared_load_u32(x_row + r * chunks + c) };
+                        acc = dp4a(codes(word, j), act, acc);
+                    }
+                }
+            }
+        });
+        c0 += 32 * GEMV_LOADS_IN_FLIGHT as u32;
+    }
+    warp_sum_i32(acc)
+}
+
+/// Writes output `(m0, row)` of an `m × n` result from its integer dot product.
+///
+/// # Safety
+/// `m0 < m`, `row < n`; `y` holds `m · n`, `x_scales` / `x_sums` hold `m`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemv_store<O: Output>(
+    m0: u32,
+    x_scales: In<f32>,
+    x_sums: In<i32>,
+    w_scale: f32,
+    y: Out<O>,
+    row: u32,
+    n: u32,
+    total: i32,
+) {
+    // Codes are trit + 1: subtract the activation sum once.
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = dequantize(total - x_sums.get(m0 as usize), w_scale, x_scales.get(m0 as usize));
+        y.set(m0 as usize * n as usize + row as usize, O::from_f32(v));
+    }
+}
+
+/// Up to three weight matrices of the same K that one GEMV launch computes
+/// against the same activations (q / k / v, gate / up): their words, scales,
+/// outputs and row counts (`n = 0` for an unused third).
+#[derive(Clone, Copy)]
+pub struct GemvGroup<O: Output> {
+    /// Each matrix's device-layout words.
+    pub w: [In<u32>; 3],
+    /// Each matrix's absmean scale.
+    pub w_scale: [f32; 3],
+    /// Each matrix's `m × n` output.
+    pub y: [Out<O>; 3],
+    /// Each matrix's rows.
+    pub n: [u32; 3],
+}
+
+/// Body of the grouped GEMV (`ternary_gemv_many_f32` / `_f16`): the rows of
+/// the group's matrices are numbered one after another and dealt to warps
+/// as [`gemv_body`] deals one matrix's, so the launch's grid covers them all.
+///
+/// # Safety
+/// As [`gemv_body`], for each matrix of the group.
+#[inline(always)]
+pub unsafe fn gemv_many_body<O: Output>(
+    x: In<u32>,
+    x_scales: In<f32>,
+    x_sums: In<i32>,
+    g: GemvGroup<O>,
+    m: u32,
+    k_pad: u32,
+) {
+    // SAFETY: forwarded.
+    unsafe { stage_activations(x, m, k_pad) };
+    let [n0, n1, n2] = g.n;
+    let total_rows = n0 + n1 + n2;
+    for m0 in 0..m {
+        let mut row = block_idx_x() * GEMV_WARPS + warp_id();
+        while row < total_rows {
+            // Chosen by comparisons, not by indexing the arrays with a
+            // run-time value (which would put them in local memory).
+            let (w, s, y, r, n) = if row < n0 {
+                (g.w[0], g.w_scale[0], g.y[0], row, n0)
+            } else if row < n0 + n1 {
+                (g.w[1], g.w_scale[1], g.y[1], row - n0, n1)
+            } else {
+                (g.w[2], g.w_scale[2], g.y[2], row - n0 - n1, n2)
+            };
+            // SAFETY: r < n of the matrix chosen; the caller's contract.
+            let total = unsafe { gemv_row_dot(m0, w, r, k_pad) };
+            if lane_id() == 0 {
+                // SAFETY: m0 < m, r < n.
+                unsafe { gemv_store(m0, x_scales, x_sums, s, y, r, n, total) };
+            }
+            row += grid_dim_x() * GEMV_WARPS;
+        }
+    }
+}
+
+/// The grouped GEMV's launch: [`gemv_geometry`] over the rows of all its matrices.
+pub const fn gemv_many_geometry(m: usize, n: [usize; 3], k_pad: usize) -> LaunchConfig {
+    gemv_geometry(m, n[0] + n[1] + n[2], k_pad)
 }
 
 /// GEMM tile sizes: a block computes `GEMM_BM × GEMM_BN` outputs, stepping

@@ -567,7 +567,8 @@ impl BitNet {
             dev.rope(k, &self.rope_cos, &self.rope_sin, &ws.places, c.kv_heads, hd)?;
             dev.kv_write(k, &mut cache.k[li], &ws.places, c.kv_heads, hd, ctx)?;
             dev.kv_write(v, &mut cache.v[li], &ws.places, c.kv_heads, hd, ctx)?;
-            dev.attention(q, &cache.k[li], &cache.v[li], &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx)?;
+            let (kc, vc) = (&cache.k[li], &cache.v[li]);
+            dev.attention(q, kc, vc, &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx, &mut ws.att_scratch)?;
             dev.rms_norm_quantize(&ws.att, &layer.attn_sub_norm, eps, &mut ws.att_q)?;
             dev.ternary_linears(&ws.att_q, &[&layer.o], std::slice::from_mut(&mut ws.o))?;
             dev.add(&mut ws.x, &ws.o)?;
@@ -626,6 +627,7 @@ struct Workspace {
     x_q: trinity::QuantizedBuffer,
     qkv: [Buffer<f32>; 3],
     att: Buffer<f32>,
+    att_scratch: trinity::AttentionScratch,
     att_q: trinity::QuantizedBuffer,
     o: Buffer<f32>,
     gate_up: [Buffer<f32>; 2],
@@ -660,6 +662,7 @@ impl Workspace {
             x_q: dev.alloc_quantized(m, h)?,
             qkv: [f(m * qd)?, f(m * kvd)?, f(m * kvd)?],
             att: f(m * qd)?,
+            att_scratch: trinity::AttentionScratch::new(),
             att_q: dev.alloc_quantized(m, qd)?,
             o: f(m * h)?,
             gate_up: [f(m * c.intermediate)?, f(m * c.intermediate)?],

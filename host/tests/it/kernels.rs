@@ -328,6 +328,40 @@ fn a_gemv_that_needs_more_shared_memory_than_the_device_allows_names_both_number
     assert!(HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).is_ok());
 }
 
+/// The grouped GEMV refuses what it cannot compute, naming the shapes, on
+/// every backend (its results are checked by `verify_layer_ops`, above).
+#[test]
+fn grouped_gemv_rejects_bad_requests() {
+    use trinity::matmul::Activations;
+    let mut rng = rng();
+    for device in [Device::Cpu, Device::Emu] {
+        let (m, k) = (2, 100);
+        let x =
+            trinity::reference::quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
+        let x = device.upload_quantized(&x).unwrap();
+        let w = |n: usize, k: usize, rng: &mut rand::rngs::StdRng| {
+            let w = trinity::ternary::DeviceTernary::from_packed(&verify::random_weights(rng, n, k));
+            device.upload_ternary(&w).unwrap()
+        };
+        let (a, b, other_k) = (w(5, k, &mut rng), w(3, k, &mut rng), w(3, 300, &mut rng));
+        let mut ys: Vec<_> = (0..4).map(|_| device.alloc::<f32>(m * 5).unwrap()).collect();
+        let err = device.ternary_gemv_many(&x, &[&a, &a, &a, &a], &mut ys).unwrap_err().to_string();
+        assert!(
+            err.contains("4 weight matrices for 4 outputs (1 to 3 needed)") && err.contains("2×(5+5+5+5)×100"),
+            "{err}"
+        );
+        let err = device.ternary_gemv_many(&x, &[&a, &other_k], &mut ys[..2]).unwrap_err().to_string();
+        assert!(err.contains("activations have K = 100, weights K = 300"), "{err}");
+        // The second output is sized for 5 rows, the matrix has 3.
+        let err = device.ternary_gemv_many(&x, &[&a, &b], &mut ys[..2]).unwrap_err().to_string();
+        assert!(err.contains("ternary_gemv_many_f32") && err.contains("2×3×100: buffer lengths"), "{err}");
+        let x9 = trinity::reference::quantize_reference(Activations::F32(&vec![0.5; 9 * k]), 9, k);
+        let x9 = device.upload_quantized(&x9).unwrap();
+        let err = device.ternary_gemv_many(&x9, &[&a, &a], &mut ys[..2]).unwrap_err().to_string();
+        assert!(err.contains("M = 9 exceeds this kernel's 8"), "{err}");
+    }
+}
+
 #[test]
 fn verify_detects_a_wrong_result() {
     // A backend that is off by one element must fail verification.

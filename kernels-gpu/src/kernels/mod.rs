@@ -10,6 +10,8 @@ mod argmax_f32_src;
 mod attention_combine_f32_src;
 #[path = "attention_f32.rs"]
 mod attention_f32_src;
+#[path = "attention_prefill_f32.rs"]
+mod attention_prefill_f32_src;
 #[path = "attention_split_f32.rs"]
 mod attention_split_f32_src;
 #[path = "embedding_f32.rs"]
@@ -42,6 +44,10 @@ mod ternary_gemm_f32_src;
 mod ternary_gemv_f16_src;
 #[path = "ternary_gemv_f32.rs"]
 mod ternary_gemv_f32_src;
+#[path = "ternary_gemv_many_f16.rs"]
+mod ternary_gemv_many_f16_src;
+#[path = "ternary_gemv_many_f32.rs"]
+mod ternary_gemv_many_f32_src;
 #[path = "trihash_batch.rs"]
 mod trihash_batch_src;
 #[path = "trihash_pow.rs"]
@@ -55,6 +61,7 @@ pub use add_f32_src::*;
 pub use argmax_f32_src::*;
 pub use attention_combine_f32_src::*;
 pub use attention_f32_src::*;
+pub use attention_prefill_f32_src::*;
 pub use attention_split_f32_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
@@ -71,6 +78,8 @@ pub use ternary_gemm_f16_src::*;
 pub use ternary_gemm_f32_src::*;
 pub use ternary_gemv_f16_src::*;
 pub use ternary_gemv_f32_src::*;
+pub use ternary_gemv_many_f16_src::*;
+pub use ternary_gemv_many_f32_src::*;
 pub use trihash_batch_src::*;
 pub use trihash_pow_src::*;
 pub use unpack_f16_src::*;
