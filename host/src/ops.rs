@@ -955,7 +955,9 @@ impl Device {
     /// layer's slotted KV cache (`slots × kv_heads × context × head_dim`); row `r`
     /// sees its slot's positions up to its own (written there before this call).
     ///
-    /// Few (row, head) pairs on a long context go to the split kernels
+    /// On the GPU backends more than 16 rows (a prompt chunk) go to
+    /// `attention_prefill_f32` (key / value tiles shared by 16 rows); few
+    /// (row, head) pairs on a long context go to the split kernels
     /// (flash-decoding), whose partial results live in `scratch`: keep one per
     /// pass shape (a decode step's workspace) and it is sized once.
     #[allow(clippy::too_many_arguments)]
@@ -987,15 +989,34 @@ impl Device {
         kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, k.len()).map_err(err)?;
         let scale = (head_dim as f32).powf(-0.5);
         let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
-        if !matches!(self, Device::Cpu) && kernels::attention_uses_prefill(rows, head_dim) {
-            return self.attention_prefill(q, k, v, out, places, a, scale, &shape);
-        }
-        if !matches!(self, Device::Cpu) && kernels::attention_uses_split(rows, heads, places.max_pos) {
+        let prefill = kernels::attention_uses_prefill(rows, head_dim);
+        if !matches!(self, Device::Cpu) && !prefill && kernels::attention_uses_split(rows, heads, places.max_pos) {
             return self.attention_split(q, k, v, out, places, a, scale, scratch, &shape);
         }
-        let cfg = kernels::attention_geometry(rows, heads, context);
+        // A prompt chunk: `attention_prefill_f32` (K/V tiles shared by 16 rows), same arguments.
+        type EmuAttention = unsafe fn(
+            LaunchConfig,
+            In<f32>,
+            In<f32>,
+            In<f32>,
+            Out<f32>,
+            In<u32>,
+            In<u32>,
+            u32,
+            u32,
+            u32,
+            u32,
+            u32,
+            f32,
+        ) -> Result<(), EmuError>;
+        let (kernel, cfg, emu_launch): (_, _, EmuAttention) = if prefill {
+            let cfg = kernels::attention_prefill_geometry(rows, heads, head_dim);
+            (kernels::attention_prefill_f32::NAME, cfg, kernels::attention_prefill_f32::launch)
+        } else {
+            (kernel, kernels::attention_geometry(rows, heads, context), kernels::attention_f32::launch)
+        };
         if !matches!(self, Device::Cpu) {
-            check_shared(&cfg, self.shared_limit()).map_err(err)?;
+            check_shared(&cfg, self.shared_limit()).map_err(|reason| shape_err(kernel, &shape)(reason))?;
         }
         match (self, q, k, v, out, (&places.slots, &places.positions)) {
             (
@@ -1020,8 +1041,9 @@ impl Device {
                 let (q, k, v, o) = (In::from_slice(q), In::from_slice(k), In::from_slice(v), Out::from_slice(o));
                 let (s, p) = (In::from_slice(s), In::from_slice(p));
                 // SAFETY: the views cover live buffers of the lengths checked above, every
-                // row's slot and position lie inside the cache; the geometry is the kernel's.
-                unsafe { kernels::attention_f32::launch(cfg, q, k, v, o, s, p, a[0], a[1], a[2], a[3], a[4], scale) }
+                // row's slot and position lie inside the cache; head_dim ≤ 256 where the
+                // prefill kernel was chosen; the geometry is the chosen kernel's.
+                unsafe { emu_launch(cfg, q, k, v, o, s, p, a[0], a[1], a[2], a[3], a[4], scale) }
                     .map_err(emu_err(kernel, &shape))
             }
             (
@@ -1038,68 +1060,9 @@ impl Device {
                     l.arg(x);
                 }
                 l.arg(&scale);
-                // SAFETY: arguments match `attention_f32`; lengths, places and the shared-memory limit checked above.
+                // SAFETY: arguments match `attention_f32` and `attention_prefill_f32` alike; lengths,
+                // places, head_dim (for the prefill kernel) and the shared-memory limit checked above.
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
-            }
-            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
-        }
-    }
-
-    /// Prefill attention (`attention_prefill_f32`): key / value tiles in shared
-    /// memory for 16 query rows at a time, online softmax. The request is
-    /// checked by [`Device::attention`]; `a` is `[rows, heads, kv_heads, head_dim, context]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_prefill(
-        &self,
-        q: &Buffer<f32>,
-        k: &Buffer<f32>,
-        v: &Buffer<f32>,
-        out: &mut Buffer<f32>,
-        places: &RowPlaces,
-        a: [u32; 5],
-        scale: f32,
-        shape: &str,
-    ) -> KernelResult<()> {
-        let kernel = kernels::attention_prefill_f32::NAME;
-        let [rows, heads, _, head_dim, _] = a.map(|v| v as usize);
-        let cfg = kernels::attention_prefill_geometry(rows, heads, head_dim);
-        check_shared(&cfg, self.shared_limit()).map_err(shape_err(kernel, shape))?;
-        match (self, q, k, v, out, (&places.slots, &places.positions)) {
-            (
-                Device::Emu,
-                Buffer::Host(q),
-                Buffer::Host(k),
-                Buffer::Host(v),
-                Buffer::Host(o),
-                (Buffer::Host(s), Buffer::Host(p)),
-            ) => {
-                let (q, k, v, o) = (In::from_slice(q), In::from_slice(k), In::from_slice(v), Out::from_slice(o));
-                let (s, p) = (In::from_slice(s), In::from_slice(p));
-                // SAFETY: the views cover live buffers of the lengths checked by `attention`,
-                // every row's slot and position lie inside the cache; head_dim ≤ 256 (the
-                // dispatch); the geometry is the kernel's.
-                unsafe {
-                    kernels::attention_prefill_f32::launch(cfg, q, k, v, o, s, p, a[0], a[1], a[2], a[3], a[4], scale)
-                }
-                .map_err(emu_err(kernel, shape))
-            }
-            (
-                Device::Cuda(g),
-                Buffer::Cuda(q),
-                Buffer::Cuda(k),
-                Buffer::Cuda(v),
-                Buffer::Cuda(o),
-                (Buffer::Cuda(s), Buffer::Cuda(p)),
-            ) => {
-                let mut l = g.stream().launch_builder(g.functions().get(kernel));
-                l.arg(q).arg(k).arg(v).arg(o).arg(s).arg(p);
-                for x in &a {
-                    l.arg(x);
-                }
-                l.arg(&scale);
-                // SAFETY: arguments match `attention_prefill_f32`; lengths and places checked by
-                // `attention`, head_dim ≤ 256 by the dispatch, the shared-memory limit above.
-                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
         }
