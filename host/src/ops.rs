@@ -80,6 +80,15 @@ const EMU_TRIHASH_BLOCKS: u32 = 2;
 /// Blocks the quantizer strides over rows with (CUDA's grid limit in x is far above; this keeps grids modest).
 const QUANTIZE_MAX_BLOCKS: u32 = 65_535;
 
+/// What a fused pre-norm kernel does to `x` with the other buffer before the norm.
+#[derive(Debug, Clone, Copy)]
+enum PreNorm {
+    /// `x ← x + other` (`add_rms_norm_quantize_f32`).
+    Add,
+    /// `x ← act(x) · other` (`gated_rms_norm_quantize_f32`).
+    Gated(u32),
+}
+
 /// The one rule that picks the decode kernel or the prefill kernel: the GEMV
 /// for up to [`GEMV_MAX_M`] rows (tokens), the tensor-core GEMM beyond.
 pub fn uses_gemv(m: usize) -> bool {
@@ -907,6 +916,198 @@ impl Device {
                 let mut l = g.stream().launch_builder(g.functions().get(kernel));
                 l.arg(x).arg(w).arg(q).arg(s).arg(u).arg(&r).arg(&c).arg(&kp).arg(&eps);
                 // SAFETY: arguments match `rms_norm_quantize_f32`'s signature; lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `add_rms_norm_quantize_f32`: `x ← x + delta`, then [`Device::rms_norm_quantize`]
+    /// of the new `x` into `out` (the end of a BitNet sublayer and the norm in
+    /// front of the next linear), in one launch on the GPU backends: the same
+    /// values as [`Device::add`] followed by [`Device::rms_norm_quantize`].
+    pub fn add_rms_norm_quantize(
+        &self,
+        x: &mut Buffer<f32>,
+        delta: &Buffer<f32>,
+        w: &Buffer<f32>,
+        eps: f32,
+        out: &mut QuantizedBuffer,
+    ) -> KernelResult<()> {
+        self.fused_rms_norm_quantize(PreNorm::Add, x, delta, w, eps, out)
+    }
+
+    /// `gated_rms_norm_quantize_f32`: [`Device::gated`] (`gate ← act(gate) ·
+    /// up`), then [`Device::rms_norm_quantize`] of the new `gate` into `out`
+    /// (the MLP's activation and the sub-norm in front of down_proj), in one
+    /// launch on the GPU backends: the same values as the two ops.
+    pub fn gated_rms_norm_quantize(
+        &self,
+        gate: &mut Buffer<f32>,
+        up: &Buffer<f32>,
+        act: u32,
+        w: &Buffer<f32>,
+        eps: f32,
+        out: &mut QuantizedBuffer,
+    ) -> KernelResult<()> {
+        self.fused_rms_norm_quantize(PreNorm::Gated(act), gate, up, w, eps, out)
+    }
+
+    /// The two kernels that update `x` with `other` (`pre`) and then norm and
+    /// quantize it, as [`Device::rms_norm_quantize`].
+    fn fused_rms_norm_quantize(
+        &self,
+        pre: PreNorm,
+        x: &mut Buffer<f32>,
+        other: &Buffer<f32>,
+        w: &Buffer<f32>,
+        eps: f32,
+        out: &mut QuantizedBuffer,
+    ) -> KernelResult<()> {
+        let (kernel, other_name, act) = match pre {
+            PreNorm::Add => (kernels::add_rms_norm_quantize_f32::NAME, "delta", 0),
+            PreNorm::Gated(act) => (kernels::gated_rms_norm_quantize_f32::NAME, "up", act),
+        };
+        let (rows, cols, k_pad) = (out.rows, out.cols, out.k_pad);
+        let shape = format!("{rows}×{cols}");
+        let err = shape_err(kernel, &shape);
+        if w.len() != cols {
+            return Err(err(format!("a norm weight of {} values for rows of {cols}", w.len())));
+        }
+        if matches!(pre, PreNorm::Gated(_)) && act != kernels::ACT_RELU2 && act != kernels::ACT_SILU {
+            return Err(err(format!("unknown activation {act}")));
+        }
+        quantized_out_check(kernel, x.len(), out)?;
+        kernels_gpu::launch::check_len(other_name, other.len(), x.len()).map_err(shape_err(kernel, &shape))?;
+        if matches!(self, Device::Cpu) {
+            match pre {
+                PreNorm::Add => self.add(x, other)?,
+                PreNorm::Gated(act) => self.gated(x, other, act)?,
+            }
+            return self.rms_norm_quantize(x, w, eps, out);
+        }
+        let cfg = kernels::rms_norm_quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
+        let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
+        match (self, x, other, w, &mut out.words, &mut out.scales, &mut out.sums) {
+            (
+                Device::Emu,
+                Buffer::Host(x),
+                Buffer::Host(o),
+                Buffer::Host(w),
+                Buffer::Host(q),
+                Buffer::Host(s),
+                Buffer::Host(u),
+            ) => {
+                let (x, o, w) = (Out::from_slice(x), In::from_slice(o), In::from_slice(w));
+                let q = Out::from_slice(bytemuck::cast_slice_mut::<u32, i8>(q));
+                let (s, u) = (Out::from_slice(s), Out::from_slice(u));
+                // SAFETY: every view covers a live buffer of the size checked above; `x` and
+                // `other` are distinct buffers (one borrowed mutably); `act` checked above.
+                unsafe {
+                    match pre {
+                        PreNorm::Add => {
+                            kernels::add_rms_norm_quantize_f32::launch(cfg, x, o, w, q, s, u, r, c, kp, eps)
+                        }
+                        PreNorm::Gated(act) => {
+                            kernels::gated_rms_norm_quantize_f32::launch(cfg, x, o, w, q, s, u, r, c, kp, eps, act)
+                        }
+                    }
+                }
+                .map_err(emu_err(kernel, &shape))
+            }
+            (
+                Device::Cuda(g),
+                Buffer::Cuda(x),
+                Buffer::Cuda(o),
+                Buffer::Cuda(w),
+                Buffer::Cuda(q),
+                Buffer::Cuda(s),
+                Buffer::Cuda(u),
+            ) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(o).arg(w).arg(q).arg(s).arg(u).arg(&r).arg(&c).arg(&kp).arg(&eps);
+                if matches!(pre, PreNorm::Gated(_)) {
+                    l.arg(&act);
+                }
+                // SAFETY: arguments match the kernel's signature (the gated one takes `act`
+                // last); lengths and `act` checked above; `x` and `other` do not alias.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `rope_kv_write_f32`: [`Device::rope`] on `q` (`heads`) and `k`
+    /// (`kv_heads`), then [`Device::kv_write`] of `k` into `k_cache` and of
+    /// `v` into `v_cache`, in one launch on the GPU backends (the same values
+    /// as those four ops: the step between a layer's q / k / v and its attention).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv_write(
+        &self,
+        q: &mut Buffer<f32>,
+        k: &mut Buffer<f32>,
+        v: &Buffer<f32>,
+        k_cache: &mut Buffer<f32>,
+        v_cache: &mut Buffer<f32>,
+        cos: &Buffer<f32>,
+        sin: &Buffer<f32>,
+        places: &RowPlaces,
+        [heads, kv_heads, head_dim, context]: [usize; 4],
+    ) -> KernelResult<()> {
+        let kernel = kernels::rope_kv_write_f32::NAME;
+        let rows = places.len();
+        let shape = format!(
+            "{rows} rows × {heads}/{kv_heads} heads × {head_dim} up to slot {} position {}, context {context}",
+            places.max_slot, places.max_pos
+        );
+        let err = |reason: String| shape_err(kernel, &shape)(reason);
+        let table = cos.len().min(sin.len());
+        let (n, ms, mp) = (rows, places.max_slot, places.max_pos);
+        kernels::rope_check(rows, heads, head_dim, n, mp, q.len(), table).map_err(|r| err(format!("queries: {r}")))?;
+        kernels::rope_check(rows, kv_heads, head_dim, n, mp, k.len(), table).map_err(|r| err(format!("keys: {r}")))?;
+        kernels_gpu::launch::check_len("values", v.len(), k.len()).map_err(err)?;
+        kernels::kv_cache_check(rows, kv_heads, head_dim, context, n, ms, mp, k_cache.len()).map_err(err)?;
+        kernels_gpu::launch::check_len("value cache", v_cache.len(), k_cache.len()).map_err(err)?;
+        if matches!(self, Device::Cpu) {
+            self.rope(q, cos, sin, places, heads, head_dim)?;
+            self.rope(k, cos, sin, places, kv_heads, head_dim)?;
+            self.kv_write(k, k_cache, places, kv_heads, head_dim, context)?;
+            return self.kv_write(v, v_cache, places, kv_heads, head_dim, context);
+        }
+        let cfg = kernels::rope_kv_write_geometry(rows, heads, kv_heads, head_dim);
+        let a = [rows, heads, kv_heads, head_dim, context].map(|v| v as u32);
+        match (self, (q, k, v), (k_cache, v_cache), (cos, sin), (&places.slots, &places.positions)) {
+            (
+                Device::Emu,
+                (Buffer::Host(q), Buffer::Host(k), Buffer::Host(v)),
+                (Buffer::Host(kc), Buffer::Host(vc)),
+                (Buffer::Host(c), Buffer::Host(s)),
+                (Buffer::Host(sl), Buffer::Host(p)),
+            ) => {
+                let (q, k, v) = (Out::from_slice(q), Out::from_slice(k), In::from_slice(v));
+                let (kc, vc) = (Out::from_slice(kc), Out::from_slice(vc));
+                let (c, s, sl, p) = (In::from_slice(c), In::from_slice(s), In::from_slice(sl), In::from_slice(p));
+                // SAFETY: the views cover live, distinct buffers of the lengths checked above;
+                // every row's slot and position lie inside the cache and the tables.
+                unsafe {
+                    kernels::rope_kv_write_f32::launch(cfg, q, k, v, kc, vc, c, s, sl, p, a[0], a[1], a[2], a[3], a[4])
+                }
+                .map_err(emu_err(kernel, &shape))
+            }
+            (
+                Device::Cuda(g),
+                (Buffer::Cuda(q), Buffer::Cuda(k), Buffer::Cuda(v)),
+                (Buffer::Cuda(kc), Buffer::Cuda(vc)),
+                (Buffer::Cuda(c), Buffer::Cuda(s)),
+                (Buffer::Cuda(sl), Buffer::Cuda(p)),
+            ) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(q).arg(k).arg(v).arg(kc).arg(vc).arg(c).arg(s).arg(sl).arg(p);
+                for x in &a {
+                    l.arg(x);
+                }
+                // SAFETY: arguments match `rope_kv_write_f32`; lengths, tables and places
+                // checked above; the buffers are distinct (borrowed mutably or shared apart).
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),

@@ -496,6 +496,57 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             }
         });
         checks.push(check("rms_norm_quantize_f32", shape.clone(), result));
+        // The residual add fused in front of it: the stored sum exactly the
+        // f32 sum, the int8 rows bit for bit those of the fused norm of that sum.
+        let delta = vec(rows * cols, -2.0, 2.0);
+        let summed: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        let fused = || -> crate::KernelResult<_> {
+            let (mut dx, dd, dw) = (device.upload(&x)?, device.upload(&delta)?, device.upload(&w)?);
+            let mut q = device.alloc_quantized(rows, cols)?;
+            device.add_rms_norm_quantize(&mut dx, &dd, &dw, 1e-5, &mut q)?;
+            let mut q2 = device.alloc_quantized(rows, cols)?;
+            device.rms_norm_quantize(&device.upload(&summed)?, &dw, 1e-5, &mut q2)?;
+            Ok((device.download(&dx)?, device.download_quantized(&q)?, device.download_quantized(&q2)?))
+        };
+        let result = fused().map_err(|e| e.to_string()).and_then(|(sum, got, unfused)| {
+            compare_f32_exact(&sum, &summed)?;
+            if got != unfused {
+                Err("differs from add_f32 then rms_norm_quantize_f32 on this backend".into())
+            } else {
+                Ok(())
+            }
+        });
+        checks.push(check("add_rms_norm_quantize_f32", shape.clone(), result));
+        // The gated activation fused in front of it (both activations): bit for
+        // bit `gated_f32` then `rms_norm_quantize_f32` on this backend.
+        for act in [crate::ops::ACT_RELU2, crate::ops::ACT_SILU] {
+            let pass = |fused: bool| -> crate::KernelResult<_> {
+                let (mut dg, du, dw) = (device.upload(&x)?, device.upload(&delta)?, device.upload(&w)?);
+                let mut q = device.alloc_quantized(rows, cols)?;
+                if fused {
+                    device.gated_rms_norm_quantize(&mut dg, &du, act, &dw, 1e-5, &mut q)?;
+                } else {
+                    device.gated(&mut dg, &du, act)?;
+                    device.rms_norm_quantize(&dg, &dw, 1e-5, &mut q)?;
+                }
+                Ok((device.download(&dg)?, device.download_quantized(&q)?))
+            };
+            let result = pass(true).and_then(|got| Ok((got, pass(false)?))).map_err(|e| e.to_string());
+            let result = result.and_then(|((g, q), (g2, q2))| {
+                compare_f32_exact(&g, &g2)?;
+                if q != q2 {
+                    Err("differs from gated_f32 then rms_norm_quantize_f32 on this backend".into())
+                } else {
+                    Ok(())
+                }
+            });
+            let name = if act == crate::ops::ACT_RELU2 {
+                "gated_rms_norm_quantize_f32 relu2"
+            } else {
+                "gated_rms_norm_quantize_f32 silu"
+            };
+            checks.push(check(name, shape.clone(), result));
+        }
         // RoPE, the KV write and attention on a batch whose rows sit in
         // different cache slots at scattered positions (distinct places; one
         // row at the context's last position, so the longest scan is taken).
@@ -551,6 +602,29 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
         });
         let want = kv_write_reference(&kx, &k, &places, kv_heads, head_dim, context);
         checks.push(check("kv_write_f32", shape.clone(), got.and_then(|g| compare_f32_exact(&g, &want))));
+        // RoPE on q and k and both KV writes in one launch: bit for bit those
+        // four ops (each checked against its reference above) on this backend.
+        let vx = vec(rows * kv_heads * head_dim, -2.0, 2.0);
+        let step = |fused: bool| -> crate::KernelResult<[Vec<f32>; 4]> {
+            let (mut dq, mut dk, dv) = (device.upload(&q)?, device.upload(&kx)?, device.upload(&vx)?);
+            let (mut kc, mut vc) = (device.upload(&k)?, device.upload(&v)?);
+            let (dc, ds) = (device.upload(&cos)?, device.upload(&sin)?);
+            let dp = device.row_places(&places)?;
+            if fused {
+                let dims = [heads, kv_heads, head_dim, context];
+                device.rope_kv_write(&mut dq, &mut dk, &dv, &mut kc, &mut vc, &dc, &ds, &dp, dims)?;
+            } else {
+                device.rope(&mut dq, &dc, &ds, &dp, heads, head_dim)?;
+                device.rope(&mut dk, &dc, &ds, &dp, kv_heads, head_dim)?;
+                device.kv_write(&dk, &mut kc, &dp, kv_heads, head_dim, context)?;
+                device.kv_write(&dv, &mut vc, &dp, kv_heads, head_dim, context)?;
+            }
+            Ok([device.download(&dq)?, device.download(&dk)?, device.download(&kc)?, device.download(&vc)?])
+        };
+        let result = step(true).and_then(|got| Ok((got, step(false)?))).map_err(|e| e.to_string());
+        let result =
+            result.and_then(|(got, want)| got.iter().zip(&want).try_for_each(|(g, w)| compare_f32_exact(g, w)));
+        checks.push(check("rope_kv_write_f32", shape.clone(), result));
         // Gates and the residual add.
         let (g, u) = (vec(rows * cols, -4.0, 4.0), vec(rows * cols, -2.0, 2.0));
         for (name, act) in [("gated_f32 relu2", crate::ops::ACT_RELU2), ("gated_f32 silu", crate::ops::ACT_SILU)] {

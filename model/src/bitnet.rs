@@ -559,26 +559,30 @@ impl BitNet {
         };
         let ws = &mut *ws;
         dev.embedding(&self.embed, &ws.tokens, &mut ws.x, h)?;
+        if let Some(first) = self.layers.first() {
+            dev.rms_norm_quantize(&ws.x, &first.input_norm, eps, &mut ws.x_q)?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
-            dev.rms_norm_quantize(&ws.x, &layer.input_norm, eps, &mut ws.x_q)?;
+            // `x_q` holds this layer's normalized, quantized input (the previous
+            // layer's last op, or the one above for the first).
             dev.ternary_linears(&ws.x_q, &[&layer.q, &layer.k, &layer.v], &mut ws.qkv)?;
             let [q, k, v] = &mut ws.qkv;
-            dev.rope(q, &self.rope_cos, &self.rope_sin, &ws.places, c.heads, hd)?;
-            dev.rope(k, &self.rope_cos, &self.rope_sin, &ws.places, c.kv_heads, hd)?;
-            dev.kv_write(k, &mut cache.k[li], &ws.places, c.kv_heads, hd, ctx)?;
-            dev.kv_write(v, &mut cache.v[li], &ws.places, c.kv_heads, hd, ctx)?;
+            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
+            let (cos, sin, dims) = (&self.rope_cos, &self.rope_sin, [c.heads, c.kv_heads, hd, ctx]);
+            dev.rope_kv_write(q, k, v, kc, vc, cos, sin, &ws.places, dims)?;
             let (kc, vc) = (&cache.k[li], &cache.v[li]);
             dev.attention(q, kc, vc, &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx, &mut ws.att_scratch)?;
             dev.rms_norm_quantize(&ws.att, &layer.attn_sub_norm, eps, &mut ws.att_q)?;
             dev.ternary_linears(&ws.att_q, &[&layer.o], std::slice::from_mut(&mut ws.o))?;
-            dev.add(&mut ws.x, &ws.o)?;
-            dev.rms_norm_quantize(&ws.x, &layer.post_norm, eps, &mut ws.x_q)?;
+            dev.add_rms_norm_quantize(&mut ws.x, &ws.o, &layer.post_norm, eps, &mut ws.x_q)?;
             dev.ternary_linears(&ws.x_q, &[&layer.gate, &layer.up], &mut ws.gate_up)?;
             let [gate, up] = &mut ws.gate_up;
-            dev.gated(gate, up, act)?;
-            dev.rms_norm_quantize(gate, &layer.ffn_sub_norm, eps, &mut ws.ffn_q)?;
+            dev.gated_rms_norm_quantize(gate, up, act, &layer.ffn_sub_norm, eps, &mut ws.ffn_q)?;
             dev.ternary_linears(&ws.ffn_q, &[&layer.down], std::slice::from_mut(&mut ws.down))?;
-            dev.add(&mut ws.x, &ws.down)?;
+            match self.layers.get(li + 1) {
+                Some(next) => dev.add_rms_norm_quantize(&mut ws.x, &ws.down, &next.input_norm, eps, &mut ws.x_q)?,
+                None => dev.add(&mut ws.x, &ws.down)?,
+            }
         }
         // The rows whose logits are wanted, gathered (the embedding kernel over `x` as the table).
         let n = ws.key.logit_rows.len();

@@ -40,6 +40,11 @@ impl<T> Out<T> {
     pub fn from_slice(s: &mut [T]) -> Self {
         Out { ptr: s.as_mut_ptr(), len: s.len() }
     }
+
+    /// The same memory as a read-only view (for a body that reads what its thread wrote).
+    pub fn as_in(self) -> In<T> {
+        In { ptr: self.ptr, len: self.len }
+    }
 }
 
 fn check(kind: &str, i: usize, len: usize) {

@@ -50,6 +50,14 @@ impl In<u32> {
     }
 }
 
+impl<T> Out<T> {
+    /// The same memory as a read-only view (for a body that reads what its thread wrote).
+    #[inline(always)]
+    pub fn as_in(self) -> In<T> {
+        In(self.0 as *const T)
+    }
+}
+
 impl<T: Copy> Out<T> {
     /// Writes element `i`.
     ///

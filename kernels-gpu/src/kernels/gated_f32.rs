@@ -33,15 +33,20 @@ kernel! {
         if i >= n {
             return;
         }
-        let g = gate.get(i as usize);
-        let a = match act {
-            ACT_RELU2 => {
-                let r = if g > 0.0 { g } else { 0.0 };
-                r * r
-            }
-            ACT_SILU => g / (1.0 + exp_f32(-g)),
-            _ => trap(),
-        };
-        gate.set(i as usize, a * up.get(i as usize));
+        gate.set(i as usize, gated_value(gate.get(i as usize), up.get(i as usize), act));
     }
+}
+
+/// `act(g) · u` for `act` one of [`ACT_RELU2`], [`ACT_SILU`] (anything else traps).
+#[inline(always)]
+pub(crate) fn gated_value(g: f32, u: f32, act: u32) -> f32 {
+    let a = match act {
+        ACT_RELU2 => {
+            let r = if g > 0.0 { g } else { 0.0 };
+            r * r
+        }
+        ACT_SILU => g / (1.0 + exp_f32(-g)),
+        _ => trap(),
+    };
+    a * u
 }

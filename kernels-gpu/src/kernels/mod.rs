@@ -4,6 +4,8 @@
 
 #[path = "add_f32.rs"]
 mod add_f32_src;
+#[path = "add_rms_norm_quantize_f32.rs"]
+mod add_rms_norm_quantize_f32_src;
 #[path = "argmax_f32.rs"]
 mod argmax_f32_src;
 #[path = "attention_combine_f32.rs"]
@@ -18,6 +20,8 @@ mod attention_split_f32_src;
 mod embedding_f32_src;
 #[path = "gated_f32.rs"]
 mod gated_f32_src;
+#[path = "gated_rms_norm_quantize_f32.rs"]
+mod gated_rms_norm_quantize_f32_src;
 #[path = "head_gemv_f16.rs"]
 mod head_gemv_f16_src;
 #[path = "head_gemv_i8.rs"]
@@ -34,6 +38,8 @@ mod rms_norm_f32_src;
 mod rms_norm_quantize_f32_src;
 #[path = "rope_f32.rs"]
 mod rope_f32_src;
+#[path = "rope_kv_write_f32.rs"]
+mod rope_kv_write_f32_src;
 #[path = "sgemm.rs"]
 mod sgemm_src;
 #[path = "ternary_gemm_f16.rs"]
@@ -58,6 +64,7 @@ mod unpack_f16_src;
 mod unpack_i8_src;
 
 pub use add_f32_src::*;
+pub use add_rms_norm_quantize_f32_src::*;
 pub use argmax_f32_src::*;
 pub use attention_combine_f32_src::*;
 pub use attention_f32_src::*;
@@ -65,6 +72,7 @@ pub use attention_prefill_f32_src::*;
 pub use attention_split_f32_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
+pub use gated_rms_norm_quantize_f32_src::*;
 pub use head_gemv_f16_src::*;
 pub use head_gemv_i8_src::*;
 pub use kv_write_f32_src::*;
@@ -73,6 +81,7 @@ pub use quantize_f32_src::*;
 pub use rms_norm_f32_src::*;
 pub use rms_norm_quantize_f32_src::*;
 pub use rope_f32_src::*;
+pub use rope_kv_write_f32_src::*;
 pub use sgemm_src::*;
 pub use ternary_gemm_f16_src::*;
 pub use ternary_gemm_f32_src::*;

@@ -45,37 +45,66 @@ kernel! {
     pub unsafe fn rms_norm_quantize_f32(
         x: In<f32>, w: In<f32>, q: Out<i8>, scales: Out<f32>, sums: Out<i32>, rows: u32, cols: u32, k_pad: u32, eps: f32
     ) {
-        let (t, nt) = (thread_idx_x(), block_dim_x());
         let mut row = block_idx_x();
         while row < rows {
-            let base = row as usize * cols as usize;
-            let inv = row_rms_inv(x, base, cols, eps);
-            let mut m = 0.0f32;
-            let mut k = t;
-            while k < cols {
-                m = m.max(abs_f32(w.get(k as usize) * (x.get(base + k as usize) * inv)));
-                k += nt;
-            }
-            let scale = activation_scale(block_max_f32(m, 0));
-            let out = row as usize * k_pad as usize;
-            let mut sum = 0i32;
-            let mut k = t;
-            while k < k_pad {
-                let v = if k < cols {
-                    quantize_value(w.get(k as usize) * (x.get(base + k as usize) * inv), scale)
-                } else {
-                    0
-                };
-                sum += v as i32;
-                q.set(out + k as usize, v);
-                k += nt;
-            }
-            let total = block_sum_i32(sum, 0);
-            if t == 0 {
-                scales.set(row as usize, scale);
-                sums.set(row as usize, total);
-            }
+            rms_norm_quantize_row(x, w, q, scales, sums, row, cols, k_pad, eps);
             row += grid_dim_x();
+        }
+    }
+}
+
+/// One row of `rms_norm_quantize_f32` (and of its fused-add variant).
+///
+/// # Safety
+/// As `rms_norm_quantize_f32`, with `row < rows`; every thread of the block calls it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rms_norm_quantize_row(
+    x: In<f32>,
+    w: In<f32>,
+    q: Out<i8>,
+    scales: Out<f32>,
+    sums: Out<i32>,
+    row: u32,
+    cols: u32,
+    k_pad: u32,
+    eps: f32,
+) {
+    let (t, nt) = (thread_idx_x(), block_dim_x());
+    let base = row as usize * cols as usize;
+    // SAFETY: the row is inside `x` (the caller's contract), likewise below.
+    let inv = unsafe { row_rms_inv(x, base, cols, eps) };
+    let mut m = 0.0f32;
+    let mut k = t;
+    while k < cols {
+        // SAFETY: k < cols.
+        m = m.max(abs_f32(unsafe { w.get(k as usize) * (x.get(base + k as usize) * inv) }));
+        k += nt;
+    }
+    // SAFETY: 32 scratch words at 0.
+    let scale = activation_scale(unsafe { block_max_f32(m, 0) });
+    let out = row as usize * k_pad as usize;
+    let mut sum = 0i32;
+    let mut k = t;
+    while k < k_pad {
+        let v = if k < cols {
+            // SAFETY: k < cols.
+            quantize_value(unsafe { w.get(k as usize) * (x.get(base + k as usize) * inv) }, scale)
+        } else {
+            0
+        };
+        sum += v as i32;
+        // SAFETY: k < k_pad within the row's output.
+        unsafe { q.set(out + k as usize, v) };
+        k += nt;
+    }
+    // SAFETY: 32 scratch words at 0.
+    let total = unsafe { block_sum_i32(sum, 0) };
+    if t == 0 {
+        // SAFETY: row < rows.
+        unsafe {
+            scales.set(row as usize, scale);
+            sums.set(row as usize, total);
         }
     }
 }
