@@ -40,6 +40,10 @@ macro_rules! cuda_functions {
         }
 
         impl Functions {
+            /// The PTX entry point of every registered kernel.
+            #[cfg(test)]
+            pub(crate) const NAMES: &[&str] = &[$(stringify!($name)),*];
+
             /// Resolves every kernel; `Err` names the missing one.
             pub(crate) fn load(
                 module: &std::sync::Arc<CudaModule>,
@@ -64,12 +68,16 @@ macro_rules! cuda_functions {
 }
 
 cuda_functions! {
-    growing: [ternary_gemv_f32, ternary_gemv_f16, attention_f32];
+    growing: [
+        ternary_gemv_f32, ternary_gemv_f16, ternary_gemv_many_f32, ternary_gemv_many_f16, attention_f32,
+        attention_prefill_f32
+    ];
     all: [
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
-        ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow, trihash_batch, rms_norm_f32, rms_norm_quantize_f32,
-        rope_f32,
-        attention_f32, attention_split_f32, attention_combine_f32, gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
+        ternary_gemv_many_f32, ternary_gemv_many_f16, ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow,
+        trihash_batch, rms_norm_f32, rms_norm_quantize_f32, add_rms_norm_quantize_f32, gated_rms_norm_quantize_f32,
+        rope_f32, rope_kv_write_f32, attention_f32, attention_prefill_f32, attention_split_f32, attention_combine_f32,
+        gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
     ]
 }
 
@@ -1533,6 +1541,40 @@ impl Device {
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The CUDA backend resolves kernels by name from `cuda_functions!`; a
+    /// kernel missing there passes every emulator test and panics on the
+    /// first GPU. So the registered names must be exactly the PTX's entry points.
+    #[test]
+    fn every_ptx_entry_point_is_registered_for_cuda() {
+        if !crate::ptx::available() {
+            eprintln!("skipped: this build embeds no PTX");
+            return;
+        }
+        let registered: BTreeSet<&str> = super::Functions::NAMES.iter().copied().collect();
+        for module in crate::ptx::modules() {
+            let entries: BTreeSet<&str> = module
+                .text
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
+                .filter_map(|rest| rest.split('(').next())
+                .map(str::trim)
+                .collect();
+            assert!(entries.len() >= 30, "{}: only {} entry points found", module.arch, entries.len());
+            let missing: Vec<_> = entries.difference(&registered).collect();
+            let stale: Vec<_> = registered.difference(&entries).collect();
+            assert!(
+                missing.is_empty() && stale.is_empty(),
+                "{}: not registered {missing:?}, not in the PTX {stale:?}",
+                module.arch
+            );
         }
     }
 }
