@@ -3,7 +3,7 @@
 use crate::device::*;
 use crate::kernel;
 
-use super::rms_norm_quantize_row;
+use super::combine_rms_norm_quantize_body;
 
 kernel! {
     /// The residual add fused with the norm after it: per row `x ← x + delta`
@@ -30,18 +30,6 @@ kernel! {
         x: Out<f32>, delta: In<f32>, w: In<f32>, q: Out<i8>, scales: Out<f32>, sums: Out<i32>, rows: u32, cols: u32,
         k_pad: u32, eps: f32
     ) {
-        let (t, nt) = (thread_idx_x(), block_dim_x());
-        let mut row = block_idx_x();
-        while row < rows {
-            let base = row as usize * cols as usize;
-            let mut k = t;
-            while k < cols {
-                let i = base + k as usize;
-                x.set(i, x.get(i) + delta.get(i));
-                k += nt;
-            }
-            rms_norm_quantize_row(x.as_in(), w, q, scales, sums, row, cols, k_pad, eps);
-            row += grid_dim_x();
-        }
+        combine_rms_norm_quantize_body(x, delta, |a, d| a + d, w, q, scales, sums, [rows, cols, k_pad], eps)
     }
 }

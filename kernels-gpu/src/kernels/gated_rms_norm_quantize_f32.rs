@@ -4,7 +4,7 @@
 use crate::device::*;
 use crate::kernel;
 
-use super::{gated_value, rms_norm_quantize_row};
+use super::{combine_rms_norm_quantize_body, gated_value};
 
 kernel! {
     /// Per row `gate ← act(gate) · up` (stored, exactly as `gated_f32`), then
@@ -30,18 +30,6 @@ kernel! {
         gate: Out<f32>, up: In<f32>, w: In<f32>, q: Out<i8>, scales: Out<f32>, sums: Out<i32>, rows: u32,
         cols: u32, k_pad: u32, eps: f32, act: u32
     ) {
-        let (t, nt) = (thread_idx_x(), block_dim_x());
-        let mut row = block_idx_x();
-        while row < rows {
-            let base = row as usize * cols as usize;
-            let mut k = t;
-            while k < cols {
-                let i = base + k as usize;
-                gate.set(i, gated_value(gate.get(i), up.get(i), act));
-                k += nt;
-            }
-            rms_norm_quantize_row(gate.as_in(), w, q, scales, sums, row, cols, k_pad, eps);
-            row += grid_dim_x();
-        }
+        combine_rms_norm_quantize_body(gate, up, |g, u| gated_value(g, u, act), w, q, scales, sums, [rows, cols, k_pad], eps)
     }
 }

@@ -53,6 +53,44 @@ kernel! {
     }
 }
 
+/// Body of the fused pre-norm kernels (`add_rms_norm_quantize_f32`,
+/// `gated_rms_norm_quantize_f32`): per row `x ← combine(x, other)` (stored),
+/// then [`rms_norm_quantize_row`] of the new `x`. Each thread updates the
+/// columns it later reads (the same stride), so it reads only its own writes.
+///
+/// # Safety
+/// `x` and `other` hold `rows · cols` values (they may not alias); the rest
+/// as `rms_norm_quantize_f32`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn combine_rms_norm_quantize_body(
+    x: Out<f32>,
+    other: In<f32>,
+    combine: impl Fn(f32, f32) -> f32,
+    w: In<f32>,
+    q: Out<i8>,
+    scales: Out<f32>,
+    sums: Out<i32>,
+    [rows, cols, k_pad]: [u32; 3],
+    eps: f32,
+) {
+    let (t, nt) = (thread_idx_x(), block_dim_x());
+    let mut row = block_idx_x();
+    while row < rows {
+        let base = row as usize * cols as usize;
+        let mut k = t;
+        while k < cols {
+            let i = base + k as usize;
+            // SAFETY: k < cols within row < rows.
+            unsafe { x.set(i, combine(x.get(i), other.get(i))) };
+            k += nt;
+        }
+        // SAFETY: forwarded; row < rows.
+        unsafe { rms_norm_quantize_row(x.as_in(), w, q, scales, sums, row, cols, k_pad, eps) };
+        row += grid_dim_x();
+    }
+}
+
 /// One row of `rms_norm_quantize_f32` (and of its fused-add variant).
 ///
 /// # Safety
