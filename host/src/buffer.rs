@@ -132,6 +132,20 @@ pub struct QuantizedBuffer {
     pub sums: Buffer<i32>,
 }
 
+/// A dense f16 weight matrix on a device: `rows × cols`, rows
+/// [`kernels_gpu::head::head_row_len`]`(cols)` elements apart with zeros past
+/// `cols` (the layout of a 16-bit lm_head). The cuBLAS FP16 baseline's linears
+/// ([`Device::dense_f16_weights`](crate::Device::dense_f16_weights)).
+#[derive(Debug)]
+pub struct F16Weights {
+    /// Rows (N, output features).
+    pub rows: usize,
+    /// Columns (K, input features).
+    pub cols: usize,
+    /// `rows × head_row_len(cols)` halves.
+    pub values: Buffer<half::f16>,
+}
+
 /// Ternary weights in the interleaved device layout, on a device.
 #[derive(Debug)]
 pub struct TernaryBuffer {

@@ -11,6 +11,10 @@
 //! - [`int8_macs_per_s`]: int8 multiply-adds per second of the CPU's byte
 //!   dot-product instruction (`vpmaddubsw` with AVX2) on register operands,
 //!   all threads: the compute bound of the ternary matmul, which prefill is.
+//!
+//! On a GPU the compute ceiling is [`gpu_int8_macs_per_s`]: cuBLASLt's INT8
+//! tensor-core GEMM on a large square shape, the fastest int8 multiply-adds
+//! the vendor library gets from the card in this run.
 
 use std::time::Instant;
 
@@ -96,6 +100,26 @@ fn maddubs_loop(iters: u64, seed: i8) -> i64 {
 /// Independent chains of [`maddubs_loop`].
 #[cfg(target_arch = "x86_64")]
 const CHAINS: usize = 12;
+
+/// Int8 multiply-adds per second of cuBLASLt's INT8 GEMM (int32 results) at
+/// `n × n × n`, the best of `reps` timed runs after one untimed: the GPU's
+/// int8 tensor-core ceiling for prefill.
+pub fn gpu_int8_macs_per_s(gpu: &crate::cuda::CudaBackend, n: usize, reps: usize) -> crate::KernelResult<f64> {
+    let plan = crate::cublaslt_int8::Int8Gemm::new(gpu, n, n, n)?;
+    let values: Vec<i8> = (0..n * n).map(|i| ((i * 37 + 11) % 255) as i8).collect();
+    let (a, w) = (gpu.upload(&values)?, gpu.upload(&values)?);
+    let mut c = gpu.zeros::<i32>(n * n)?;
+    plan.run(&a, &w, &mut c)?;
+    gpu.synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        plan.run(&a, &w, &mut c)?;
+        gpu.synchronize()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((n * n * n) as f64 / best)
+}
 
 #[cfg(test)]
 mod tests {

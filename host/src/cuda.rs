@@ -115,6 +115,8 @@ pub struct CudaBackend {
     l2_bytes: usize,
     shared_limit: u32,
     notes: Vec<String>,
+    /// The cuBLAS handle of [`CudaBackend::gemm_f16_f32`], made on first use.
+    blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
 }
 
 /// Hits a TriHash search launch can record; more is an error asking for a larger mwm.
@@ -190,6 +192,7 @@ impl CudaBackend {
             l2_bytes,
             shared_limit,
             notes,
+            blas: std::sync::OnceLock::new(),
         })
     }
 
@@ -470,6 +473,89 @@ impl CudaBackend {
             device: self.device.clone(),
             message: e.to_string(),
         })
+    }
+}
+
+impl CudaBackend {
+    /// cuBLAS `GemmEx`: `C = A · Wᵀ` with f16 A (`m × k`, rows `k` apart), f16
+    /// W (`n` rows `ldw ≥ k` apart), f32 C (`m × n`); f32 accumulation
+    /// (`CUBLAS_COMPUTE_32F`, tensor cores where cuBLAS picks them). What a
+    /// model with FP16 linears runs per linear. The handle is this backend's,
+    /// made on the first call and kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16_f32(
+        &self,
+        a: &CudaSlice<half::f16>,
+        w: &CudaSlice<half::f16>,
+        ldw: usize,
+        c: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> KernelResult<()> {
+        use cudarc::cublas::{result, sys};
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        let shape = format!("{m}×{n}×{k}");
+        let fail = |op: &'static str, shape: &str| {
+            let (shape, device) = (shape.to_owned(), self.device.clone());
+            move |e: cudarc::cublas::result::CublasError| KernelError::Cublas {
+                op,
+                shape,
+                device,
+                message: e.to_string(),
+            }
+        };
+        let dims_fit = [m, n, k, ldw].iter().all(|&d| d <= i32::MAX as usize);
+        if !dims_fit || ldw < k || a.len() != m * k || w.len() != n * ldw || c.len() != m * n {
+            return Err(KernelError::Shape {
+                kernel: "cublas gemm f16→f32",
+                shape,
+                reason: format!("buffer lengths a {}, w {} (rows {ldw} apart), c {}", a.len(), w.len(), c.len()),
+            });
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let blas = match self.blas.get() {
+            Some(b) => b,
+            None => {
+                let made = self.cublas()?;
+                self.blas.get_or_init(|| made)
+            }
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (pa, _ra) = a.device_ptr(&self.stream);
+        let (pw, _rw) = w.device_ptr(&self.stream);
+        let (pc, _rc) = c.device_ptr_mut(&self.stream);
+        // Row-major C (m×n) is column-major Cᵀ (n×m) = W · Aᵀ: W's buffer is
+        // column-major Wᵀ (k×n, ld ldw), transposed; A's is column-major Aᵀ (k×m).
+        // SAFETY: the dimensions and leading dimensions describe the three
+        // buffers (lengths checked above); the pointers stay alive until the
+        // stream work is done (the records above); the handle is on this stream.
+        unsafe {
+            result::gemm_ex(
+                *blas.handle(),
+                sys::cublasOperation_t::CUBLAS_OP_T,
+                sys::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha) as *const f32 as *const std::ffi::c_void,
+                pw as *const std::ffi::c_void,
+                sys::cudaDataType::CUDA_R_16F,
+                ldw as i32,
+                pa as *const std::ffi::c_void,
+                sys::cudaDataType::CUDA_R_16F,
+                k as i32,
+                (&beta) as *const f32 as *const std::ffi::c_void,
+                pc as *mut std::ffi::c_void,
+                sys::cudaDataType::CUDA_R_32F,
+                n as i32,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(fail("gemm_ex f16→f32", &shape))
     }
 }
 

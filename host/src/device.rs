@@ -347,6 +347,23 @@ impl Device {
         })
     }
 
+    /// The dense f16 copy (`trit · scale`, rounded to nearest even) of ternary
+    /// weights on this device: the weights of the cuBLAS FP16 baseline. Decoded
+    /// on the host, one matrix at a time (its words come back, its halves go out).
+    pub fn dense_f16_weights(&self, w: &TernaryBuffer) -> KernelResult<crate::F16Weights> {
+        let words = self.download(&w.words)?;
+        let view = crate::ternary::TernaryRef { rows: w.rows, cols: w.cols, scale: w.scale, words: &words };
+        if words.len() != w.rows * view.words_per_row() {
+            return Err(KernelError::Shape {
+                kernel: "dense_f16_weights",
+                shape: format!("{}×{}", w.rows, w.cols),
+                reason: format!("{} words, expected {}", words.len(), w.rows * view.words_per_row()),
+            });
+        }
+        let values = view.to_f16_rows(crate::head_row_len(w.cols));
+        Ok(crate::F16Weights { rows: w.rows, cols: w.cols, values: self.upload(&values)? })
+    }
+
     pub(crate) fn wrong_place(&self, op: &'static str, location: &'static str) -> KernelError {
         KernelError::WrongDevice { op, backend: self.kind().name(), location }
     }

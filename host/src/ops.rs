@@ -75,7 +75,7 @@ cuda_functions! {
     all: [
         unpack_i8, unpack_f16, quantize_f32, quantize_f16, ternary_gemv_f32, ternary_gemv_f16,
         ternary_gemv_many_f32, ternary_gemv_many_f16, ternary_gemm_f32, ternary_gemm_f16, sgemm, trihash_pow,
-        trihash_batch, rms_norm_f32, rms_norm_quantize_f32, add_rms_norm_quantize_f32, gated_rms_norm_quantize_f32,
+        trihash_batch, convert_f32_to_f16, rms_norm_f32, rms_norm_quantize_f32, add_rms_norm_quantize_f32, gated_rms_norm_quantize_f32,
         rope_f32, rope_kv_write_f32, attention_f32, attention_prefill_f32, attention_split_f32, attention_combine_f32,
         gated_f32, add_f32, embedding_f32, kv_write_f32, argmax_f32, head_gemv_f16, head_gemv_i8,
     ]
@@ -769,6 +769,95 @@ impl Device {
                 unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
             }
             _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// `convert_f32_to_f16`: `out[i] = f16(x[i])`, rounded to nearest even.
+    pub fn convert_f32_to_f16(&self, x: &Buffer<f32>, out: &mut Buffer<f16>) -> KernelResult<()> {
+        let kernel = kernels::convert_f32_to_f16::NAME;
+        let n = x.len();
+        let shape = format!("{n} elements");
+        kernels_gpu::launch::check_len("out", out.len(), n).map_err(shape_err(kernel, &shape))?;
+        let cfg = kernels::elementwise_geometry(n);
+        let nu = n as u32;
+        match (self, x, out) {
+            (Device::Cpu, Buffer::Host(x), Buffer::Host(o)) => {
+                o.iter_mut().zip(x.iter()).for_each(|(o, &v)| *o = f16::from_f32(v));
+                Ok(())
+            }
+            (Device::Emu, Buffer::Host(x), Buffer::Host(o)) => {
+                let o = Out::from_slice(bytemuck::cast_slice_mut::<f16, u16>(o));
+                // SAFETY: the views cover live buffers of `n` elements.
+                unsafe { kernels::convert_f32_to_f16::launch(cfg, In::from_slice(x), o, nu) }
+                    .map_err(emu_err(kernel, &shape))
+            }
+            (Device::Cuda(g), Buffer::Cuda(x), Buffer::Cuda(o)) => {
+                let mut l = g.stream().launch_builder(g.functions().get(kernel));
+                l.arg(x).arg(o).arg(&nu);
+                // SAFETY: arguments match `convert_f32_to_f16` (f16 is its u16 bits); lengths checked above.
+                unsafe { l.launch(cuda_config(cfg)) }.map(drop).map_err(g.err(kernel, &shape))
+            }
+            _ => Err(self.wrong_place(kernel, "a buffer of another device")),
+        }
+    }
+
+    /// Dense 16-bit linears over shared activations: `x` (`m × k`, f32) is
+    /// rounded to f16 once into `x_f16`, then `ys[i] = x_f16 · weights[i]ᵀ` with
+    /// f32 accumulation and f32 outputs. The cuBLAS FP16 baseline a ternary
+    /// model is measured against: on cuda `convert_f32_to_f16` and one cuBLAS
+    /// `GemmEx` per matrix; on cpu and emu the same sums through the f16 lm_head
+    /// GEMV (`head_gemv_f16`) over the rounded activations.
+    pub fn dense_f16_linears(
+        &self,
+        x: &Buffer<f32>,
+        x_f16: &mut Buffer<f16>,
+        weights: &[&crate::F16Weights],
+        ys: &mut [Buffer<f32>],
+    ) -> KernelResult<()> {
+        let kernel = "dense_f16_linears";
+        let Some(first) = weights.first() else { return Ok(()) };
+        let k = first.cols;
+        let m = x.len().checked_div(k).unwrap_or(0);
+        let shape = format!("{m}×{k}, {} matrices", weights.len());
+        let err = shape_err(kernel, &shape);
+        if k == 0 || x.len() != m * k || x_f16.len() != x.len() {
+            return Err(err(format!("{} activations and {} halves for K = {k}", x.len(), x_f16.len())));
+        }
+        if weights.len() != ys.len() {
+            return Err(err(format!("{} matrices but {} outputs", weights.len(), ys.len())));
+        }
+        let ld = kernels_gpu::head::head_row_len(k);
+        for (i, (w, y)) in weights.iter().zip(ys.iter()).enumerate() {
+            if w.cols != k || w.values.len() != w.rows * ld || y.len() != m * w.rows {
+                return Err(err(format!(
+                    "matrix {i}: {}×{} in {} halves (rows {ld} apart), output of {} for {m} rows",
+                    w.rows,
+                    w.cols,
+                    w.values.len(),
+                    y.len()
+                )));
+            }
+        }
+        self.convert_f32_to_f16(x, x_f16)?;
+        match self {
+            Device::Cuda(g) => {
+                let Buffer::Cuda(a) = &*x_f16 else { return Err(self.wrong_place(kernel, "host memory")) };
+                for (w, y) in weights.iter().zip(ys.iter_mut()) {
+                    let (Buffer::Cuda(wv), Buffer::Cuda(yv)) = (&w.values, y) else {
+                        return Err(self.wrong_place(kernel, "host memory"));
+                    };
+                    g.gemm_f16_f32(a, wv, ld, yv, m, w.rows, k)?;
+                }
+                Ok(())
+            }
+            _ => {
+                let Buffer::Host(h) = &*x_f16 else { return Err(self.wrong_place(kernel, "device memory")) };
+                let rounded = Buffer::Host(h.iter().map(|v| v.to_f32()).collect());
+                for (w, y) in weights.iter().zip(ys.iter_mut()) {
+                    self.head_gemm_f16(&rounded, &w.values, y, m, w.rows, k)?;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`PackedTernary::from_words`]: import of stored words, rejecting the
 //!   invalid code `0b11`, wrong lengths and non-zero padding.
 
+use half::f16;
 use kernels_gpu::format::device_layout::{interleave, padded_k};
 use kernels_gpu::format::{self, CODE_INVALID, CODE_ZERO, WEIGHTS_PER_WORD, ZERO_WORD};
 
@@ -243,9 +244,7 @@ impl DeviceTernary {
 
     /// The trit at (row, col), decoded from the interleaved word.
     pub fn trit(&self, row: usize, col: usize) -> i8 {
-        let word = self.words[row * self.words_per_row() + col / WEIGHTS_PER_WORD];
-        let i = col % WEIGHTS_PER_WORD;
-        format::decode(word >> (8 * (i % 4) + 2 * (i / 4)))
+        self.view().trit(row, col)
     }
 
     /// Rows (N).
@@ -309,6 +308,29 @@ impl TernaryRef<'_> {
     pub fn words(&self) -> &[u32] {
         self.words
     }
+
+    /// The trit at (row, col), decoded from the interleaved word.
+    pub fn trit(&self, row: usize, col: usize) -> i8 {
+        let word = self.words[row * self.words_per_row() + col / WEIGHTS_PER_WORD];
+        let i = col % WEIGHTS_PER_WORD;
+        format::decode(word >> (8 * (i % 4) + 2 * (i / 4)))
+    }
+
+    /// The dense matrix `trit · scale` in f16 (rounded to nearest even), rows
+    /// `ld ≥ cols` elements apart with zeros past `cols`: the weights of a
+    /// 16-bit GEMM (the cuBLAS FP16 baseline's linears).
+    pub fn to_f16_rows(&self, ld: usize) -> Vec<f16> {
+        use rayon::prelude::*;
+        assert!(ld >= self.cols, "row length {ld} below the {} columns", self.cols);
+        let values = [f16::from_f32(-self.scale), f16::ZERO, f16::from_f32(self.scale)];
+        let mut out = vec![f16::ZERO; self.rows * ld];
+        out.par_chunks_mut(ld.max(1)).enumerate().for_each(|(r, row)| {
+            for (c, v) in row[..self.cols].iter_mut().enumerate() {
+                *v = values[(self.trit(r, c) + 1) as usize];
+            }
+        });
+        out
+    }
 }
 
 /// BitNet b1.58 absmean ternarization of latent weights: returns the trits
@@ -327,6 +349,19 @@ mod tests {
 
     fn random_trits(rng: &mut impl Rng, n: usize) -> Vec<i8> {
         (0..n).map(|_| rng.random_range(-1i8..=1)).collect()
+    }
+
+    #[test]
+    fn dense_f16_rows_are_trit_times_scale_rounded_and_zero_padded() {
+        // 2 × 3 trits, rows 16 apart; 0.1 is not a half: it rounds to 0x2E66 (0.0999755859375).
+        let p = PackedTernary::pack(&[1, 0, -1, -1, 1, 0], 2, 3, 0.1).unwrap();
+        let dense = DeviceTernary::from_packed(&p).view().to_f16_rows(16);
+        let (pos, neg, zero) = (0x2E66u16, 0xAE66u16, 0u16);
+        let mut want = vec![zero; 32];
+        want[..3].copy_from_slice(&[pos, zero, neg]);
+        want[16..19].copy_from_slice(&[neg, pos, zero]);
+        assert_eq!(dense.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), want);
+        assert_eq!(f16::from_bits(pos).to_f64(), 0.0999755859375);
     }
 
     #[test]

@@ -444,7 +444,8 @@ fn scattered_places(rows: usize, slots: usize, context: usize, rng: &mut StdRng)
 /// references of [`crate::reference`]: RMSNorm, RoPE (against angles computed
 /// in f64, not the tables), attention (causal, GQA, rows of several sequences
 /// at scattered positions, one at the context's end), the relu² and SiLU gates, the residual add, the embedding
-/// gather and the KV-cache write (exact).
+/// gather and the KV-cache write (exact), the fused pre-norm kernels (bit for bit their unfused ops), the
+/// reduced lm_heads, the f32 → f16 conversion (exact) and the dense f16 linears of the cuBLAS FP16 baseline.
 pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<Check> {
     use crate::reference::{
         attention_reference, compare_close, gated_reference, kv_write_reference, rms_norm_reference, rope_reference,
@@ -695,6 +696,64 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             shape.clone(),
             got.and_then(|g| crate::reference::compare_sums(&g, &want8, &mag8, cols)),
         ));
+        // f32 → f16 (exact bits): random values, then ties to even, the
+        // largest half, overflow to ±∞, subnormals and underflow to ±0.
+        let mut wide = vec(rows * cols, -70_000.0, 70_000.0);
+        let specials = [
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            -(2.0 + 1.0 / 1024.0),
+            65_504.0,
+            65_519.99,
+            65_520.0,
+            -1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            6.0e-8,
+            2.9e-8,
+            3.0e-5,
+            -1.0e-9,
+        ];
+        for (slot, v) in wide.iter_mut().zip(specials) {
+            *slot = v;
+        }
+        let got = (|| -> crate::KernelResult<Vec<half::f16>> {
+            let mut o = device.alloc::<half::f16>(wide.len())?;
+            device.convert_f32_to_f16(&device.upload(&wide)?, &mut o)?;
+            device.download(&o)
+        })()
+        .map_err(|e| e.to_string());
+        let want: Vec<u16> = wide.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let result = got.and_then(|g| compare_exact(&g.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), &want));
+        checks.push(check("convert_f32_to_f16", shape.clone(), result));
+        // The dense f16 linears of the cuBLAS FP16 baseline: ternary weights
+        // made dense (`dense_f16_weights`), three matrices of different
+        // heights over the same activations rounded to f16, against f64 sums.
+        let mut weights_rng = StdRng::seed_from_u64(seed ^ rows as u64);
+        let mats: Vec<crate::ternary::DeviceTernary> = [45, 7, 1]
+            .iter()
+            .map(|&n| crate::ternary::DeviceTernary::random(n, cols, 0.37, &mut weights_rng))
+            .collect();
+        let got = (|| -> crate::KernelResult<Vec<Vec<f32>>> {
+            let dense: Vec<crate::F16Weights> =
+                mats.iter().map(|t| device.dense_f16_weights(&device.upload_ternary(t)?)).collect::<Result<_, _>>()?;
+            let mut ys: Vec<crate::Buffer<f32>> =
+                mats.iter().map(|t| device.alloc(rows * t.rows())).collect::<Result<_, _>>()?;
+            let mut staging = device.alloc::<half::f16>(rows * cols)?;
+            device.dense_f16_linears(&device.upload(&a)?, &mut staging, &dense.iter().collect::<Vec<_>>(), &mut ys)?;
+            ys.iter().map(|y| device.download(y)).collect()
+        })()
+        .map_err(|e| e.to_string());
+        let a16: Vec<f32> = a.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let result = got.and_then(|ys| {
+            mats.iter().zip(&ys).try_for_each(|(t, y)| {
+                let w = |j: usize, c: usize| half::f16::from_f32(t.trit(j, c) as f32 * t.scale()).to_f64();
+                let (want, mag) = crate::reference::head_gemv_reference(&a16, &w, rows, t.rows(), cols);
+                crate::reference::compare_sums(y, &want, &mag, cols)
+            })
+        });
+        checks.push(check("dense_f16_linears", shape.clone(), result));
         // Greedy sampling: rows of few distinct values (ties everywhere), a NaN and a −∞ in each row,
         // and one row of a realistic vocabulary's length.
         let mut logits: Vec<f32> = vec(rows * cols, -3.0, 3.0).iter().map(|v| v.round()).collect();

@@ -16,6 +16,8 @@ mod attention_f32_src;
 mod attention_prefill_f32_src;
 #[path = "attention_split_f32.rs"]
 mod attention_split_f32_src;
+#[path = "convert_f32_to_f16.rs"]
+mod convert_f32_to_f16_src;
 #[path = "embedding_f32.rs"]
 mod embedding_f32_src;
 #[path = "gated_f32.rs"]
@@ -70,6 +72,7 @@ pub use attention_combine_f32_src::*;
 pub use attention_f32_src::*;
 pub use attention_prefill_f32_src::*;
 pub use attention_split_f32_src::*;
+pub use convert_f32_to_f16_src::*;
 pub use embedding_f32_src::*;
 pub use gated_f32_src::*;
 pub use gated_rms_norm_quantize_f32_src::*;
