@@ -6,8 +6,10 @@ Pinned: torch==2.9.1, transformers==4.57.6, safetensors==0.8.0, tokenizers==0.22
 
 Writes model/tests/fixtures/<name>/{config.json, model.safetensors (or shards + index),
 tokenizer.json, expected.json}. expected.json holds, for a fixed prompt, the logits of
-every prompt position (float32, as the reference computes them) and the greedy
-continuation (argmax of a full recompute at each step).
+every prompt position (float32, as the reference computes them), the greedy
+continuation (argmax of a full recompute at each step), and the prompt's logits of
+the dense f16 baseline (`dense_f16_logits`: every ternary linear replaced by its
+weights in f16 over f16-rounded inputs, see `DenseF16Linear`).
 
 - hf-bitlinear-f32: transformers' BitNetForCausalLM, packed offline weights,
   linear_class bitlinear (weight_scale divides), f32 tensors, GQA, tied embeddings
@@ -119,7 +121,35 @@ def randomize_norms(model, g):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
 
 
-def expected_outputs(forward):
+class DenseF16Linear(nn.Module):
+    """The linear of the cuBLAS FP16 baseline (Trinity's `Linears::DenseF16`): the
+    ternary module's effective weights rounded to f16, over its input rounded to f16,
+    summed in f32. The weights are read back through the module itself on the
+    identity matrix: a one-hot row quantizes to int8 without error, so each output
+    is one weight exactly as the module applies it (scale included)."""
+
+    def __init__(self, lin):
+        super().__init__()
+        with torch.no_grad():
+            self.w = lin(torch.eye(lin.in_features)).T.contiguous().half().float()
+
+    def forward(self, x):
+        return F.linear(x.half().float(), self.w)
+
+
+def dense_f16_logits(model, forward):
+    """The prompt's logits with every ternary linear replaced by `DenseF16Linear`."""
+    lins = [(n, m) for n, m in model.named_modules() if isinstance(m, (BitLinear, AutoBitLinear, BitLinear158))]
+    with torch.no_grad():
+        for n, m in lins:
+            set_module(model, n, DenseF16Linear(m))
+        logits = forward(torch.tensor([PROMPT]))[0].float()
+        for n, m in lins:
+            set_module(model, n, m)
+    return logits.tolist()
+
+
+def expected_outputs(forward, model):
     ids = torch.tensor([PROMPT])
     with torch.no_grad():
         logits = forward(ids)[0].float()
@@ -129,7 +159,12 @@ def expected_outputs(forward):
             nxt = int(forward(torch.tensor([seq]))[0, -1].argmax())
             greedy.append(nxt)
             seq.append(nxt)
-    return {"prompt_ids": PROMPT, "logits": logits.tolist(), "greedy_ids": greedy}
+    return {
+        "prompt_ids": PROMPT,
+        "logits": logits.tolist(),
+        "greedy_ids": greedy,
+        "dense_f16_logits": dense_f16_logits(model, forward),
+    }
 
 
 def write(name, config_dict, tensors, expected, shards=1):
@@ -206,7 +241,7 @@ def hf_packed(name, linear_class, dtype, tie_with_tensor, shards, seed):
     model.tie_weights()
     if tie_with_tensor:
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
-    expected = expected_outputs(lambda ids: model(ids).logits)
+    expected = expected_outputs(lambda ids: model(ids).logits, model)
     config = cfg.to_dict()
     config["architectures"] = ["BitNetForCausalLM"]
     config.pop("_attn_implementation_autoset", None)
@@ -239,7 +274,7 @@ def hf_online(name, seed):
             p.copy_(stored.float())
         tensors[pname] = stored
     model.tie_weights()
-    expected = expected_outputs(lambda ids: model(ids).logits)
+    expected = expected_outputs(lambda ids: model(ids).logits, model)
     config = cfg.to_dict()
     config["architectures"] = ["BitNetForCausalLM"]
     config.pop("_attn_implementation_autoset", None)
@@ -366,7 +401,7 @@ def onebitllm(name, seed):
             p.copy_(stored.float())
             key = pname if pname.startswith("lm_head") else "model." + pname
             tensors[key] = stored
-    expected = expected_outputs(lambda ids: model(ids))
+    expected = expected_outputs(lambda ids: model(ids), model)
     write(name, c, tensors, expected)
 
 

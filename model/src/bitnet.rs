@@ -58,6 +58,8 @@ pub struct BitNet {
     final_norm: Buffer<f32>,
     rope_cos: Buffer<f32>,
     rope_sin: Buffer<f32>,
+    /// The dense f16 copies of the linears, when [`Linears::DenseF16`] is chosen.
+    dense: Option<Vec<DenseLayer>>,
     /// Names these weights (new at load and at each head change): a cache's
     /// workspace, and the CUDA graph in it, are reused only by the model they were made for.
     id: u64,
@@ -109,6 +111,60 @@ impl std::str::FromStr for HeadPrecision {
             other => Err(format!("lm_head precision `{other}`: expected f32, f16 or int8")),
         }
     }
+}
+
+/// How the linears of the decoder layers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Linears {
+    /// BitNet b1.58: 2-bit ternary weights, per-token int8 activations (the model).
+    #[default]
+    Ternary,
+    /// The baseline a ternary engine is measured against: the same weights
+    /// as dense f16 (`trit · scale`), the normalized activations rounded to
+    /// f16 instead of quantized to int8, a 16-bit GEMM per linear (cuBLAS
+    /// `GemmEx` on cuda) with f32 accumulation. Everything else (norms,
+    /// RoPE, attention, the head) runs the same kernels as the ternary model,
+    /// op by op (no fusion into the int8 quantizer, no CUDA graph).
+    DenseF16,
+}
+
+impl Linears {
+    /// `ternary` or `dense-f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Linears::Ternary => "ternary",
+            Linears::DenseF16 => "dense-f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Linears {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Linears {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ternary" => Ok(Linears::Ternary),
+            "dense-f16" => Ok(Linears::DenseF16),
+            other => Err(format!("linears `{other}`: expected ternary or dense-f16")),
+        }
+    }
+}
+
+/// One decoder layer's linears as dense f16 (the [`Linears::DenseF16`] baseline).
+#[derive(Debug)]
+struct DenseLayer {
+    q: trinity::F16Weights,
+    k: trinity::F16Weights,
+    v: trinity::F16Weights,
+    o: trinity::F16Weights,
+    gate: trinity::F16Weights,
+    up: trinity::F16Weights,
+    down: trinity::F16Weights,
 }
 
 /// The lm_head in a reduced precision.
@@ -243,6 +299,7 @@ impl BitNet {
             final_norm,
             rope_cos,
             rope_sin,
+            dense: None,
         })
     }
 
@@ -291,6 +348,7 @@ impl BitNet {
             final_norm,
             rope_cos,
             rope_sin,
+            dense: None,
         })
     }
 
@@ -361,6 +419,42 @@ impl BitNet {
                 ReducedHead::Int8 { values: dev.upload(&values)?, scales: dev.upload(&scales)? }
             }
         });
+        Ok(())
+    }
+
+    /// How the linears run.
+    pub fn linears(&self) -> Linears {
+        match self.dense {
+            None => Linears::Ternary,
+            Some(_) => Linears::DenseF16,
+        }
+    }
+
+    /// Runs the linears as `linears` from now on. [`Linears::DenseF16`] makes
+    /// dense f16 copies of every linear on the device (2 bytes per weight,
+    /// eight times the ternary weights, which stay); [`Linears::Ternary`]
+    /// frees them.
+    pub fn set_linears(&mut self, linears: Linears) -> ModelResult<()> {
+        self.id = next_model_id();
+        self.dense = None;
+        if linears == Linears::Ternary {
+            return Ok(());
+        }
+        let dev = &self.device;
+        let mut dense = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let d = |w: &TernaryBuffer| dev.dense_f16_weights(w);
+            dense.push(DenseLayer {
+                q: d(&l.q)?,
+                k: d(&l.k)?,
+                v: d(&l.v)?,
+                o: d(&l.o)?,
+                gate: d(&l.gate)?,
+                up: d(&l.up)?,
+                down: d(&l.down)?,
+            });
+        }
+        self.dense = Some(dense);
         Ok(())
     }
 
@@ -516,6 +610,9 @@ impl BitNet {
     /// Issues a pass over the workspace's inputs: as a replay of its CUDA
     /// graph on cuda from the pass's second use on (captured then), else op by op.
     fn issue_step(&self, ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
+        if let Some(dense) = &self.dense {
+            return self.issue_dense_ops(dense, ws, cache);
+        }
         let Device::Cuda(g) = &self.device else { return self.issue_ops(ws, cache) };
         ws.uses += 1;
         if ws.uses < 2 || ws.graph_failed || cuda_graphs_disabled() {
@@ -551,12 +648,9 @@ impl BitNet {
     /// The ops of a forward pass over the workspace's inputs, into its buffers.
     fn issue_ops(&self, ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
         let c = &self.config;
-        let (h, hd, eps, ctx) = (c.hidden, c.head_dim, c.rms_norm_eps, cache.context);
+        let (h, eps) = (c.hidden, c.rms_norm_eps);
         let dev = &self.device;
-        let act = match c.activation {
-            crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
-            crate::config::Activation::Silu => trinity::ops::ACT_SILU,
-        };
+        let act = self.activation_id();
         let ws = &mut *ws;
         dev.embedding(&self.embed, &ws.tokens, &mut ws.x, h)?;
         if let Some(first) = self.layers.first() {
@@ -566,12 +660,7 @@ impl BitNet {
             // `x_q` holds this layer's normalized, quantized input (the previous
             // layer's last op, or the one above for the first).
             dev.ternary_linears(&ws.x_q, &[&layer.q, &layer.k, &layer.v], &mut ws.qkv)?;
-            let [q, k, v] = &mut ws.qkv;
-            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            let (cos, sin, dims) = (&self.rope_cos, &self.rope_sin, [c.heads, c.kv_heads, hd, ctx]);
-            dev.rope_kv_write(q, k, v, kc, vc, cos, sin, &ws.places, dims)?;
-            let (kc, vc) = (&cache.k[li], &cache.v[li]);
-            dev.attention(q, kc, vc, &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx, &mut ws.att_scratch)?;
+            self.issue_attention(ws, cache, li)?;
             dev.rms_norm_quantize(&ws.att, &layer.attn_sub_norm, eps, &mut ws.att_q)?;
             dev.ternary_linears(&ws.att_q, &[&layer.o], std::slice::from_mut(&mut ws.o))?;
             dev.add_rms_norm_quantize(&mut ws.x, &ws.o, &layer.post_norm, eps, &mut ws.x_q)?;
@@ -584,6 +673,71 @@ impl BitNet {
                 None => dev.add(&mut ws.x, &ws.down)?,
             }
         }
+        self.issue_head(ws)
+    }
+
+    /// The same pass with the dense f16 linears of the [`Linears::DenseF16`]
+    /// baseline: each norm in f32, then the f16 GEMMs; attention and the head as above.
+    fn issue_dense_ops(&self, dense: &[DenseLayer], ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
+        let c = &self.config;
+        let (h, eps) = (c.hidden, c.rms_norm_eps);
+        let dev = &self.device;
+        let act = self.activation_id();
+        let mut d = match ws.dense.take() {
+            Some(d) => d,
+            None => DenseScratch::new(self, ws.key.rows)?,
+        };
+        let result = (|| -> ModelResult<()> {
+            dev.embedding(&self.embed, &ws.tokens, &mut ws.x, h)?;
+            for (li, (layer, w)) in self.layers.iter().zip(dense).enumerate() {
+                dev.rms_norm(&ws.x, &layer.input_norm, &mut d.hidden, eps)?;
+                dev.dense_f16_linears(&d.hidden, &mut d.hidden_f16, &[&w.q, &w.k, &w.v], &mut ws.qkv)?;
+                self.issue_attention(ws, cache, li)?;
+                dev.rms_norm(&ws.att, &layer.attn_sub_norm, &mut d.heads, eps)?;
+                dev.dense_f16_linears(&d.heads, &mut d.heads_f16, &[&w.o], std::slice::from_mut(&mut ws.o))?;
+                dev.add(&mut ws.x, &ws.o)?;
+                dev.rms_norm(&ws.x, &layer.post_norm, &mut d.hidden, eps)?;
+                dev.dense_f16_linears(&d.hidden, &mut d.hidden_f16, &[&w.gate, &w.up], &mut ws.gate_up)?;
+                let [gate, up] = &mut ws.gate_up;
+                dev.gated(gate, up, act)?;
+                dev.rms_norm(gate, &layer.ffn_sub_norm, &mut d.inner, eps)?;
+                dev.dense_f16_linears(&d.inner, &mut d.inner_f16, &[&w.down], std::slice::from_mut(&mut ws.down))?;
+                dev.add(&mut ws.x, &ws.down)?;
+            }
+            Ok(())
+        })();
+        ws.dense = Some(d);
+        result?;
+        self.issue_head(ws)
+    }
+
+    /// The activation's kernel id.
+    fn activation_id(&self) -> u32 {
+        match self.config.activation {
+            crate::config::Activation::Relu2 => trinity::ops::ACT_RELU2,
+            crate::config::Activation::Silu => trinity::ops::ACT_SILU,
+        }
+    }
+
+    /// RoPE on the workspace's q and k, both into layer `li`'s cache, and attention into `att`.
+    fn issue_attention(&self, ws: &mut Workspace, cache: &mut KvCache, li: usize) -> ModelResult<()> {
+        let c = &self.config;
+        let (hd, ctx) = (c.head_dim, cache.context);
+        let [q, k, v] = &mut ws.qkv;
+        let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
+        let (cos, sin, dims) = (&self.rope_cos, &self.rope_sin, [c.heads, c.kv_heads, hd, ctx]);
+        self.device.rope_kv_write(q, k, v, kc, vc, cos, sin, &ws.places, dims)?;
+        let (kc, vc) = (&cache.k[li], &cache.v[li]);
+        let scratch = &mut ws.att_scratch;
+        self.device.attention(q, kc, vc, &mut ws.att, &ws.places, c.heads, c.kv_heads, hd, ctx, scratch)?;
+        Ok(())
+    }
+
+    /// The final norm and the lm_head over the rows that give logits.
+    fn issue_head(&self, ws: &mut Workspace) -> ModelResult<()> {
+        let c = &self.config;
+        let (h, eps) = (c.hidden, c.rms_norm_eps);
+        let dev = &self.device;
         // The rows whose logits are wanted, gathered (the embedding kernel over `x` as the table).
         let n = ws.key.logit_rows.len();
         let picked = match &mut ws.picked {
@@ -641,6 +795,8 @@ struct Workspace {
     picked: Option<Buffer<f32>>,
     picked_n: Buffer<f32>,
     logits: Buffer<f32>,
+    /// The baseline's buffers, made by a [`Linears::DenseF16`] model's first pass over it.
+    dense: Option<DenseScratch>,
     /// Passes issued over it (on cuda the second one captures the graph).
     uses: u32,
     graph: Option<StepGraph>,
@@ -676,10 +832,41 @@ impl Workspace {
             picked: if n == m { None } else { Some(f(n * h)?) },
             picked_n: f(n * h)?,
             logits: f(n * c.vocab)?,
+            dense: None,
             key,
             uses: 0,
             graph: None,
             graph_failed: false,
+        })
+    }
+}
+
+/// The normalized activations of the [`Linears::DenseF16`] baseline, in f32
+/// and rounded to f16 for the GEMMs, at each of the three input widths.
+#[derive(Debug)]
+struct DenseScratch {
+    /// `m × hidden` (q / k / v and gate / up read it).
+    hidden: Buffer<f32>,
+    hidden_f16: Buffer<half::f16>,
+    /// `m × heads · head_dim` (o_proj reads it).
+    heads: Buffer<f32>,
+    heads_f16: Buffer<half::f16>,
+    /// `m × intermediate` (down_proj reads it).
+    inner: Buffer<f32>,
+    inner_f16: Buffer<half::f16>,
+}
+
+impl DenseScratch {
+    fn new(model: &BitNet, m: usize) -> ModelResult<DenseScratch> {
+        let (c, dev) = (&model.config, &model.device);
+        let (h, qd, inner) = (c.hidden, c.heads * c.head_dim, c.intermediate);
+        Ok(DenseScratch {
+            hidden: dev.alloc(m * h)?,
+            hidden_f16: dev.alloc(m * h)?,
+            heads: dev.alloc(m * qd)?,
+            heads_f16: dev.alloc(m * qd)?,
+            inner: dev.alloc(m * inner)?,
+            inner_f16: dev.alloc(m * inner)?,
         })
     }
 }

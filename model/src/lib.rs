@@ -17,6 +17,6 @@ pub mod generate;
 pub mod hub;
 pub mod weights;
 
-pub use bitnet::{BitNet, HeadPrecision, KvCache, SeqChunk, StepOutput};
+pub use bitnet::{BitNet, HeadPrecision, KvCache, Linears, SeqChunk, StepOutput};
 pub use config::ModelConfig;
 pub use error::{ModelError, ModelResult};
