@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
 use trinity_measure::model_bench::EnergyTally;
 use trinity_model::generate::{Sampling, Tokenizer, generate};
-use trinity_model::{BitNet, HeadPrecision, config};
+use trinity_model::{BitNet, HeadPrecision, Linears, config};
 
 /// Which model to run.
 #[derive(Args, Debug)]
@@ -23,6 +23,10 @@ pub struct ModelArgs {
     /// Precision of the lm_head: f32 (default; the reference's logits), f16 or int8 (per-row scales).
     #[arg(long, default_value_t = HeadPrecision::F32)]
     pub lm_head: HeadPrecision,
+    /// The linears: ternary (the model) or dense-f16 (the cuBLAS FP16 baseline
+    /// bench-model times: f16 weights over f16-rounded activations).
+    #[arg(long, default_value_t = Linears::Ternary)]
+    pub linears: Linears,
 }
 
 fn load(args: &ModelArgs) -> Result<(BitNet, PathBuf)> {
@@ -31,6 +35,7 @@ fn load(args: &ModelArgs) -> Result<(BitNet, PathBuf)> {
     let t = Instant::now();
     let mut model = BitNet::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
     model.set_head_precision(args.lm_head).with_context(|| format!("--lm-head {}", args.lm_head))?;
+    model.set_linears(args.linears).with_context(|| format!("--linears {}", args.linears))?;
     eprintln!(
         "loaded {} in {:.2} s ({} layers, hidden {})",
         dir.display(),
@@ -199,6 +204,17 @@ pub enum BenchFormat {
     Csv,
 }
 
+/// When `bench-model` also runs the dense f16 baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BaselineChoice {
+    /// On cuda (the cuBLAS FP16 baseline), not elsewhere.
+    Auto,
+    /// On every backend (cpu and emu run the same sums through the f16 head GEMV).
+    On,
+    /// Never.
+    Off,
+}
+
 /// Options of `bench-model`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -234,6 +250,11 @@ pub struct BenchArgs {
     /// logit error against the f32 head.
     #[arg(long, default_value_t = HeadPrecision::F32)]
     pub lm_head: HeadPrecision,
+    /// Also time the prefill of the same model with dense f16 linears (cuBLAS
+    /// `GemmEx` on cuda; norms, attention and head identical): the ppN ratio
+    /// the ternary GEMM is judged by. Needs 2 bytes per weight more device memory.
+    #[arg(long, value_enum, default_value_t = BaselineChoice::Auto)]
+    pub f16_baseline: BaselineChoice,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -297,6 +318,10 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         sensor.as_mut().and_then(|s| s.energy_mj())
     };
     let (mut pp_energy, mut tg_energy) = (EnergyTally::default(), EnergyTally::default());
+    // One untimed prefill first (as llama-bench's warm-up run): module loading,
+    // first-touch page faults and allocator growth stay out of the figures.
+    eprintln!("warm-up: pp{} …", a.prompt);
+    model.forward(&tokens, &mut model.new_cache(context)?, false)?;
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
         let mut cache = model.new_cache(context)?;
@@ -325,6 +350,29 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         tg.push(a.n_gen as f64 / secs);
     }
     let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
+    let run_baseline = match a.f16_baseline {
+        BaselineChoice::Auto => device.kind() == trinity::BackendKind::Cuda,
+        BaselineChoice::On => true,
+        BaselineChoice::Off => false,
+    };
+    // The same prompt through the dense f16 baseline, after the ternary runs
+    // (it needs 8× the linears' memory). A failure (out of memory, no cuBLAS)
+    // is reported and leaves the ternary figures standing.
+    let baseline = match run_baseline {
+        false => None,
+        true => match dense_f16_prefill(&mut model, &tokens, context, a.reps) {
+            Ok(secs) => Some(secs),
+            Err(e) => {
+                eprintln!("warning: the dense f16 baseline did not run: {e:#}");
+                None
+            }
+        },
+    };
+    let base = baseline.as_ref().map(|secs| {
+        let rates: Vec<f64> = secs.iter().map(|s| a.prompt as f64 / s).collect();
+        let (m, sd) = mean_sd(&rates);
+        (m, sd, rates)
+    });
     let gpu_memory = device.cuda().and_then(|g| trinity_measure::sensor::gpu_memory_used(g.uuid()));
     let (pp_m, pp_s) = mean_sd(&pp);
     let (tg_m, tg_s) = mean_sd(&tg);
@@ -337,10 +385,15 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     // prefill does one int8 multiply-add per ternary weight per token.
     let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * decode_bytes as f64 / bw);
     let pp_frac = ceil.int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
+    let speedup = base.as_ref().map(|b| pp_m / b.0);
+    let base_name = match device.kind() {
+        trinity::BackendKind::Cuda => "cuBLAS FP16 linears",
+        _ => "dense f16 linears",
+    };
     if !a.no_results {
         use trinity_measure::model_bench::{ModelTest, model_bench_results};
         use trinity_measure::results::Ratio;
-        let tests = [
+        let mut tests = vec![
             ModelTest {
                 test: format!("pp{}", a.prompt),
                 mode: "prefill",
@@ -360,12 +413,28 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 energy: tg_energy,
             },
         ];
+        if let Some(secs) = &baseline {
+            tests.push(ModelTest {
+                test: format!("pp{}-dense-f16", a.prompt),
+                mode: "prefill",
+                tokens: a.prompt,
+                seconds: secs.clone(),
+                of_bound: None,
+                energy: None,
+            });
+        }
         let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
         notes.push(format!("lm_head in {}; decode reads {decode_bytes} bytes of weights per token.", a.lm_head));
         if let Some(e) = &head_error {
             notes.push(format!(
                 "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}.",
                 a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
+            ));
+        }
+        if let Some(r) = speedup {
+            notes.push(format!(
+                "pp{p}-dense-f16: the same model with {base_name} (weights trit·scale in f16, activations rounded to f16; norms, attention and head the same kernels), timed after the ternary runs; ternary pp{p} is {r:.2}× it.",
+                p = a.prompt
             ));
         }
         if a.shape.is_some() {
@@ -395,6 +464,12 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 a.n_gen,
                 pct(tg_frac)
             );
+            if let Some((m, sd, _)) = &base {
+                println!(
+                    "| {name} | {backend} | {} | pp{} ({base_name}) | {m:.2} ± {sd:.2} | – |",
+                    a.lm_head, a.prompt
+                );
+            }
             println!();
             println!(
                 "{} repetitions; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head); peak RSS {}",
@@ -409,11 +484,21 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             }
             match ceil.int8_macs {
                 Some(p) => println!(
-                    "prefill bound: {:.1} G int8 multiply-adds/s (vpmaddubsw peak, all threads) over {} ternary weights per token",
+                    "prefill bound: {:.1} G int8 multiply-adds/s ({}) over {} ternary weights per token",
                     p / 1e9,
+                    match device.kind() {
+                        trinity::BackendKind::Cuda => "cuBLASLt INT8 GEMM at 8192³",
+                        _ => "vpmaddubsw peak, all threads",
+                    },
                     model.linear_weights()
                 ),
                 None => println!("prefill bound: no int8 peak measured on this backend"),
+            }
+            if let Some(r) = speedup {
+                println!(
+                    "prefill vs the same model with {base_name}: {r:.2}× (ternary pp{p} / dense pp{p}, same run)",
+                    p = a.prompt
+                );
             }
             if let Some(e) = &head_error {
                 println!(
@@ -440,6 +525,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 "model": name, "backend": backend, "reps": a.reps, "lm_head": a.lm_head.name(),
                 "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac},
                 "tg": {"tokens": a.n_gen, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
+                "pp_dense_f16": base.as_ref().map(|(m, sd, rates)| serde_json::json!({
+                    "linears": base_name, "tokens_per_s": m, "sd": sd, "samples": rates, "ternary_speedup": speedup,
+                })),
                 "decode_bytes_per_token": decode_bytes,
                 "linear_weights": model.linear_weights(),
                 "bandwidth_bytes_per_s": ceil.bandwidth.map(|b| b.0),
@@ -461,9 +549,33 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let h = a.lm_head;
             println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
             println!("{name},{backend},{h},tg{},{tg_m},{tg_s},{},{},{r}", a.n_gen, a.reps, f(tg_frac));
+            if let Some((m, sd, _)) = &base {
+                println!("{name},{backend},{h},pp{}-dense-f16,{m},{sd},{},,{r}", a.prompt, a.reps);
+            }
         }
     }
     Ok(())
+}
+
+/// Seconds of `reps` prefills of `tokens` with the model's linears as dense
+/// f16 (after one untimed warm-up); the model's ternary linears are restored.
+fn dense_f16_prefill(model: &mut BitNet, tokens: &[u32], context: usize, reps: usize) -> Result<Vec<f64>> {
+    eprintln!("dense f16 baseline: converting the linears …");
+    model.set_linears(Linears::DenseF16)?;
+    let timed = (|| -> Result<Vec<f64>> {
+        model.forward(tokens, &mut model.new_cache(context)?, false)?;
+        let mut secs = Vec::with_capacity(reps);
+        for rep in 0..reps {
+            eprintln!("rep {}/{reps}: pp{} with dense f16 linears …", rep + 1, tokens.len());
+            let mut cache = model.new_cache(context)?;
+            let t = Instant::now();
+            model.forward(tokens, &mut cache, false)?;
+            secs.push(t.elapsed().as_secs_f64());
+        }
+        Ok(secs)
+    })();
+    model.set_linears(Linears::Ternary)?;
+    timed
 }
 
 /// The ceilings a run's figures are divided by, measured right after them.
@@ -495,7 +607,15 @@ impl Ceilings {
                     device.synchronize()?;
                     best = best.min(t.elapsed().as_secs_f64());
                 }
-                Ceilings { bandwidth: Some((2.0 * bytes as f64 / best, "device copy, read + write")), int8_macs: None }
+                // Prefill's compute ceiling: cuBLASLt's INT8 tensor-core GEMM at 8192³.
+                let int8_macs = device.cuda().and_then(|g| match trinity::ceilings::gpu_int8_macs_per_s(g, 8192, 5) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        eprintln!("warning: no int8 tensor-core ceiling: {e}");
+                        None
+                    }
+                });
+                Ceilings { bandwidth: Some((2.0 * bytes as f64 / best, "device copy, read + write")), int8_macs }
             }
             trinity::BackendKind::Emu => Ceilings { bandwidth: None, int8_macs: None },
         })

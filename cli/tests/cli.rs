@@ -263,6 +263,8 @@ mod model {
             "json",
             "--lm-head",
             "int8",
+            "--f16-baseline",
+            "on",
         ]);
         assert_eq!(code, 0, "{stderr}");
         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -274,12 +276,17 @@ mod model {
         assert_eq!(v["lm_head"], "int8");
         let e = &v["head_error"];
         assert!(e["max_abs_logit_diff"].as_f64().unwrap() > 0.0 && e["positions"] == 16, "{stdout}");
+        // The dense f16 baseline's prefill, timed in the same run, and the ternary prefill's ratio to it.
+        let b = &v["pp_dense_f16"];
+        assert_eq!(b["samples"].as_array().map(Vec::len), Some(2), "{stdout}");
+        assert!(b["tokens_per_s"].as_f64().unwrap() > 0.0 && b["ternary_speedup"].as_f64().unwrap() > 0.0, "{stdout}");
         // The same figures in the results schema, for `trinity compare`.
         let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let names: Vec<&str> =
             r["benchmarks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
         assert!(names.iter().any(|n| n.ends_with("/pp8")) && names.iter().any(|n| n.ends_with("/tg4")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with("/pp8-dense-f16")), "{names:?}");
         assert_eq!(r["benchmarks"][1]["samples"].as_array().unwrap().len(), 2);
         assert!(r["benchmarks"][1]["ratio"]["to"].as_str().unwrap().contains("bandwidth"), "{r}");
         std::fs::remove_dir_all(&dir).unwrap();
