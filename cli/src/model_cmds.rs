@@ -233,6 +233,11 @@ pub struct BenchArgs {
     /// Repetitions.
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
+    /// Tokens in the cache before the decode test (llama-bench's `-d`): tgN
+    /// runs at contexts d+1 … d+N (the test is named `tgN@dD`), and its bound
+    /// adds the KV cache each step reads.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
     /// Backend: auto, cpu, emu or cuda.
     #[arg(long, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
@@ -301,11 +306,22 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         p => Some(head_error(&mut model, p).with_context(|| format!("--lm-head {p}"))?),
     };
     let c = &model.config;
-    let context = (a.prompt + a.n_gen).min(c.max_position_embeddings);
-    if a.prompt + a.n_gen > c.max_position_embeddings {
-        bail!("-p {} + -n {} exceeds the context of {}", a.prompt, a.n_gen, c.max_position_embeddings);
+    let context = (a.prompt + a.n_gen).max(a.depth + a.n_gen);
+    if context > c.max_position_embeddings {
+        bail!(
+            "-p {} + -n {} (or -d {} + -n) exceeds the context of {}",
+            a.prompt,
+            a.n_gen,
+            a.depth,
+            c.max_position_embeddings
+        );
     }
     let tokens: Vec<u32> = (0..a.prompt).map(|i| (i * 7919 % c.vocab) as u32).collect();
+    let filler: Vec<u32> = (0..a.depth).map(|i| ((i * 104_729 + 3) % c.vocab) as u32).collect();
+    let tg_name = match a.depth {
+        0 => format!("tg{}", a.n_gen),
+        d => format!("tg{}@d{d}", a.n_gen),
+    };
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let (mut pp_secs, mut tg_secs) = (Vec::new(), Vec::new());
     // The board's energy counter around each timed repetition (a GPU with NVML).
@@ -333,9 +349,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         pp_energy.add(e0, energy_mj(), secs, a.prompt);
         pp_secs.push(secs);
         pp.push(a.prompt as f64 / secs);
-        eprintln!("rep {}/{}: tg{} …", rep + 1, a.reps, a.n_gen);
-        // tg: decode steps from an empty cache, as llama-bench's tgN.
+        eprintln!("rep {}/{}: {tg_name} …", rep + 1, a.reps);
+        // tg: decode steps from an empty cache (or one holding `depth` tokens,
+        // prefilled untimed), as llama-bench's tgN (tgN @ dD).
         let mut cache = model.new_cache(context)?;
+        if !filler.is_empty() {
+            model.forward(&filler, &mut cache, false)?;
+        }
         let e0 = energy_mj();
         let t = Instant::now();
         let mut next = 1u32;
@@ -378,12 +398,14 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let (tg_m, tg_s) = mean_sd(&tg);
     let rss = peak_rss();
     let backend = device.kind().name();
+    // Bytes a decode step reads: the weights, and the KV cache at the test's mean context.
     let decode_bytes = model.decode_bytes();
+    let kv_bytes = (model.kv_bytes_per_position() as f64 * (a.depth as f64 + (a.n_gen as f64 + 1.0) / 2.0)) as usize;
     eprintln!("ceilings: bandwidth and int8 peak …");
     let ceil = Ceilings::measure(&device)?;
     // Fractions of the bounds: decode reads every weight once per token;
     // prefill does one int8 multiply-add per ternary weight per token.
-    let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * decode_bytes as f64 / bw);
+    let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * (decode_bytes + kv_bytes) as f64 / bw);
     let pp_frac = ceil.int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
     let speedup = base.as_ref().map(|b| pp_m / b.0);
     let base_name = match device.kind() {
@@ -403,7 +425,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 energy: pp_energy,
             },
             ModelTest {
-                test: format!("tg{}", a.n_gen),
+                test: tg_name.clone(),
                 mode: "decode",
                 tokens: a.n_gen,
                 seconds: tg_secs,
@@ -423,8 +445,14 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 energy: None,
             });
         }
-        let mut notes = vec![format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps)];
-        notes.push(format!("lm_head in {}; decode reads {decode_bytes} bytes of weights per token.", a.lm_head));
+        let mut notes = vec![match a.depth {
+            0 => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
+            d => format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps),
+        }];
+        notes.push(format!(
+            "lm_head in {}; decode reads {decode_bytes} bytes of weights per token and {kv_bytes} bytes of KV cache at the test's mean context (both in its bound).",
+            a.lm_head
+        ));
         if let Some(e) = &head_error {
             notes.push(format!(
                 "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}.",
@@ -458,12 +486,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 a.prompt,
                 pct(pp_frac)
             );
-            println!(
-                "| {name} | {backend} | {} | tg{} | {tg_m:.2} ± {tg_s:.2} | {} |",
-                a.lm_head,
-                a.n_gen,
-                pct(tg_frac)
-            );
+            println!("| {name} | {backend} | {} | {tg_name} | {tg_m:.2} ± {tg_s:.2} | {} |", a.lm_head, pct(tg_frac));
             if let Some((m, sd, _)) = &base {
                 println!(
                     "| {name} | {backend} | {} | pp{} ({base_name}) | {m:.2} ± {sd:.2} | – |",
@@ -472,10 +495,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             }
             println!();
             println!(
-                "{} repetitions; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head); peak RSS {}",
+                "{} repetitions; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head) and {:.3} GB of KV cache at the mean context; peak RSS {}",
                 a.reps,
                 decode_bytes as f64 / 1e9,
                 a.lm_head,
+                kv_bytes as f64 / 1e9,
                 rss.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / 1e9))
             );
             match ceil.bandwidth {
@@ -506,7 +530,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                     a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
                 );
             }
-            for (test, e) in [(format!("pp{}", a.prompt), pp_energy), (format!("tg{}", a.n_gen), tg_energy)] {
+            for (test, e) in [(format!("pp{}", a.prompt), pp_energy), (tg_name.clone(), tg_energy)] {
                 if let Some(e) = e {
                     println!(
                         "energy {test}: {:.4} J/token at {:.0} W mean (board counter over the timed runs)",
@@ -524,11 +548,12 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             serde_json::json!({
                 "model": name, "backend": backend, "reps": a.reps, "lm_head": a.lm_head.name(),
                 "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac},
-                "tg": {"tokens": a.n_gen, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
+                "tg": {"tokens": a.n_gen, "depth": a.depth, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
                 "pp_dense_f16": base.as_ref().map(|(m, sd, rates)| serde_json::json!({
                     "linears": base_name, "tokens_per_s": m, "sd": sd, "samples": rates, "ternary_speedup": speedup,
                 })),
                 "decode_bytes_per_token": decode_bytes,
+                "kv_bytes_per_token": kv_bytes,
                 "linear_weights": model.linear_weights(),
                 "bandwidth_bytes_per_s": ceil.bandwidth.map(|b| b.0),
                 "bandwidth_ceiling": ceil.bandwidth.map(|b| b.1),
@@ -548,7 +573,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
             let h = a.lm_head;
             println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
-            println!("{name},{backend},{h},tg{},{tg_m},{tg_s},{},{},{r}", a.n_gen, a.reps, f(tg_frac));
+            println!("{name},{backend},{h},{tg_name},{tg_m},{tg_s},{},{},{r}", a.reps, f(tg_frac));
             if let Some((m, sd, _)) = &base {
                 println!("{name},{backend},{h},pp{}-dense-f16,{m},{sd},{},,{r}", a.prompt, a.reps);
             }

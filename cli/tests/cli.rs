@@ -257,6 +257,8 @@ mod model {
             "4",
             "-r",
             "2",
+            "-d",
+            "3",
             "--backend",
             "cpu",
             "-o",
@@ -273,6 +275,10 @@ mod model {
         // Fractions of the bounds measured in the run, and the int8 head's error against the f32 head.
         assert!(v["tg"]["fraction_of_bound"].as_f64().unwrap() > 0.0, "{stdout}");
         assert!(v["bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8, "{stdout}");
+        // Decode after 3 cached tokens; its bound counts the KV cache read at the mean context (3 + 2.5 positions).
+        assert_eq!(v["tg"]["depth"], 3);
+        // 2 layers × (k, v) × 2 KV heads × 16 dims × 4 bytes = 512 bytes per position, × 5.5.
+        assert_eq!(v["kv_bytes_per_token"], 2816, "{stdout}");
         assert_eq!(v["lm_head"], "int8");
         let e = &v["head_error"];
         assert!(e["max_abs_logit_diff"].as_f64().unwrap() > 0.0 && e["positions"] == 16, "{stdout}");
@@ -285,7 +291,7 @@ mod model {
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let names: Vec<&str> =
             r["benchmarks"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
-        assert!(names.iter().any(|n| n.ends_with("/pp8")) && names.iter().any(|n| n.ends_with("/tg4")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with("/pp8")) && names.iter().any(|n| n.ends_with("/tg4@d3")), "{names:?}");
         assert!(names.iter().any(|n| n.ends_with("/pp8-dense-f16")), "{names:?}");
         assert_eq!(r["benchmarks"][1]["samples"].as_array().unwrap().len(), 2);
         assert!(r["benchmarks"][1]["ratio"]["to"].as_str().unwrap().contains("bandwidth"), "{r}");

@@ -369,6 +369,13 @@ impl BitNet {
             }
     }
 
+    /// Bytes of KV cache a decode step reads per cached position: keys and
+    /// values (f32) of every layer and KV head.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        c.layers * 2 * c.kv_heads * c.head_dim * std::mem::size_of::<f32>()
+    }
+
     /// Weights of the ternary linears: the int8 multiply-adds of one token's matmuls.
     pub fn linear_weights(&self) -> usize {
         let c = &self.config;
