@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use trinity::cpu::on_pool_thread;
 use trinity::{BackendChoice, BackendKind, Device, info, ptx, verify};
 
 mod model_cmds;
@@ -275,16 +276,17 @@ fn run() -> Result<ExitCode> {
             println!("\n{} benchmarks: {} slower (threshold {:.1} %)", rows.len(), slower, threshold * 100.0);
             Ok(if slower > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+        // The model commands run on a pool thread: see `on_pool_thread`.
         Command::Logits { model, prompt_ids } => {
-            model_cmds::logits(&model, &prompt_ids)?;
+            on_pool_thread(|| model_cmds::logits(&model, &prompt_ids))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => {
-            model_cmds::generate_cmd(&args)?;
+            on_pool_thread(|| model_cmds::generate_cmd(&args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchModel(args) => {
-            model_cmds::bench_model(&args)?;
+            on_pool_thread(|| model_cmds::bench_model(&args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
@@ -337,6 +339,10 @@ impl trinity_measure::run::Progress for BarProgress {
 }
 
 fn main() -> ExitCode {
+    // The model commands run on a pool thread (`on_pool_thread`): give the
+    // pool's threads the main thread's usual 8 MiB of stack. Building it can
+    // only fail if something built it before, which leaves rayon's default.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
     match run() {
         Ok(code) => code,
         Err(e) => {
