@@ -617,6 +617,14 @@ impl BitNet {
     /// Issues a pass over the workspace's inputs: as a replay of its CUDA
     /// graph on cuda from the pass's second use on (captured then), else op by op.
     fn issue_step(&self, ws: &mut Workspace, cache: &mut KvCache) -> ModelResult<()> {
+        if let Device::Cpu = self.device {
+            // A pass is a hundred or more short ops: on a pool thread each splits
+            // its work in place instead of handing it to the pool and waiting.
+            return trinity::cpu::on_pool_thread(|| match &self.dense {
+                Some(dense) => self.issue_dense_ops(dense, ws, cache),
+                None => self.issue_ops(ws, cache),
+            });
+        }
         if let Some(dense) = &self.dense {
             return self.issue_dense_ops(dense, ws, cache);
         }
@@ -880,6 +888,24 @@ impl DenseScratch {
 
 /// A decode step captured as a CUDA graph (`Debug` by name only).
 struct StepGraph(trinity::cuda::CudaGraph);
+
+// SAFETY: cudarc leaves `CudaGraph` `!Send` only because it holds the driver's
+// graph handles as raw pointers. Those handles belong to the process, not to a
+// thread: `CudaGraph::launch` binds its context to the calling thread first,
+// and dropping it destroys the handles through the driver, which any thread
+// may do. A `StepGraph` is reached only through its `Workspace`, so moving it
+// never lets two threads launch it at once.
+unsafe impl Send for StepGraph {}
+
+// A model is shared between threads and a cache moves to whichever thread runs
+// a pass over it (on the CPU, a rayon pool thread; in `trinity serve`, the
+// batching loop's).
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn send_sync<T: Send + Sync>() {}
+    send::<KvCache>();
+    send_sync::<BitNet>();
+};
 
 impl std::fmt::Debug for StepGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
