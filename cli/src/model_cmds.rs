@@ -511,8 +511,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                     "prefill bound: {:.1} G int8 multiply-adds/s ({}) over {} ternary weights per token",
                     p / 1e9,
                     match device.kind() {
-                        trinity::BackendKind::Cuda => "cuBLASLt INT8 GEMM at 8192³",
-                        _ => "vpmaddubsw peak, all threads",
+                        trinity::BackendKind::Cuda => "cuBLASLt INT8 GEMM at 8192³".to_string(),
+                        _ => format!(
+                            "{} peak, all threads",
+                            trinity::ceilings::int8_peak_instruction().unwrap_or("byte dot product")
+                        ),
                     },
                     model.linear_weights()
                 ),
@@ -558,6 +561,10 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 "bandwidth_bytes_per_s": ceil.bandwidth.map(|b| b.0),
                 "bandwidth_ceiling": ceil.bandwidth.map(|b| b.1),
                 "int8_macs_per_s": ceil.int8_macs,
+                "int8_peak_instruction": match device.kind() {
+                    trinity::BackendKind::Cuda => ceil.int8_macs.map(|_| "cuBLASLt INT8 GEMM"),
+                    _ => trinity::ceilings::int8_peak_instruction(),
+                },
                 "peak_rss_bytes": rss,
                 "gpu_memory_used_bytes": gpu_memory,
                 "pp_joules_per_token": pp_energy.map(|e| e.joules_per_iteration()),

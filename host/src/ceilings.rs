@@ -8,9 +8,11 @@
 //!   (a buffer far larger than the caches, summed in vector lanes). Decode at
 //!   batch 1 reads every weight once per token, so `tokens/s × bytes per
 //!   token / read bandwidth` is its fraction of the memory bound.
-//! - [`int8_macs_per_s`]: int8 multiply-adds per second of the CPU's byte
-//!   dot-product instruction (`vpmaddubsw` with AVX2) on register operands,
-//!   all threads: the compute bound of the ternary matmul, which prefill is.
+//! - [`int8_macs_per_s`]: int8 multiply-adds per second, all threads, of
+//!   the byte dot-product instruction the prefill path of the ternary matmul
+//!   issues ([`int8_peak_instruction`]: AMX `tdpbusd` on tiles, AVX-512
+//!   `vpdpbusd`, or AVX2 `vpmaddubsw` + add), on register operands: the
+//!   compute bound of the ternary matmul, which prefill is.
 //!
 //! On a GPU the compute ceiling is [`gpu_int8_macs_per_s`]: cuBLASLt's INT8
 //! tensor-core GEMM on a large square shape, the fastest int8 multiply-adds
@@ -49,30 +51,64 @@ fn xor_fold(v: &[u64]) -> u64 {
     lanes.iter().fold(tail, |a, b| a ^ b)
 }
 
-/// Int8 multiply-adds per second of all threads at their byte dot-product
-/// peak, the best of `reps` passes; `None` where the CPU has no AVX2 (the
-/// portable path has no such instruction to measure).
+/// The instruction [`int8_macs_per_s`] measures: the one the CPU's ternary
+/// prefill path issues (`None` on the portable path, which has none).
+pub fn int8_peak_instruction() -> Option<&'static str> {
+    match crate::cpu_ternary::simd_level() {
+        "amx-int8" => Some("AMX tdpbusd"),
+        "avx512-vnni" => Some("AVX-512 vpdpbusd"),
+        "avx2" => Some("AVX2 vpmaddubsw"),
+        _ => None,
+    }
+}
+
+/// Int8 multiply-adds per second of all threads at the peak of
+/// [`int8_peak_instruction`], the best of `reps` passes; `None` on the
+/// portable path (no such instruction to measure).
 pub fn int8_macs_per_s(reps: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        const ITERS: u64 = 2_000_000;
+    {
+        // (iterations per pass, multiply-adds per iteration, the loop).
+        let (iters, macs, run): (u64, u64, fn(u64, i8) -> i64) = match int8_peak_instruction()? {
+            // SAFETY (each arm): the CPU's ternary path is this level, so it has the instructions.
+            "AMX tdpbusd" => {
+                (200_000, crate::cpu_ternary::AMX_PEAK_MACS, |n, s| unsafe { crate::cpu_ternary::amx_peak_loop(n, s) })
+            }
+            "AVX-512 vpdpbusd" => (2_000_000, CHAINS as u64 * 64, |n, s| unsafe { dpbusd_loop(n, s) }),
+            _ => (2_000_000, CHAINS as u64 * 32, |n, s| unsafe { maddubs_loop(n, s) }),
+        };
         let threads = rayon::current_num_threads();
         let mut best = f64::INFINITY;
         for _ in 0..reps.max(1) {
             let t = Instant::now();
-            let x: i64 = (0..threads)
-                .into_par_iter()
-                // SAFETY: the CPU has AVX2 (checked just above).
-                .map(|i| unsafe { maddubs_loop(ITERS, i as i8) })
-                .sum();
+            let x: i64 = (0..threads).into_par_iter().map(|i| run(iters, i as i8)).sum();
             std::hint::black_box(x);
             best = best.min(t.elapsed().as_secs_f64());
         }
-        // Each iteration: CHAINS instructions of 32 byte products each.
-        return Some((threads as u64 * ITERS * CHAINS as u64 * 32) as f64 / best);
+        Some((threads as u64 * iters * macs) as f64 / best)
     }
-    let _ = reps;
-    None
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = reps;
+        None
+    }
+}
+
+/// `iters` rounds of [`CHAINS`] independent 512-bit `vpdpbusd` chains (64
+/// byte products each); returns a checksum so nothing is optimized away.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn dpbusd_loop(iters: u64, seed: i8) -> i64 {
+    use std::arch::x86_64::*;
+    let b = _mm512_set1_epi8(seed | 1);
+    let mut acc: [__m512i; CHAINS] = std::array::from_fn(|i| _mm512_set1_epi8(i as i8));
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm512_dpbusd_epi32(*c, *c, b);
+        }
+    }
+    let s = acc.iter().fold(_mm512_setzero_si512(), |s, &c| _mm512_add_epi32(s, c));
+    _mm512_reduce_add_epi32(s) as i64
 }
 
 /// `iters` rounds of [`CHAINS`] independent `vpmaddubsw` + 16-bit add

@@ -15,7 +15,16 @@
 //! - **AVX2** (chosen at run time where VNNI is absent): the same layout in
 //!   256-bit halves, `vpmaddubsw` instead of `vpdpbusd`; a prefetching GEMV
 //!   for decode and a decoded-panel GEMM for prefill (the `avx2` submodule).
+//!   Decode (M ≤ 2) takes the AVX2 GEMV on the AVX-512 and AMX levels too.
+//! - **AMX-INT8** (chosen at run time for prefill, M > 2, where the CPU has
+//!   it and the kernel grants the tile state): 16 × 16 tiles of i32 sums from
+//!   tiles of codes and activations (the `amx` submodule); decode takes the
+//!   AVX-512 path.
 //! - **Portable**: the same arithmetic, four weights at a time.
+//!
+//! `TRINITY_CPU_PATH=amx-int8|avx512-vnni|avx2|portable` picks a path other
+//! than the best one this CPU has (to compare them; an unknown or
+//! unavailable name is warned about and ignored).
 //!
 //! Rows of the output are split across rayon's pool; integer results are
 //! exact, so this path equals the scalar reference bit for bit.
@@ -27,6 +36,8 @@ use crate::matmul::{Precision, QuantizedActivations, QuantizedRef, dequantize};
 use crate::ternary::{DeviceTernary, TernaryRef};
 use kernels_gpu::format::device_layout::codes;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
@@ -51,13 +62,8 @@ const GEMV_ROWS_PER_TASK: usize = 64;
 
 /// Which path runs on this CPU.
 pub fn simd_level() -> &'static str {
-    if has_vnni() {
-        "avx512-vnni"
-    } else if has_avx2() {
-        "avx2"
-    } else {
-        "portable"
-    }
+    let level = simd();
+    available_levels().into_iter().find(|&(_, l)| l == level).map_or("portable", |(name, _)| name)
 }
 
 fn has_avx2() -> bool {
@@ -69,15 +75,51 @@ fn has_avx2() -> bool {
     false
 }
 
-/// The SIMD path for this CPU: 2 = AVX-512 VNNI, 1 = AVX2, 0 = portable.
+/// The SIMD path for this CPU: 3 = AMX-INT8 (prefill; decode as 2), 2 =
+/// AVX-512 VNNI, 1 = AVX2, 0 = portable; the best one unless `TRINITY_CPU_PATH` names another.
 fn simd() -> u8 {
-    if has_vnni() {
-        2
-    } else if has_avx2() {
-        1
-    } else {
-        0
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let levels = available_levels();
+        let best = levels[0];
+        let Some(name) = std::env::var_os("TRINITY_CPU_PATH") else { return best.1 };
+        match levels.iter().find(|&&(n, _)| name == n) {
+            Some(&(_, level)) => level,
+            None => {
+                let names: Vec<&str> = levels.iter().map(|&(n, _)| n).collect();
+                eprintln!(
+                    "warning: TRINITY_CPU_PATH={} is not a path this CPU has ({}); using {}",
+                    name.to_string_lossy(),
+                    names.join(", "),
+                    best.0
+                );
+                best.1
+            }
+        }
+    })
+}
+
+/// Multiply-adds per round of [`amx_peak_loop`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) const AMX_PEAK_MACS: u64 = amx::PEAK_MACS;
+
+/// The AMX path's `tdpbusd` peak loop, for [`crate::ceilings`].
+///
+/// # Safety
+/// The CPU's path is AMX-INT8 ([`simd_level`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn amx_peak_loop(iters: u64, seed: i8) -> i64 {
+    // SAFETY: the AMX level is chosen only where `amx::available()`.
+    unsafe { amx::peak_loop(iters, seed) }
+}
+
+fn has_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_vnni() && amx::available()
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn has_vnni() -> bool {
@@ -127,6 +169,9 @@ pub fn ternary_matmul_into<O: OutputElem>(x: QuantizedRef<'_>, w: TernaryRef<'_>
 /// The SIMD paths this CPU can run, best first: (name, level) for [`ternary_matmul_f32_at`].
 pub fn available_levels() -> Vec<(&'static str, u8)> {
     let mut v = Vec::new();
+    if has_amx() {
+        v.push(("amx-int8", 3));
+    }
     if has_vnni() {
         v.push(("avx512-vnni", 2));
     }
@@ -175,8 +220,25 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     } else {
         (x.values(), x.k_pad)
     };
+    let amx = simd == 3 && !small;
+    // Decode takes the AVX2 prefetching GEMV on every SIMD level: memory, not
+    // arithmetic, bounds it, and the AVX-512 dot blocks (no prefetch) ran
+    // b1.58-large's decode at 35.4 tok/s against its 47.5 on a Xeon with AMX.
+    let gemv = simd >= 1 && small && has_avx2();
+    // The AMX path reads the permuted activations regrouped into tiles.
+    #[cfg(target_arch = "x86_64")]
+    let tiles;
+    #[cfg(target_arch = "x86_64")]
+    let act = if amx {
+        tiles = amx::act_panel(act, m, stride);
+        &tiles[..]
+    } else {
+        act
+    };
     let rows_per_task = match (simd, small) {
-        (1, true) => GEMV_ROWS_PER_TASK,
+        _ if gemv => GEMV_ROWS_PER_TASK,
+        #[cfg(target_arch = "x86_64")]
+        (3, false) => amx::ROWS_PER_TASK,
         _ => ROWS_PER_TASK,
     };
     // Outputs transposed (n × m), so each parallel task owns whole weight rows.
@@ -191,15 +253,24 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
-        if simd == 1 {
-            if small {
-                avx2::gemv_task(x, w, (act, stride), first_row, chunk);
-            } else {
-                avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
-            }
+        if amx {
+            // SAFETY: level 3 is chosen only where `amx::available()`; `act` is
+            // the tile panel of this call's permuted activations, whose rows
+            // hold whole blocks covering every weight row.
+            unsafe { amx::gemm_task(x, w, (act, stride), first_row, chunk, panel) };
             return;
         }
-        let _ = &panel;
+        #[cfg(target_arch = "x86_64")]
+        if gemv {
+            avx2::gemv_task(x, w, (act, stride), first_row, chunk);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if simd == 1 {
+            avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
+            return;
+        }
+        let _ = (&panel, amx, gemv);
         if small {
             task_rows::<NR_DECODE>(x, w, (act, stride), simd, first_row, chunk);
         } else {
@@ -326,8 +397,8 @@ fn widen<const N: usize, const R: usize>(d: [[i32; R]; N]) -> [[i32; MR]; N] {
 fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], simd: u8) -> [[i32; R]; N] {
     let mut out = [[0i32; R]; N];
     #[cfg(target_arch = "x86_64")]
-    if simd == 2 {
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`); the
+    if simd >= 2 {
+        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`, which `has_amx` includes); the
         // activation rows are padded to whole blocks.
         return unsafe {
             if R <= 2 { dot_block_vnni::<N, R, 4>(weights, acts) } else { dot_block_vnni::<N, R, 2>(weights, acts) }

@@ -60,8 +60,8 @@ pub(super) fn gemv_task(
         let nr = (rows_here - r0).min(GEMV_ROWS);
         let rows: [&[u32]; GEMV_ROWS] =
             std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
-        // SAFETY: `gemv_task` runs only where the CPU has AVX2 (the caller's
-        // `simd == 1`); each activation row holds `stride ≥ 16 · wpr` permuted bytes.
+        // SAFETY: `gemv_task` runs only where the CPU has AVX2 (the caller
+        // checks `has_avx2`); each activation row holds `stride ≥ 16 · wpr` permuted bytes.
         let dots: [[i32; 2]; GEMV_ROWS] = unsafe {
             if m == 1 { gemv_rows::<1>(&rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(&rows, &acts) }
         };

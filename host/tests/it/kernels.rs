@@ -166,7 +166,8 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
     // K past 256-weight blocks with 64/128/192-weight tails; M around the 4-row register blocking;
     // K past the 16-bit widening points (1024 weights decode, 32 × 32 bytes prefill) with tails;
     // N past one parallel task (64 rows decode, 24 prefill) and odd; M and N past the 8 × 8 tiles
-    // the prefill result is transposed in, with rows and columns left over.
+    // the prefill result is transposed in, with rows and columns left over; M and N past the
+    // AMX path's 32 × 32 tile blocks (whole, and with one row or column left), K long.
     let shapes = [
         (1, 3, 256),
         (5, 17, 600),
@@ -178,6 +179,9 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         (7, 51, 2600),
         (3, 5, 4100),
         (17, 45, 300),
+        (32, 32, 512),
+        (33, 70, 2600),
+        (40, 33, 6912),
     ];
     for &(m, n, k) in &shapes {
         let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
