@@ -220,25 +220,32 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     } else {
         (x.values(), x.k_pad)
     };
-    let amx = simd == 3 && !small;
+    #[cfg(target_arch = "x86_64")]
+    if simd == 3 && !small {
+        // AMX writes each task's columns of the outputs in place (no transposed copy).
+        let tiles = amx::act_panel(act, m, stride);
+        let outs: Vec<amx::OutputColumns<'_, O>> =
+            ys.iter_mut().zip(ws).map(|(y, w)| amx::OutputColumns::new(y, m, w.rows())).collect();
+        let tasks: Vec<(usize, usize)> = ws
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| (0..w.rows()).step_by(amx::ROWS_PER_TASK).map(move |r| (i, r)))
+            .collect();
+        tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+            // SAFETY: level 3 is chosen only where `amx::available()`; `tiles` is
+            // the tile panel of this call's permuted activations, whose rows hold
+            // whole blocks covering every weight row; each task writes only its
+            // own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+            unsafe { amx::gemm_task(x, &ws[i], (&tiles, stride), first_row, &outs[i], panel) };
+        });
+        return;
+    }
     // Decode takes the AVX2 prefetching GEMV on every SIMD level: memory, not
     // arithmetic, bounds it, and the AVX-512 dot blocks (no prefetch) ran
     // b1.58-large's decode at 35.4 tok/s against its 47.5 on a Xeon with AMX.
     let gemv = simd >= 1 && small && has_avx2();
-    // The AMX path reads the permuted activations regrouped into tiles.
-    #[cfg(target_arch = "x86_64")]
-    let tiles;
-    #[cfg(target_arch = "x86_64")]
-    let act = if amx {
-        tiles = amx::act_panel(act, m, stride);
-        &tiles[..]
-    } else {
-        act
-    };
     let rows_per_task = match (simd, small) {
         _ if gemv => GEMV_ROWS_PER_TASK,
-        #[cfg(target_arch = "x86_64")]
-        (3, false) => amx::ROWS_PER_TASK,
         _ => ROWS_PER_TASK,
     };
     // Outputs transposed (n × m), so each parallel task owns whole weight rows.
@@ -253,14 +260,6 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
-        if amx {
-            // SAFETY: level 3 is chosen only where `amx::available()`; `act` is
-            // the tile panel of this call's permuted activations, whose rows
-            // hold whole blocks covering every weight row.
-            unsafe { amx::gemm_task(x, w, (act, stride), first_row, chunk, panel) };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
         if gemv {
             avx2::gemv_task(x, w, (act, stride), first_row, chunk);
             return;
@@ -270,7 +269,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
             avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
             return;
         }
-        let _ = (&panel, amx, gemv);
+        let _ = (&panel, gemv);
         if small {
             task_rows::<NR_DECODE>(x, w, (act, stride), simd, first_row, chunk);
         } else {

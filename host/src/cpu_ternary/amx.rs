@@ -8,7 +8,9 @@
 //!
 //! The weight codes (`trit + 1`: 0, 1, 2) are the unsigned operand and the
 //! int8 activations the signed one, so a result tile is 16 weight rows × 16
-//! activation rows: the transposed output this module's caller collects.
+//! activation rows. Each task owns 32 weight rows, which are 32 columns of
+//! the output, and writes them in place ([`OutputColumns`]): the other paths'
+//! transposed result and its copy cost as much as the tiles' sums here.
 //!
 //! - **Weights** ([`gemm_task`]): a task's 32 weight rows are decoded once
 //!   into a panel of codes, one byte per weight, in the permuted order of the
@@ -32,9 +34,11 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use super::BLOCK;
+use crate::buffer::OutputElem;
 use crate::matmul::{QuantizedRef, dequantize};
 use crate::ternary::TernaryRef;
 
@@ -94,24 +98,56 @@ pub(super) fn act_panel(act: &[i8], m: usize, stride: usize) -> Vec<i8> {
     panel
 }
 
+/// An `m × n` output whose columns parallel tasks write, each task its own
+/// columns: the layout the caller wants, with no transposed copy.
+pub(super) struct OutputColumns<'a, O> {
+    ptr: *mut O,
+    rows: usize,
+    cols: usize,
+    _output: PhantomData<&'a mut [O]>,
+}
+
+// SAFETY: tasks on other threads write through the pointer only at cells no
+// other task writes (the contract of `set`), while the output stays borrowed.
+unsafe impl<O: Send> Send for OutputColumns<'_, O> {}
+// SAFETY: as above; `set` is the only access.
+unsafe impl<O: Send> Sync for OutputColumns<'_, O> {}
+
+impl<'a, O> OutputColumns<'a, O> {
+    pub(super) fn new(y: &'a mut [O], rows: usize, cols: usize) -> OutputColumns<'a, O> {
+        assert_eq!(y.len(), rows * cols, "output length checked by the op");
+        OutputColumns { ptr: y.as_mut_ptr(), rows, cols, _output: PhantomData }
+    }
+
+    /// `y[r][c] = v`.
+    ///
+    /// # Safety
+    /// No other thread writes column `c` while this output lives.
+    unsafe fn set(&self, r: usize, c: usize, v: O) {
+        assert!(r < self.rows && c < self.cols, "cell ({r}, {c}) outside {} × {}", self.rows, self.cols);
+        // SAFETY: in bounds (checked); the caller owns column `c`.
+        unsafe { self.ptr.add(r * self.cols + c).write(v) }
+    }
+}
+
 /// Prefill: weight rows `first_row ..` of this task (at most
-/// [`ROWS_PER_TASK`]) against every activation row, into the transposed
-/// output `chunk` (`rows × m`). `panel` is this thread's scratch.
+/// [`ROWS_PER_TASK`]) against every activation row, into columns
+/// `first_row ..` of `out`. `panel` is this thread's scratch.
 ///
 /// # Safety
 /// [`available`] returned true; `acts` is [`act_panel`] of this call's
 /// activations, `stride` bytes per row, a whole number of blocks holding at
-/// least `16 · w.words_per_row()` bytes.
-pub(super) unsafe fn gemm_task(
+/// least `16 · w.words_per_row()` bytes; no other task writes these columns of `out`.
+pub(super) unsafe fn gemm_task<O: OutputElem>(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     (acts, stride): (&[i8], usize),
     first_row: usize,
-    chunk: &mut [f32],
+    out: &OutputColumns<'_, O>,
     panel: &mut Vec<u8>,
 ) {
     let m = x.rows;
-    let rows_here = chunk.len() / m;
+    let rows_here = (w.rows() - first_row).min(ROWS_PER_TASK);
     panel.clear();
     panel.resize(ROWS_PER_TASK * stride, 0);
     let wpr = w.words_per_row();
@@ -177,11 +213,12 @@ pub(super) unsafe fn gemm_task(
         // Tile 2·a + b: weight rows 16a .., activation rows m0 + 16b ...
         for (t, tile) in sums.iter().enumerate() {
             let (wr0, ar0) = (TILE_ROWS * (t / 2), m0 + TILE_ROWS * (t % 2));
-            for i in 0..TILE_ROWS.min(rows_here.saturating_sub(wr0)) {
-                let out = &mut chunk[(wr0 + i) * m..][..m];
-                for j in 0..TILE_ROWS.min(m.saturating_sub(ar0)) {
-                    let r = ar0 + j;
-                    out[r] = dequantize(tile[TILE_ROWS * i + j] - x.sums[r], w.scale(), x.scales[r]);
+            for j in 0..TILE_ROWS.min(m.saturating_sub(ar0)) {
+                let r = ar0 + j;
+                for i in 0..TILE_ROWS.min(rows_here.saturating_sub(wr0)) {
+                    let v = dequantize(tile[TILE_ROWS * i + j] - x.sums[r], w.scale(), x.scales[r]);
+                    // SAFETY: column `first_row + wr0 + i` is this task's (the contract).
+                    unsafe { out.set(r, first_row + wr0 + i, O::from_f32(v)) };
                 }
             }
         }
