@@ -14,9 +14,10 @@
 //!
 //! - **Weights** ([`gemm_task`]): a task's 32 weight rows are decoded once
 //!   into a panel of codes, one byte per weight, in the permuted order of the
-//!   AVX-512 path (extraction `j` of the 16 words of block `blk` at byte
-//!   `256·blk + 64·j`). Any order of K does, as long as the activations
-//!   follow it.
+//!   AVX-512 path (extraction `j` of the 16 words of block `blk` is K step
+//!   `4·blk + j`; any order of K does, as long as the activations follow it),
+//!   laid out as the A tiles in the order they are loaded: 1 KiB each, 2 per
+//!   step (rows 16 apart at a stride of K would share L1 sets at K = 4096).
 //! - **Activations** ([`act_panel`]): the permuted rows, regrouped once per
 //!   call into 1 KiB B tiles: for 16 activation rows and one 64-byte step of
 //!   K, byte `64·q + 4·r + t` is byte `4·q + t` of row `r`'s step.
@@ -37,9 +38,8 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use super::BLOCK;
 use crate::buffer::OutputElem;
-use crate::matmul::{QuantizedRef, dequantize};
+use crate::matmul::QuantizedRef;
 use crate::ternary::TernaryRef;
 
 /// Rows of a tile, and activation rows per B tile.
@@ -119,14 +119,22 @@ impl<'a, O> OutputColumns<'a, O> {
         OutputColumns { ptr: y.as_mut_ptr(), rows, cols, _output: PhantomData }
     }
 
-    /// `y[r][c] = v`.
+    /// `y[r][c ..][..len]`, to write.
     ///
     /// # Safety
-    /// No other thread writes column `c` while this output lives.
-    unsafe fn set(&self, r: usize, c: usize, v: O) {
-        assert!(r < self.rows && c < self.cols, "cell ({r}, {c}) outside {} × {}", self.rows, self.cols);
-        // SAFETY: in bounds (checked); the caller owns column `c`.
-        unsafe { self.ptr.add(r * self.cols + c).write(v) }
+    /// No other thread touches columns `c .. c + len` while this output lives,
+    /// and this thread holds no other segment of row `r` overlapping them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, r: usize, c: usize, len: usize) -> &mut [O] {
+        assert!(
+            r < self.rows && c + len <= self.cols,
+            "row {r}, columns {c}..{} outside {} × {}",
+            c + len,
+            self.rows,
+            self.cols
+        );
+        // SAFETY: in bounds (checked); the caller owns these cells.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + c), len) }
     }
 }
 
@@ -151,11 +159,11 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
     panel.clear();
     panel.resize(ROWS_PER_TASK * stride, 0);
     let wpr = w.words_per_row();
-    for (r, codes) in panel.chunks_exact_mut(stride).enumerate().take(rows_here) {
+    for r in 0..rows_here {
         let words = &w.words()[(first_row + r) * wpr..][..wpr];
         // SAFETY: AMX-INT8 CPUs have AVX-512 F/BW (the caller's contract); the
-        // panel row holds `stride ≥ 16 · wpr` bytes rounded up to whole blocks.
-        unsafe { decode_row(words, codes) };
+        // panel holds 32 rows of `stride ≥ 16 · wpr` bytes rounded up to whole blocks.
+        unsafe { decode_row(words, panel, r) };
     }
     let steps = stride / TILE_K;
     let mut sums = [[0i32; TILE_ROWS * TILE_ROWS]; 4];
@@ -165,11 +173,10 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
     for m0 in (0..m).step_by(ACTS_PER_PASS) {
         let b0 = &acts[m0 * stride..][..TILE_ROWS * stride];
         let b1 = &acts[(m0 + TILE_ROWS) * stride..][..TILE_ROWS * stride];
-        let (a0, a1) = panel.split_at(TILE_ROWS * stride);
-        // SAFETY: the tiles were configured above; each step reads 16 rows of
-        // 64 bytes at `stride` apart from the weight panel (16 rows of
-        // `stride` bytes each) and 1 KiB from each B tile group (16 rows of
-        // `stride` bytes), all inside the slices.
+        // SAFETY: the tiles were configured above; step `s` reads the two
+        // 1 KiB A tiles at `2 KiB · s` of the weight panel (`steps` × 2 KiB)
+        // and 1 KiB from each B tile group (16 rows of `stride` bytes), all
+        // inside the slices.
         unsafe {
             asm!(
                 "tilezero tmm4",
@@ -188,11 +195,11 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
                     "tdpbusd tmm5, tmm0, tmm3",
                     "tdpbusd tmm6, tmm1, tmm2",
                     "tdpbusd tmm7, tmm1, tmm3",
-                    a0 = in(reg) a0.as_ptr().add(s * TILE_K),
-                    a1 = in(reg) a1.as_ptr().add(s * TILE_K),
+                    a0 = in(reg) panel.as_ptr().add(2 * s * B_TILE_BYTES),
+                    a1 = in(reg) panel.as_ptr().add((2 * s + 1) * B_TILE_BYTES),
                     b0 = in(reg) b0.as_ptr().add(s * B_TILE_BYTES),
                     b1 = in(reg) b1.as_ptr().add(s * B_TILE_BYTES),
-                    sa = in(reg) stride,
+                    sa = in(reg) TILE_K,
                     sb = in(reg) TILE_K,
                     options(nostack, readonly, preserves_flags)
                 );
@@ -213,18 +220,52 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
         // Tile 2·a + b: weight rows 16a .., activation rows m0 + 16b ...
         for (t, tile) in sums.iter().enumerate() {
             let (wr0, ar0) = (TILE_ROWS * (t / 2), m0 + TILE_ROWS * (t % 2));
+            let cols = TILE_ROWS.min(rows_here.saturating_sub(wr0));
+            if cols == 0 {
+                continue;
+            }
             for j in 0..TILE_ROWS.min(m.saturating_sub(ar0)) {
                 let r = ar0 + j;
-                for i in 0..TILE_ROWS.min(rows_here.saturating_sub(wr0)) {
-                    let v = dequantize(tile[TILE_ROWS * i + j] - x.sums[r], w.scale(), x.scales[r]);
-                    // SAFETY: column `first_row + wr0 + i` is this task's (the contract).
-                    unsafe { out.set(r, first_row + wr0 + i, O::from_f32(v)) };
+                // SAFETY: AVX-512 F (the contract); columns `first_row + wr0 ..`
+                // are this task's, and no other segment is held.
+                unsafe {
+                    let row = tile_column(tile, j, x.sums[r], w.scale(), x.scales[r]);
+                    let seg = out.segment(r, first_row + wr0, cols);
+                    for (o, &v) in seg.iter_mut().zip(&row) {
+                        *o = O::from_f32(v);
+                    }
                 }
             }
         }
     }
     // SAFETY: ends this thread's use of the tiles (their state is freed).
     unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
+}
+
+/// Column `j` of a 16 × 16 tile of sums (weight rows × activation rows),
+/// dequantized: [`dequantize`](crate::matmul::dequantize)`(tile[i][j] - sum, w_scale, x_scale)` for each weight row `i`,
+/// with the same two IEEE operations in the same order, vectorized.
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[target_feature(enable = "avx512f")]
+fn tile_column(
+    tile: &[i32; TILE_ROWS * TILE_ROWS],
+    j: usize,
+    sum: i32,
+    w_scale: f32,
+    x_scale: f32,
+) -> [f32; TILE_ROWS] {
+    let lanes = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+    let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(j as i32));
+    // SAFETY: indices 16 i + j < 256 for i, j < 16: inside the tile.
+    let acc = unsafe { _mm512_i32gather_epi32::<4>(idx, tile.as_ptr().cast()) };
+    let acc = _mm512_sub_epi32(acc, _mm512_set1_epi32(sum));
+    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(w_scale / x_scale));
+    let mut out = [0f32; TILE_ROWS];
+    // SAFETY: 16 f32 lanes into a 16-element array.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+    out
 }
 
 /// Multiply-adds per round of [`peak_loop`]: four `tdpbusd` of 16 × 16 × 64.
@@ -278,13 +319,16 @@ pub(super) unsafe fn peak_loop(iters: u64, seed: i8) -> i64 {
     out.iter().map(|&v| v as i64).sum()
 }
 
-/// One weight row's codes, one byte each, in the permuted block order.
+/// Weight row `r` (of the task's 32) into the weight panel: its codes, one
+/// byte each, in the permuted block order; K step `s` (extraction `j` of
+/// block `blk`, `s = 4·blk + j`) is row `r % 16` of the A tile at
+/// `(2s + r / 16) KiB`, so each A tile is 1 KiB in one piece.
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW; `codes` holds `16 · words.len()` bytes rounded
-/// up to whole blocks.
+/// The CPU has AVX-512 F/BW; `panel` holds 32 rows of `16 · words.len()`
+/// bytes rounded up to whole blocks; `r < 32`.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn decode_row(words: &[u32], codes: &mut [u8]) {
+unsafe fn decode_row(words: &[u32], panel: &mut [u8], r: usize) {
     let mask = _mm512_set1_epi32(0x0303_0303);
     for blk in 0..words.len().div_ceil(16) {
         // The last block may be partial: masked-off lanes are zero and never touch memory.
@@ -292,13 +336,17 @@ unsafe fn decode_row(words: &[u32], codes: &mut [u8]) {
         let lanes: __mmask16 = if live == 16 { !0 } else { (1u16 << live) - 1 };
         // SAFETY: the mask limits the load to the `live` words left in the row.
         let wv = unsafe { _mm512_maskz_loadu_epi32(lanes, words[16 * blk..].as_ptr().cast()) };
-        let out = codes[blk * BLOCK..][..BLOCK].as_mut_ptr();
-        // SAFETY: the block's 256 bytes lie inside `codes` (the contract).
-        unsafe {
-            _mm512_storeu_si512(out.cast(), _mm512_and_si512(wv, mask));
-            _mm512_storeu_si512(out.add(64).cast(), _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask));
-            _mm512_storeu_si512(out.add(128).cast(), _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask));
-            _mm512_storeu_si512(out.add(192).cast(), _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask));
+        let codes = [
+            _mm512_and_si512(wv, mask),
+            _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
+            _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
+            _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
+        ];
+        for (j, c) in codes.into_iter().enumerate() {
+            let at = (2 * (4 * blk + j) + r / TILE_ROWS) * B_TILE_BYTES + TILE_K * (r % TILE_ROWS);
+            let row = &mut panel[at..][..TILE_K];
+            // SAFETY: 64 bytes into a 64-byte slice.
+            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), c) };
         }
     }
 }
