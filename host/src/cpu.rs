@@ -6,6 +6,9 @@
 //! with these paths or with the kernels).
 
 use half::f16;
+#[cfg(target_arch = "x86_64")]
+mod attention_blocks;
+
 use rayon::prelude::*;
 
 use crate::buffer::ActivationElem;
@@ -457,6 +460,51 @@ pub fn attention(
 ) {
     use rayon::prelude::*;
     let rows = positions.len();
+    #[cfg(target_arch = "x86_64")]
+    if rows >= attention_blocks::QB && std::is_x86_feature_detected!("avx512f") {
+        // Blocks: runs of up to QB consecutive rows of one slot.
+        let mut bounds = Vec::new();
+        let mut s = 0;
+        while s < rows {
+            let mut e = s + 1;
+            while e < rows && e - s < attention_blocks::QB && slots[e] == slots[s] {
+                e += 1;
+            }
+            bounds.push((s, e));
+            s = e;
+        }
+        // Prompt chunks (blocks of four rows or more on average), not a batch of decode rows.
+        if rows >= 4 * bounds.len() {
+            let row_len = heads * head_dim;
+            let mut blocks = Vec::with_capacity(bounds.len());
+            let mut rest = &mut out[..rows * row_len];
+            for &(s, e) in &bounds {
+                let (block, tail) = rest.split_at_mut((e - s) * row_len);
+                blocks.push((s, e, block));
+                rest = tail;
+            }
+            blocks.into_par_iter().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(scores, qt), (s, e, o)| {
+                    let lens: Vec<usize> = positions[s..e].iter().map(|&p| p as usize + 1).collect();
+                    let kv = attention_blocks::Kv {
+                        k_cache,
+                        v_cache,
+                        slot: slots[s] as usize,
+                        heads,
+                        kv_heads,
+                        head_dim,
+                        context,
+                    };
+                    // SAFETY: the CPU has AVX-512 F (checked above).
+                    unsafe {
+                        attention_blocks::attention_block(&q[s * row_len..e * row_len], o, &lens, &kv, scores, qt)
+                    };
+                },
+            );
+            return;
+        }
+    }
     let group = heads / kv_heads;
     let scale = (head_dim as f32).powf(-0.5);
     // One task per (row, head): each writes its own head_dim outputs.
