@@ -69,13 +69,14 @@ pub fn int8_macs_per_s(reps: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         // (iterations per pass, multiply-adds per iteration, the loop).
-        let (iters, macs, run): (u64, u64, fn(u64, i8) -> i64) = match int8_peak_instruction()? {
+        let (iters, macs, run): (u64, u64, fn(u64, i8) -> i64) = match crate::cpu_ternary::simd_level() {
             // SAFETY (each arm): the CPU's ternary path is this level, so it has the instructions.
-            "AMX tdpbusd" => {
+            "amx-int8" => {
                 (200_000, crate::cpu_ternary::AMX_PEAK_MACS, |n, s| unsafe { crate::cpu_ternary::amx_peak_loop(n, s) })
             }
-            "AVX-512 vpdpbusd" => (2_000_000, CHAINS as u64 * 64, |n, s| unsafe { dpbusd_loop(n, s) }),
-            _ => (2_000_000, CHAINS as u64 * 32, |n, s| unsafe { maddubs_loop(n, s) }),
+            "avx512-vnni" => (2_000_000, CHAINS as u64 * 64, |n, s| unsafe { dpbusd_loop(n, s) }),
+            "avx2" => (2_000_000, CHAINS as u64 * 32, |n, s| unsafe { maddubs_loop(n, s) }),
+            _ => return None,
         };
         let threads = rayon::current_num_threads();
         let mut best = f64::INFINITY;

@@ -19,7 +19,7 @@
 //! - **AMX-INT8** (chosen at run time for prefill, M > 2, where the CPU has
 //!   it and the kernel grants the tile state): 16 × 16 tiles of i32 sums from
 //!   tiles of codes and activations (the `amx` submodule); decode takes the
-//!   AVX-512 path.
+//!   AVX2 GEMV, as on every level.
 //! - **Portable**: the same arithmetic, four weights at a time.
 //!
 //! `TRINITY_CPU_PATH=amx-int8|avx512-vnni|avx2|portable` picks a path other
