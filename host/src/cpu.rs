@@ -8,6 +8,8 @@
 use half::f16;
 #[cfg(target_arch = "x86_64")]
 mod attention_blocks;
+#[cfg(target_arch = "x86_64")]
+mod vector_exp;
 
 use rayon::prelude::*;
 
@@ -121,6 +123,11 @@ pub fn rms_norm_quantize(
 /// returns (scale, sum).
 fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { quantize_row_avx512(x, q) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
         return unsafe { quantize_row_avx2(x, q) };
@@ -147,6 +154,43 @@ fn quantize_row_generic(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 #[target_feature(enable = "avx2")]
 fn quantize_row_avx2(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     quantize_row_generic(x, q)
+}
+
+/// [`quantize_row_generic`] 16 lanes at a time, with the same IEEE operations:
+/// `|x|` and its maximum (a NaN is skipped, as the generic fold skips it), one
+/// product `x · scale`, rounding to nearest even, the clamp (a NaN becomes 0,
+/// as `as i8` makes it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn quantize_row_avx512(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    use kernels_gpu::matmul::activation_scale;
+    use std::arch::x86_64::*;
+    let n = x.len().min(q.len());
+    let live = |i: usize| -> __mmask16 { if n - i >= 16 { !0 } else { (1u16 << (n - i)) - 1 } };
+    let mut max = _mm512_setzero_ps();
+    for i in (0..n).step_by(16) {
+        // SAFETY: the mask limits the load to the `n - i` elements left.
+        let v = unsafe { _mm512_maskz_loadu_ps(live(i), x.as_ptr().add(i)) };
+        // `vmaxps` returns its second operand when either is NaN: the running maximum.
+        max = _mm512_max_ps(_mm512_abs_ps(v), max);
+    }
+    let scale = activation_scale(_mm512_reduce_max_ps(max));
+    let (s, lo, hi) = (_mm512_set1_ps(scale), _mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    let mut sum = _mm512_setzero_si512();
+    for i in (0..n).step_by(16) {
+        let m = live(i);
+        // SAFETY: as above; the store is masked the same way.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.as_ptr().add(i)), s);
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let c = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+            let c = _mm512_mask_mov_ps(c, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), _mm512_setzero_ps());
+            let iv = _mm512_cvtps_epi32(c);
+            sum = _mm512_add_epi32(sum, iv);
+            _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(i).cast(), m, iv);
+        }
+    }
+    (scale, _mm512_reduce_add_epi32(sum))
 }
 
 /// Rows of A up to which [`sgemm`] streams B once with row dot products
@@ -593,8 +637,28 @@ fn weighted_sum_columns(weights: &[f32], values: &[f32], out: &mut [f32], c0: us
     }
 }
 
+/// Elements of [`gated`] per parallel task; fewer run on the calling thread.
+const GATED_CHUNK: usize = 16 * 1024;
+
 /// `act(gate) · up`, elementwise, into `gate` (`act`: `kernels_gpu::kernels::ACT_RELU2` or `ACT_SILU`).
+/// SiLU takes a vector `exp` (within 2 ulp of `f32::exp`) where the CPU has AVX-512 F.
 pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
+    let run = |(g, u): (&mut [f32], &[f32])| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F (checked just above).
+            return unsafe { gated_avx512(g, u, act) };
+        }
+        gated_scalar(g, u, act)
+    };
+    if gate.len() <= GATED_CHUNK {
+        run((gate, up));
+    } else {
+        gate.par_chunks_mut(GATED_CHUNK).zip(up.par_chunks(GATED_CHUNK)).for_each(run);
+    }
+}
+
+fn gated_scalar(gate: &mut [f32], up: &[f32], act: u32) {
     for (g, &u) in gate.iter_mut().zip(up) {
         let a = if act == kernels_gpu::kernels::ACT_RELU2 {
             let r = g.max(0.0);
@@ -603,6 +667,31 @@ pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
             *g / (1.0 + (-*g).exp())
         };
         *g = a * u;
+    }
+}
+
+/// [`gated_scalar`] 16 lanes at a time (ReLU² bit for bit; SiLU with the vector `exp`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gated_avx512(gate: &mut [f32], up: &[f32], act: u32) {
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len());
+    let one = _mm512_set1_ps(1.0);
+    for i in (0..n).step_by(16) {
+        let live: __mmask16 = if n - i >= 16 { !0 } else { (1u16 << (n - i)) - 1 };
+        // SAFETY: the mask limits both loads and the store to the `n - i` elements left.
+        unsafe {
+            let g = _mm512_maskz_loadu_ps(live, gate.as_ptr().add(i));
+            let u = _mm512_maskz_loadu_ps(live, up.as_ptr().add(i));
+            let a = if act == kernels_gpu::kernels::ACT_RELU2 {
+                let r = _mm512_max_ps(g, _mm512_setzero_ps());
+                _mm512_mul_ps(r, r)
+            } else {
+                let e = vector_exp::exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+                _mm512_div_ps(g, _mm512_add_ps(one, e))
+            };
+            _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), live, _mm512_mul_ps(a, u));
+        }
     }
 }
 
@@ -694,6 +783,55 @@ mod tests {
         let mut g = [0.0f32];
         gated(&mut g, &[2.0], kernels_gpu::kernels::ACT_SILU);
         assert_eq!(g, [0.0]);
+    }
+
+    #[test]
+    fn gated_matches_the_f64_reference_across_chunks_and_tails() {
+        use crate::reference::gated_reference;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // One short row (a masked tail), and more than one parallel chunk with a tail.
+        for n in [13, 2 * GATED_CHUNK + 37] {
+            let gate: Vec<f32> = (0..n).map(|_| rng.random_range(-12.0f32..12.0)).collect();
+            let up: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+            for act in [kernels_gpu::kernels::ACT_RELU2, kernels_gpu::kernels::ACT_SILU] {
+                let mut got = gate.clone();
+                gated(&mut got, &up, act);
+                let want = gated_reference(&gate, &up, act);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 4e-7 * w.abs() + 1e-30, "act {act}, element {i} of {n}: {g} vs {w}");
+                }
+            }
+        }
+        // Far outside exp's range: finite, and SiLU of a very negative input is (nearly) zero.
+        let mut g = [-200.0f32, 200.0];
+        gated(&mut g, &[1.0, 1.0], kernels_gpu::kernels::ACT_SILU);
+        assert!(g[0].abs() < 1e-35 && g[1] == 200.0, "{g:?}");
+    }
+
+    #[test]
+    fn the_simd_quantizer_matches_the_scalar_one_bit_for_bit() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut rows: Vec<Vec<f32>> = [1, 15, 16, 17, 100, 1536]
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.random_range(-4.0f32..4.0)).collect())
+            .collect();
+        // Ties after scaling (absmax 127: x · 1 = x), a NaN, infinities, zeros.
+        rows.push(vec![127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 0.0, -0.0]);
+        rows.push(vec![1.0, f32::NAN, -3.0, 0.25]);
+        rows.push(vec![f32::INFINITY, 1.0, f32::NEG_INFINITY]);
+        rows.push(vec![0.0; 20]);
+        for x in &rows {
+            let (mut want, mut got) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+            let w = quantize_row_generic(x, &mut want);
+            let g = quantize_row(x, &mut got);
+            assert_eq!((g.0.to_bits(), g.1, &got), (w.0.to_bits(), w.1, &want), "row {x:?}");
+        }
+        // Known values: absmax 127 gives scale 1; ties go to even.
+        let mut q = [0i8; 11];
+        quantize_row(&rows[6], &mut q);
+        assert_eq!(q, [127, 0, 2, 2, 0, -2, -2, 126, -126, 0, 0]);
     }
 
     #[test]

@@ -5,16 +5,19 @@
 //! `trit + 1` (0, 1, 2), unsigned, which is what the unsigned × signed byte
 //! dot products of x86 want; the activation row sum is subtracted at the end.
 //!
-//! - **AVX-512 VNNI** (chosen at run time): a 512-bit load holds 256 weights
-//!   (the last, partial block of a row with a masked load);
-//!   `(w >> 2j) & 0x03` gives, in byte `4q + b`, the code of weight
-//!   `16q + 4j + b`. The activations of each full 256-weight block are
-//!   permuted once per call to match (`perm[64j + 4q + b] = a[16q + 4j + b]`),
-//!   so each extraction meets one contiguous 64-byte activation vector in
-//!   `vpdpbusd`. Four activation rows share each decoded weight vector.
-//! - **AVX2** (chosen at run time where VNNI is absent): the same layout in
-//!   256-bit halves, `vpmaddubsw` instead of `vpdpbusd`; a prefetching GEMV
-//!   for decode and a decoded-panel GEMM for prefill (the `avx2` submodule).
+//! - **AVX-512 VNNI** (chosen at run time), prefill (M > 2): a register-blocked
+//!   GEMM (the `vnni` submodule). A task's 48 weight rows are decoded once
+//!   into a panel of codes in the layout `vpdpbusd` reads (16 weight rows × 4
+//!   consecutive K per 512-bit vector); each step broadcasts four activation
+//!   bytes of one row against it, 8 rows × 48 outputs in 24 accumulators, and
+//!   the sums are written in place into the task's output columns.
+//! - **AVX2** (chosen at run time where VNNI is absent): the activations of
+//!   each full 256-weight block are permuted once per call
+//!   (`perm[64j + 4q + b] = a[16q + 4j + b]`), so that extraction `j` of a
+//!   256-bit load of words, `(w >> 2j) & 0x03` (byte `4q + b`: the code of
+//!   weight `16q + 4j + b`), meets one contiguous activation vector in
+//!   `vpmaddubsw`; a prefetching GEMV for decode and a decoded-panel GEMM for
+//!   prefill (the `avx2` submodule).
 //!   Decode (M ≤ 2) takes the AVX2 GEMV on the AVX-512 and AMX levels too.
 //! - **AMX-INT8** (chosen at run time for prefill, M > 2, where the CPU has
 //!   it and the kernel grants the tile state): 16 × 16 tiles of i32 sums from
@@ -29,6 +32,8 @@
 //! Rows of the output are split across rayon's pool; integer results are
 //! exact, so this path equals the scalar reference bit for bit.
 
+use std::marker::PhantomData;
+
 use rayon::prelude::*;
 
 use crate::buffer::OutputElem;
@@ -40,21 +45,59 @@ use kernels_gpu::format::device_layout::codes;
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
-/// Weights per AVX-512 block.
+/// An `m × n` output whose columns parallel tasks write, each task its own
+/// columns: the layout the caller wants, with no transposed copy.
+struct OutputColumns<'a, O> {
+    ptr: *mut O,
+    rows: usize,
+    cols: usize,
+    _output: PhantomData<&'a mut [O]>,
+}
+
+// SAFETY: tasks on other threads write through the pointer only at cells no
+// other task writes (the contract of `set`), while the output stays borrowed.
+unsafe impl<O: Send> Send for OutputColumns<'_, O> {}
+// SAFETY: as above; `set` is the only access.
+unsafe impl<O: Send> Sync for OutputColumns<'_, O> {}
+
+impl<'a, O> OutputColumns<'a, O> {
+    fn new(y: &'a mut [O], rows: usize, cols: usize) -> OutputColumns<'a, O> {
+        assert_eq!(y.len(), rows * cols, "output length checked by the op");
+        OutputColumns { ptr: y.as_mut_ptr(), rows, cols, _output: PhantomData }
+    }
+
+    /// `y[r][c ..][..len]`, to write.
+    ///
+    /// # Safety
+    /// No other thread touches columns `c .. c + len` while this output lives,
+    /// and this thread holds no other segment of row `r` overlapping them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, r: usize, c: usize, len: usize) -> &mut [O] {
+        assert!(
+            r < self.rows && c + len <= self.cols,
+            "row {r}, columns {c}..{} outside {} × {}",
+            c + len,
+            self.rows,
+            self.cols
+        );
+        // SAFETY: in bounds (checked); the caller owns these cells.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + c), len) }
+    }
+}
+
+/// Weights per permuted block of the AVX2 and AMX paths (one 512-bit load of words).
 const BLOCK: usize = 256;
-/// Weight rows that share each activation vector load: four for decode
-/// (M ≤ 2, where activation loads dominate), two otherwise (more would spill
-/// the 4 × R accumulators).
-const NR_DECODE: usize = 4;
-/// See [`NR_DECODE`].
+/// Weight rows of the portable path's block.
 const NR: usize = 2;
-/// Activation rows that share each decoded weight vector (at most).
+/// Activation rows of the portable path's block.
 const MR: usize = 4;
 /// Activation rows per cache block: the block (`MB × K` bytes, 128 KiB at
 /// K = 4096) stays in L2 while a task's weight rows pass over it.
 const MB: usize = 32;
-/// Weight rows per parallel task.
+/// Weight rows per parallel task (portable and AVX2 prefill paths).
 const ROWS_PER_TASK: usize = 24;
 /// Weight rows per parallel task of the AVX2 decode path: longer runs of
 /// contiguous weights per thread keep its prefetches ahead of the reads.
@@ -133,7 +176,7 @@ fn has_vnni() -> bool {
     false
 }
 
-/// The activations with each full 256-weight block permuted for the AVX-512 path.
+/// The activations with each full 256-weight block permuted for the AVX2 and AMX paths.
 /// Rows are padded with zeros to whole blocks (the last, partial block of
 /// weights is read with a masked load, and meets zeros here past K).
 /// On the calling thread when `small`.
@@ -212,7 +255,20 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     // Decode-sized work is done on the calling thread except the matmul
     // itself: every rayon call from outside the pool is a hand-off and a wake-up.
     let small = m <= 2;
-    // The SIMD paths read the activations permuted; the portable one reads them as they are.
+    #[cfg(target_arch = "x86_64")]
+    if simd == 2 && !small {
+        // The VNNI GEMM reads the activations as they are and writes each
+        // task's columns of the outputs in place.
+        let outs: Vec<OutputColumns<'_, O>> =
+            ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
+        column_tasks(ws, vnni::ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+            // SAFETY: level 2 is chosen only where `has_vnni`; each task
+            // writes only its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+            unsafe { vnni::gemm_task(x, &ws[i], first_row, &outs[i], panel) };
+        });
+        return;
+    }
+    // The other SIMD paths read the activations permuted; the portable one reads them as they are.
     let permuted;
     let (act, stride): (&[i8], usize) = if simd > 0 {
         permuted = permute_blocks(x, small);
@@ -224,14 +280,9 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     if simd == 3 && !small {
         // AMX writes each task's columns of the outputs in place (no transposed copy).
         let tiles = amx::act_panel(act, m, stride);
-        let outs: Vec<amx::OutputColumns<'_, O>> =
-            ys.iter_mut().zip(ws).map(|(y, w)| amx::OutputColumns::new(y, m, w.rows())).collect();
-        let tasks: Vec<(usize, usize)> = ws
-            .iter()
-            .enumerate()
-            .flat_map(|(i, w)| (0..w.rows()).step_by(amx::ROWS_PER_TASK).map(move |r| (i, r)))
-            .collect();
-        tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+        let outs: Vec<OutputColumns<'_, O>> =
+            ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
+        column_tasks(ws, amx::ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
             // SAFETY: level 3 is chosen only where `amx::available()`; `tiles` is
             // the tile panel of this call's permuted activations, whose rows hold
             // whole blocks covering every weight row; each task writes only its
@@ -270,15 +321,16 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
             return;
         }
         let _ = (&panel, gemv);
-        if small {
-            task_rows::<NR_DECODE>(x, w, (act, stride), simd, first_row, chunk);
-        } else {
-            task_rows::<NR>(x, w, (act, stride), simd, first_row, chunk);
-        }
+        task_rows(x, w, (act, stride), first_row, chunk);
     });
     for ((yt, y), w) in yts.iter().zip(ys.iter_mut()).zip(ws) {
         transpose_out(yt, y, m, w.rows(), small);
     }
+}
+
+/// (matrix, first weight row) of each task of `rows_per_task` weight rows, over every matrix.
+fn column_tasks(ws: &[TernaryRef<'_>], rows_per_task: usize) -> Vec<(usize, usize)> {
+    ws.iter().enumerate().flat_map(|(i, w)| (0..w.rows()).step_by(rows_per_task).map(move |r| (i, r))).collect()
 }
 
 /// `y[r][c] = yt[c][r]`, converted to the output element (on this thread when `small`).
@@ -342,121 +394,46 @@ pub fn ternary_matmul(x: &QuantizedActivations, w: &DeviceTernary, precision: Pr
     }
 }
 
-/// One parallel task: weight rows `task · ROWS_PER_TASK ..` against every
-/// activation row, `N` weight rows at a time; writes the transposed output.
-fn task_rows<const N: usize>(
+/// The portable path's task: weight rows `first_row ..` against every
+/// activation row (natural order), [`NR`] weight rows × [`MR`] activation rows
+/// at a time, four weights per step; writes the transposed output.
+fn task_rows(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
-    simd: u8,
     first_row: usize,
     chunk: &mut [f32],
 ) {
     let (m, wpr) = (x.rows, w.words_per_row());
-    {
-        let rows_here = chunk.len() / m;
-        for m0 in (0..m).step_by(MB) {
-            let m_end = (m0 + MB).min(m);
-            for r0 in (0..rows_here).step_by(N) {
-                let nr = (rows_here - r0).min(N);
-                let row = |i: usize| {
-                    let rr = first_row + r0 + i.min(nr - 1);
-                    &w.words()[rr * wpr..][..wpr]
-                };
-                let weights: [&[u32]; N] = std::array::from_fn(row);
-                let mut mm = m0;
-                while mm < m_end {
-                    let mr = (m_end - mm).min(MR);
-                    let acts: [&[i8]; MR] = std::array::from_fn(|i| &act[(mm + i.min(mr - 1)) * stride..][..stride]);
-                    let dots = match mr {
-                        1 => widen(dot_block::<N, 1>(&weights, &[acts[0]], simd)),
-                        2 => widen(dot_block::<N, 2>(&weights, &[acts[0], acts[1]], simd)),
-                        3 => widen(dot_block::<N, 3>(&weights, &[acts[0], acts[1], acts[2]], simd)),
-                        _ => widen(dot_block::<N, 4>(&weights, &acts, simd)),
-                    };
-                    for (i, row_dots) in dots.iter().enumerate().take(nr) {
-                        let out_row = &mut chunk[(r0 + i) * m..][..m];
-                        for r in 0..mr {
-                            let v = dequantize(row_dots[r] - x.sums[mm + r], w.scale(), x.scales[mm + r]);
-                            out_row[mm + r] = v;
+    let rows_here = chunk.len() / m;
+    for m0 in (0..m).step_by(MB) {
+        let m_end = (m0 + MB).min(m);
+        for r0 in (0..rows_here).step_by(NR) {
+            let nr = (rows_here - r0).min(NR);
+            for mm in (m0..m_end).step_by(MR) {
+                let mr = (m_end - mm).min(MR);
+                let mut dots = [[0i32; MR]; NR];
+                for (i, o) in dots.iter_mut().enumerate().take(nr) {
+                    let words = &w.words()[(first_row + r0 + i) * wpr..][..wpr];
+                    for (wi, &word) in words.iter().enumerate() {
+                        for j in 0..4u32 {
+                            let c = codes(word, j);
+                            let k = 16 * wi + 4 * j as usize;
+                            for (r, acc) in o.iter_mut().enumerate().take(mr) {
+                                let a = &act[(mm + r) * stride + k..][..4];
+                                let av = u32::from_le_bytes([a[0] as u8, a[1] as u8, a[2] as u8, a[3] as u8]);
+                                *acc = kernels_gpu::device::dp4a_reference(c, av, *acc);
+                            }
                         }
                     }
-                    mm += mr;
+                }
+                for (i, row_dots) in dots.iter().enumerate().take(nr) {
+                    let out_row = &mut chunk[(r0 + i) * m..][..m];
+                    for r in 0..mr {
+                        out_row[mm + r] = dequantize(row_dots[r] - x.sums[mm + r], w.scale(), x.scales[mm + r]);
+                    }
                 }
             }
         }
     }
-}
-
-fn widen<const N: usize, const R: usize>(d: [[i32; R]; N]) -> [[i32; MR]; N] {
-    d.map(|row| std::array::from_fn(|i| if i < R { row[i] } else { 0 }))
-}
-
-/// Σ code·a for `N` weight rows × `R` activation rows.
-fn dot_block<const N: usize, const R: usize>(weights: &[&[u32]; N], acts: &[&[i8]; R], simd: u8) -> [[i32; R]; N] {
-    let mut out = [[0i32; R]; N];
-    #[cfg(target_arch = "x86_64")]
-    if simd >= 2 {
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by `has_vnni`, which `has_amx` includes); the
-        // activation rows are padded to whole blocks.
-        return unsafe {
-            if R <= 2 { dot_block_vnni::<N, R, 4>(weights, acts) } else { dot_block_vnni::<N, R, 2>(weights, acts) }
-        };
-    }
-    // Portable path: natural activation order, four weights at a time.
-    for (wr, o) in weights.iter().zip(out.iter_mut()) {
-        for (wi, &word) in wr.iter().enumerate() {
-            for j in 0..4u32 {
-                let c = codes(word, j);
-                let k = 16 * wi + 4 * j as usize;
-                for (acc, a) in o.iter_mut().zip(acts) {
-                    let av = u32::from_le_bytes([a[k] as u8, a[k + 1] as u8, a[k + 2] as u8, a[k + 3] as u8]);
-                    *acc = kernels_gpu::device::dp4a_reference(c, av, *acc);
-                }
-            }
-        }
-    }
-    out
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-/// `S` independent accumulators per (weight row, activation row): `vpdpbusd`
-/// has a latency of several cycles, and with few rows a single accumulator
-/// per pair would serialize the four extractions of each block.
-fn dot_block_vnni<const N: usize, const R: usize, const S: usize>(
-    weights: &[&[u32]; N],
-    acts: &[&[i8]; R],
-) -> [[i32; R]; N] {
-    use std::arch::x86_64::*;
-    let mask = _mm512_set1_epi32(0x0303_0303);
-    let mut acc = [[[_mm512_setzero_si512(); S]; R]; N];
-    let words = weights[0].len();
-    for blk in 0..words.div_ceil(16) {
-        // The last block may be partial: a masked load reads only this row's
-        // words (masked-off lanes are zero and never touch memory).
-        let live = (words - 16 * blk).min(16);
-        let lanes: __mmask16 = if live == 16 { !0 } else { (1u16 << live) - 1 };
-        let mut c = [[_mm512_setzero_si512(); 4]; N];
-        for (ci, wr) in c.iter_mut().zip(weights) {
-            // SAFETY: the mask limits the load to the `live` words left in this row.
-            let wv = unsafe { _mm512_maskz_loadu_epi32(lanes, wr[16 * blk..].as_ptr().cast()) };
-            *ci = [
-                _mm512_and_si512(wv, mask),
-                _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
-                _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
-                _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
-            ];
-        }
-        for j in 0..4 {
-            for r in 0..R {
-                // SAFETY: the permuted block has 64 bytes at offset 64j.
-                let av = unsafe { _mm512_loadu_si512(acts[r][blk * BLOCK + 64 * j..].as_ptr().cast()) };
-                for (a, ci) in acc.iter_mut().zip(&c) {
-                    a[r][j % S] = _mm512_dpbusd_epi32(a[r][j % S], ci[j], av);
-                }
-            }
-        }
-    }
-    acc.map(|row| row.map(|parts| parts.iter().map(|&a| _mm512_reduce_add_epi32(a)).fold(0i32, i32::wrapping_add)))
 }

@@ -21,6 +21,8 @@
 
 use std::arch::x86_64::*;
 
+use super::vector_exp::exp;
+
 /// Query rows per block (the lanes of a vector).
 pub(super) const QB: usize = 16;
 /// Keys scored at once (independent FMA chains).
@@ -149,29 +151,6 @@ pub(super) unsafe fn attention_block(
     }
 }
 
-/// `e^x` in each lane, for `x ≤ 0` (scores less their maximum): Cephes'
-/// `expf` (within 2 ulp of the exact value): `x = n·ln 2 + r` with
-/// `|r| ≤ ln 2 / 2`, a degree-7 polynomial for `e^r`, scaled by `2^n`.
-/// Below −87.3 the result is clamped near the smallest normal (`e^−87.3`),
-/// far below the one weight of 1 every row has.
-#[target_feature(enable = "avx512f")]
-fn exp(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-        x,
-        _mm512_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    // ln 2 in two parts, so `n · C1` is exact.
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_2e-4);
-    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-    _mm512_scalef_ps(p, n)
-}
-
 /// What one column group of the weighted sum reads.
 struct Cols<'a> {
     /// `keys × QB` weights.
@@ -224,39 +203,5 @@ unsafe fn weighted_group<const V: usize>(
             // SAFETY: the mask keeps the store inside this row's columns `c .. d`.
             unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16 * v), masks[v], _mm512_mul_ps(x, inv)) };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_vector_exp_is_within_two_ulp_of_f32_exp_over_the_softmax_range() {
-        if !std::is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: no AVX-512 F on this CPU");
-            return;
-        }
-        let xs: Vec<f32> = (0..=200_000).map(|i| -87.0 * i as f32 / 200_000.0).chain([-0.0, -1e-30, -0.5]).collect();
-        for chunk in xs.chunks(16) {
-            let mut lanes = [0f32; 16];
-            lanes[..chunk.len()].copy_from_slice(chunk);
-            let mut got = [0f32; 16];
-            // SAFETY: AVX-512 F is present (checked above); 16 lanes in and out.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_loadu_ps(lanes.as_ptr()))) };
-            for (&x, &g) in lanes.iter().zip(&got).take(chunk.len()) {
-                let want = x.exp();
-                let ulp = (want.to_bits() as i64 - g.to_bits() as i64).abs();
-                assert!(ulp <= 2, "exp({x}) = {g}, f32::exp {want}: {ulp} ulp apart");
-            }
-        }
-        // Far below the range: a tiny positive number, not zero-divided or NaN.
-        let mut got = [0f32; 16];
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_set1_ps(-1e30))) };
-        assert!(got.iter().all(|&g| g > 0.0 && g < 1.3e-38), "{got:?}");
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_set1_ps(0.0))) };
-        assert_eq!(got, [1.0; 16]);
     }
 }

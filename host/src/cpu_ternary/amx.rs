@@ -35,9 +35,9 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::marker::PhantomData;
 use std::sync::OnceLock;
 
+use super::OutputColumns;
 use crate::buffer::OutputElem;
 use crate::matmul::QuantizedRef;
 use crate::ternary::TernaryRef;
@@ -96,46 +96,6 @@ pub(super) fn act_panel(act: &[i8], m: usize, stride: usize) -> Vec<i8> {
         }
     });
     panel
-}
-
-/// An `m × n` output whose columns parallel tasks write, each task its own
-/// columns: the layout the caller wants, with no transposed copy.
-pub(super) struct OutputColumns<'a, O> {
-    ptr: *mut O,
-    rows: usize,
-    cols: usize,
-    _output: PhantomData<&'a mut [O]>,
-}
-
-// SAFETY: tasks on other threads write through the pointer only at cells no
-// other task writes (the contract of `set`), while the output stays borrowed.
-unsafe impl<O: Send> Send for OutputColumns<'_, O> {}
-// SAFETY: as above; `set` is the only access.
-unsafe impl<O: Send> Sync for OutputColumns<'_, O> {}
-
-impl<'a, O> OutputColumns<'a, O> {
-    pub(super) fn new(y: &'a mut [O], rows: usize, cols: usize) -> OutputColumns<'a, O> {
-        assert_eq!(y.len(), rows * cols, "output length checked by the op");
-        OutputColumns { ptr: y.as_mut_ptr(), rows, cols, _output: PhantomData }
-    }
-
-    /// `y[r][c ..][..len]`, to write.
-    ///
-    /// # Safety
-    /// No other thread touches columns `c .. c + len` while this output lives,
-    /// and this thread holds no other segment of row `r` overlapping them.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn segment(&self, r: usize, c: usize, len: usize) -> &mut [O] {
-        assert!(
-            r < self.rows && c + len <= self.cols,
-            "row {r}, columns {c}..{} outside {} × {}",
-            c + len,
-            self.rows,
-            self.cols
-        );
-        // SAFETY: in bounds (checked); the caller owns these cells.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + c), len) }
-    }
 }
 
 /// Prefill: weight rows `first_row ..` of this task (at most

@@ -167,7 +167,9 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
     // K past the 16-bit widening points (1024 weights decode, 32 × 32 bytes prefill) with tails;
     // N past one parallel task (64 rows decode, 24 prefill) and odd; M and N past the 8 × 8 tiles
     // the prefill result is transposed in, with rows and columns left over; M and N past the
-    // AMX path's 32 × 32 tile blocks (whole, and with one row or column left), K long.
+    // AMX path's 32 × 32 tile blocks (whole, and with one row or column left), K long;
+    // N past the VNNI path's 48-row tasks and its 16-row vectors (49, 65, 97) with
+    // M past its 8-row blocks, K the smallest padded row (64) and one past it.
     let shapes = [
         (1, 3, 256),
         (5, 17, 600),
@@ -182,6 +184,9 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         (32, 32, 512),
         (33, 70, 2600),
         (40, 33, 6912),
+        (16, 49, 64),
+        (11, 65, 65),
+        (25, 97, 1536),
     ];
     for &(m, n, k) in &shapes {
         let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);

@@ -1,0 +1,68 @@
+//! # `e^x` in 16 lanes (AVX-512), for the softmax of attention and SiLU
+//!
+//! Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-7
+//! polynomial for `e^r`, scaled by `2^n` with `vscalefps`. Within 2 ulp of
+//! `f32::exp` over `[−87, 88]` (tested over the whole range).
+
+use std::arch::x86_64::*;
+
+/// `e^x` per lane. Inputs are clamped to `[−87.3, 88.3]`: below, the result is
+/// near the smallest normal (`e^−87.3`) instead of a subnormal or zero; above,
+/// near `2.1e38` instead of infinity, so `1 + e^x` never overflows to a
+/// division by infinity (SiLU of a very negative input is then a tiny
+/// negative number instead of −0).
+#[target_feature(enable = "avx512f")]
+pub(crate) fn exp(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3)), _mm512_set1_ps(88.3));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    // ln 2 in two parts, so `n · C1` is exact.
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_2e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    _mm512_scalef_ps(p, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exp16(x: f32) -> [f32; 16] {
+        let mut got = [0f32; 16];
+        // SAFETY: the callers check AVX-512 F; 16 lanes out.
+        unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_set1_ps(x))) };
+        got
+    }
+
+    #[test]
+    fn the_vector_exp_is_within_two_ulp_of_f32_exp_from_minus_87_to_88() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512 F on this CPU");
+            return;
+        }
+        let xs: Vec<f32> =
+            (0..=400_000).map(|i| -87.0 + 175.0 * i as f32 / 400_000.0).chain([-0.0, -1e-30, 1e-30, -0.5]).collect();
+        for chunk in xs.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512 F is present (checked above); 16 lanes in and out.
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_loadu_ps(lanes.as_ptr()))) };
+            for (&x, &g) in lanes.iter().zip(&got).take(chunk.len()) {
+                let want = x.exp();
+                let ulp = (want.to_bits() as i64 - g.to_bits() as i64).abs();
+                assert!(ulp <= 2, "exp({x}) = {g}, f32::exp {want}: {ulp} ulp apart");
+            }
+        }
+        // Far outside the range: finite and positive, never zero, infinite or NaN.
+        assert!(exp16(-1e30).iter().all(|&g| g > 0.0 && g < 1.3e-38), "{:?}", exp16(-1e30));
+        assert!(exp16(1e30).iter().all(|&g| g > 1e38 && g.is_finite()), "{:?}", exp16(1e30));
+        assert_eq!(exp16(0.0), [1.0; 16]);
+    }
+}

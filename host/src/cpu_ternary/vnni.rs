@@ -1,0 +1,247 @@
+//! # The AVX-512 VNNI path of the CPU ternary matmul (prefill)
+//!
+//! A register-blocked GEMM in the layout `vpdpbusd` is built for: each 512-bit
+//! accumulator holds 16 *output columns* (weight rows) of one activation row,
+//! so no horizontal sums are needed and each accumulator is stored as one
+//! contiguous run of the output row.
+//!
+//! - **Weights** ([`gemm_task`]): a task's [`ROWS_PER_TASK`] weight rows are
+//!   decoded once into a panel of codes (`trit + 1`, one byte each) in "VNNI
+//!   layout": for each group of four consecutive K and each group of 16
+//!   weight rows, 64 bytes where byte `4·i + t` is the code of row `i` at
+//!   `K = 4·g + t`. The device layout makes this cheap: extraction `j` of word
+//!   `q` of a row holds exactly the codes of `K = 16·q + 4·j ..+4` in one
+//!   32-bit lane, so a gather of word `q` from 16 rows and four shift-and-masks
+//!   give four panel vectors.
+//! - **Activations**: read in their natural order, straight from the
+//!   quantized rows (no permutation, no copy). Each step broadcasts four
+//!   bytes of one activation row to all 16 lanes (an embedded broadcast of
+//!   `vpdpbusd`'s memory operand).
+//! - **Micro-kernel** ([`micro_kernel`]): [`ACTS`] activation rows ×
+//!   [`VECS`] × 16 weight rows, `ACTS · VECS` accumulators (24 of the 32
+//!   registers): per step, `VECS` panel loads and `ACTS` broadcasts feed
+//!   `ACTS · VECS` `vpdpbusd`, so the loads stay well under the products.
+//! - **Epilogue**: `(sum − Σa) · (w_scale / x_scale)`, the two IEEE operations of
+//!   [`dequantize`](crate::matmul::dequantize) in the same order, 16 lanes at
+//!   a time, written in place into the task's own columns of the output.
+//!
+//! Bounds: one sum is at most `2 · 128 · K`, far inside i32 for any K here.
+
+use std::arch::x86_64::*;
+
+use super::OutputColumns;
+use crate::buffer::OutputElem;
+use crate::matmul::QuantizedRef;
+use crate::ternary::TernaryRef;
+
+/// Weight rows per 512-bit accumulator (its i32 lanes).
+const LANES: usize = 16;
+/// Accumulators across the weight rows of one activation row in the micro-kernel.
+const VECS: usize = 3;
+/// Activation rows of the micro-kernel.
+const ACTS: usize = 8;
+/// Weight rows per parallel task: the micro-kernel's width.
+pub(super) const ROWS_PER_TASK: usize = VECS * LANES;
+/// Bytes of the panel per group of four K: `VECS` vectors of 64 bytes.
+const GROUP_BYTES: usize = VECS * 64;
+
+/// Prefill: weight rows `first_row ..` of this task (at most
+/// [`ROWS_PER_TASK`]) against every activation row, into columns
+/// `first_row ..` of `out`. `panel` is this thread's scratch.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; no other task writes these columns of `out`.
+pub(super) unsafe fn gemm_task<O: OutputElem>(
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
+    first_row: usize,
+    out: &OutputColumns<'_, O>,
+    panel: &mut Vec<u8>,
+) {
+    let wpr = w.words_per_row();
+    assert!(x.k_pad >= 16 * wpr, "activation rows of {} bytes for weight rows of {wpr} words", x.k_pad);
+    let rows_here = (w.rows() - first_row).min(ROWS_PER_TASK);
+    let groups = 4 * wpr;
+    panel.clear();
+    panel.resize(groups * GROUP_BYTES, 0);
+    // SAFETY: the caller's contract (the CPU); the panel holds `4 · wpr` groups.
+    unsafe { decode_panel(&w.words()[first_row * wpr..][..rows_here * wpr], wpr, rows_here, panel) };
+    let mut m0 = 0;
+    while m0 < x.rows {
+        let rows = (x.rows - m0).min(ACTS);
+        let cols = (first_row, rows_here, w.scale());
+        // SAFETY: the CPU and the columns (the caller's contract); `block` checks the slices.
+        unsafe {
+            match rows {
+                8 => block::<8, O>(x, m0, panel, groups, out, cols),
+                7 => block::<7, O>(x, m0, panel, groups, out, cols),
+                6 => block::<6, O>(x, m0, panel, groups, out, cols),
+                5 => block::<5, O>(x, m0, panel, groups, out, cols),
+                4 => block::<4, O>(x, m0, panel, groups, out, cols),
+                3 => block::<3, O>(x, m0, panel, groups, out, cols),
+                2 => block::<2, O>(x, m0, panel, groups, out, cols),
+                _ => block::<1, O>(x, m0, panel, groups, out, cols),
+            }
+        }
+        m0 += rows;
+    }
+}
+
+/// Activation rows `m0 .. m0 + R` × the task's weight rows (`first_row ..`,
+/// `rows_here` of them, scale `w_scale`), dequantized into their cells of `out`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; no other task writes columns
+/// `first_row .. first_row + rows_here` of `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn block<const R: usize, O: OutputElem>(
+    x: &QuantizedRef<'_>,
+    m0: usize,
+    panel: &[u8],
+    groups: usize,
+    out: &OutputColumns<'_, O>,
+    (first_row, rows_here, w_scale): (usize, usize, f32),
+) {
+    let (acts, stride) = (x.values(), x.k_pad);
+    assert!(
+        R <= ACTS
+            && panel.len() >= groups * GROUP_BYTES
+            && 4 * groups <= stride
+            && acts.len() >= (m0 + R) * stride
+            && x.sums.len() >= m0 + R
+            && x.scales.len() >= m0 + R
+    );
+    // SAFETY: the bounds just checked.
+    let acc = unsafe { micro_kernel::<R>(panel.as_ptr(), acts[m0 * stride..].as_ptr(), stride, groups) };
+    for (i, row) in acc.iter().enumerate() {
+        let r = m0 + i;
+        let sum = _mm512_set1_epi32(x.sums[r]);
+        // The arithmetic of `dequantize`, in the same order: (acc − Σa) as f32 · (w_scale / x_scale).
+        let scale = _mm512_set1_ps(w_scale / x.scales[r]);
+        for (v, &a) in row.iter().enumerate() {
+            let c0 = v * LANES;
+            if c0 >= rows_here {
+                break;
+            }
+            let mut vals = [0f32; LANES];
+            // SAFETY: 16 f32 lanes into a 16-element array.
+            unsafe {
+                _mm512_storeu_ps(vals.as_mut_ptr(), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, sum)), scale))
+            };
+            // SAFETY: columns `first_row + c0 ..` are this task's (the
+            // contract), and no other segment is held.
+            let seg = unsafe { out.segment(r, first_row + c0, LANES.min(rows_here - c0)) };
+            match <&mut [O; LANES]>::try_from(&mut *seg) {
+                // A whole run: a fixed-size store the compiler inlines.
+                Ok(whole) => *whole = vals.map(O::from_f32),
+                Err(_) => {
+                    for (o, &v) in seg.iter_mut().zip(&vals) {
+                        *o = O::from_f32(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `ACTS · VECS` accumulators over `groups` steps of four K.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; `panel` points at `groups · GROUP_BYTES`
+/// readable bytes and `acts` at `R` rows of `stride` bytes, each with at least
+/// `4 · groups` readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn micro_kernel<const R: usize>(
+    panel: *const u8,
+    acts: *const i8,
+    stride: usize,
+    groups: usize,
+) -> [[__m512i; VECS]; R] {
+    let mut acc = [[_mm512_setzero_si512(); VECS]; R];
+    for g in 0..groups {
+        // SAFETY: group `g` of the panel and bytes `4g .. 4g + 4` of each row (the contract).
+        unsafe {
+            let c: [__m512i; VECS] =
+                std::array::from_fn(|v| _mm512_loadu_si512(panel.add(g * GROUP_BYTES + 64 * v).cast()));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_epi32(acts.add(r * stride + 4 * g).cast::<i32>().read_unaligned());
+                for (s, &cv) in row.iter_mut().zip(&c) {
+                    *s = _mm512_dpbusd_epi32(*s, cv, a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The task's weight rows (`rows` rows of `wpr` words, contiguous) into the
+/// panel: group `4q + j`, vector `v` holds extraction `j` of word `q` of rows
+/// `16v ..`; rows past `rows` are zeros (their sums are dropped).
+///
+/// # Safety
+/// The CPU has AVX-512 F; `panel` holds `4 · wpr` groups; `words` holds `rows · wpr` words.
+#[target_feature(enable = "avx512f")]
+unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8]) {
+    assert!(words.len() >= rows * wpr && panel.len() >= 4 * wpr * GROUP_BYTES && rows <= ROWS_PER_TASK);
+    let mask = _mm512_set1_epi32(0x0303_0303);
+    let row_offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(wpr as i32),
+    );
+    for v in 0..VECS {
+        let live = rows.saturating_sub(v * LANES).min(LANES);
+        if live == 0 {
+            break; // the panel was zeroed by the caller
+        }
+        let lanes: __mmask16 = if live == LANES { !0 } else { (1u16 << live) - 1 };
+        let base = words[v * LANES * wpr..].as_ptr();
+        for q in 0..wpr {
+            // SAFETY: lane `i < live` reads word `q` of row `16v + i < rows`,
+            // inside `words`; masked-off lanes touch no memory.
+            let wv = unsafe {
+                _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), lanes, row_offsets, base.add(q).cast())
+            };
+            for j in 0..4 {
+                let c = _mm512_and_si512(_mm512_srlv_epi32(wv, _mm512_set1_epi32(2 * j as i32)), mask);
+                // SAFETY: group `4q + j < 4 · wpr`, vector `v`: 64 bytes inside the panel.
+                unsafe { _mm512_storeu_si512(panel[(4 * q + j) * GROUP_BYTES + 64 * v..].as_mut_ptr().cast(), c) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_gpu::format::device_layout::interleave;
+
+    #[test]
+    fn the_panel_is_in_vnni_layout() {
+        if !super::super::has_vnni() {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        // 37 rows (two full vectors and a partial one) of 8 words; code of (row, k) known.
+        let (rows, wpr) = (37, 8);
+        let code = |r: usize, k: usize| ((r * 7 + k * 3 + k / 5) % 3) as u8;
+        let words: Vec<u32> = (0..rows * wpr)
+            .map(|i| interleave(std::array::from_fn(|b| code(i / wpr, 16 * (i % wpr) + b) as u32)))
+            .collect();
+        let mut panel = vec![0u8; 4 * wpr * GROUP_BYTES];
+        // SAFETY: the CPU was checked above; the sizes are the contract's.
+        unsafe { decode_panel(&words, wpr, rows, &mut panel) };
+        for g in 0..4 * wpr {
+            for v in 0..VECS {
+                for i in 0..LANES {
+                    for t in 0..4 {
+                        let got = panel[g * GROUP_BYTES + 64 * v + 4 * i + t];
+                        let r = LANES * v + i;
+                        let want = if r < rows { code(r, 4 * g + t) } else { 0 };
+                        assert_eq!(got, want, "group {g}, row {r}, byte {t}");
+                    }
+                }
+            }
+        }
+    }
+}
