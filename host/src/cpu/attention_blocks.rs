@@ -80,16 +80,18 @@ pub(super) unsafe fn attention_block(
                 qt[t * QB + i] = x;
             }
         }
-        // Scores, KEYS keys at a time, then one at a time.
+        // Scores, KEYS keys at a time, then one at a time (a fixed count, so
+        // the FMA loop has no per-key branch).
         let mut j = 0;
         while j < max_len {
-            let n = (max_len - j).min(KEYS);
+            let n = if max_len - j >= KEYS { KEYS } else { 1 };
             let mut acc = [_mm512_setzero_ps(); KEYS];
-            for t in 0..d {
-                // SAFETY: `t < d`, 16 lanes of `qt` (d × 16).
-                let qv = unsafe { _mm512_loadu_ps(qt.as_ptr().add(t * QB)) };
-                for (u, a) in acc.iter_mut().enumerate().take(n) {
-                    *a = _mm512_fmadd_ps(qv, _mm512_set1_ps(keys[(j + u) * d + t]), *a);
+            // SAFETY: keys `j .. j + n ≤ max_len` of `keys` (max_len × d) and `qt` (d × 16).
+            unsafe {
+                if n == KEYS {
+                    score_keys::<KEYS>(qt, &keys[j * d..][..KEYS * d], d, &mut acc);
+                } else {
+                    score_keys::<1>(qt, &keys[j * d..][..d], d, &mut acc);
                 }
             }
             for (u, a) in acc.iter().enumerate().take(n) {
@@ -146,6 +148,26 @@ pub(super) unsafe fn attention_block(
                         c = d;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `acc[u] = Σ_t qt[t] · keys[u][t]` for `N` keys (`N × d` of `keys`), the
+/// block's rows in the lanes.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `qt` holds `d × 16` floats and `keys` `N × d`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn score_keys<const N: usize>(qt: &[f32], keys: &[f32], d: usize, acc: &mut [__m512; KEYS]) {
+    assert!(N <= KEYS && qt.len() >= d * QB && keys.len() >= N * d);
+    for t in 0..d {
+        // SAFETY: `t < d`: 16 lanes of `qt` and element `t` of each key (checked above).
+        unsafe {
+            let qv = _mm512_loadu_ps(qt.as_ptr().add(t * QB));
+            for (u, a) in acc.iter_mut().enumerate().take(N) {
+                *a = _mm512_fmadd_ps(qv, _mm512_set1_ps(*keys.get_unchecked(u * d + t)), *a);
             }
         }
     }
