@@ -32,6 +32,7 @@
 //! Rows of the output are split across rayon's pool; integer results are
 //! exact, so this path equals the scalar reference bit for bit.
 
+#[cfg(target_arch = "x86_64")]
 use std::marker::PhantomData;
 
 use rayon::prelude::*;
@@ -50,6 +51,7 @@ mod vnni;
 
 /// An `m × n` output whose columns parallel tasks write, each task its own
 /// columns: the layout the caller wants, with no transposed copy.
+#[cfg(target_arch = "x86_64")]
 struct OutputColumns<'a, O> {
     ptr: *mut O,
     rows: usize,
@@ -58,11 +60,14 @@ struct OutputColumns<'a, O> {
 }
 
 // SAFETY: tasks on other threads write through the pointer only at cells no
-// other task writes (the contract of `set`), while the output stays borrowed.
+// other task writes (the contract of `segment`), while the output stays borrowed.
+#[cfg(target_arch = "x86_64")]
 unsafe impl<O: Send> Send for OutputColumns<'_, O> {}
-// SAFETY: as above; `set` is the only access.
+// SAFETY: as above; `segment` is the only access.
+#[cfg(target_arch = "x86_64")]
 unsafe impl<O: Send> Sync for OutputColumns<'_, O> {}
 
+#[cfg(target_arch = "x86_64")]
 impl<'a, O> OutputColumns<'a, O> {
     fn new(y: &'a mut [O], rows: usize, cols: usize) -> OutputColumns<'a, O> {
         assert_eq!(y.len(), rows * cols, "output length checked by the op");
@@ -329,6 +334,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
 }
 
 /// (matrix, first weight row) of each task of `rows_per_task` weight rows, over every matrix.
+#[cfg(target_arch = "x86_64")]
 fn column_tasks(ws: &[TernaryRef<'_>], rows_per_task: usize) -> Vec<(usize, usize)> {
     ws.iter().enumerate().flat_map(|(i, w)| (0..w.rows()).step_by(rows_per_task).map(move |r| (i, r))).collect()
 }
