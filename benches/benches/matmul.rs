@@ -6,6 +6,8 @@
 //! prefill 512 and 16384 (GEMM; 16384 = the original's 32 × 512 batch), and
 //! 8 on 4096² (the CPU peer's figure).
 //!
+//! The CPU cases run on a thread of the CPU ops' pool, as the model's steps do.
+//!
 //! Throughput is in elements = multiply-adds × 2 (Criterion's "elem/s" reads
 //! as OPS) for matmuls, activations for the quantizer. On the CPU the
 //! largest prefill shapes take about a second per iteration and run with
@@ -57,6 +59,19 @@ fn cpu_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTim
     g
 }
 
+/// `iters` calls of `op` timed on a thread of the CPU ops' pool, as the
+/// model runs them: called from outside the pool, every op would first hand
+/// its work over and wait for a wake-up (about the time of a whole decode GEMV).
+fn on_pool<R>(iters: u64, op: &(impl Fn() -> R + Sync)) -> Duration {
+    trinity::cpu::on_pool_thread(|| {
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(op());
+        }
+        t.elapsed()
+    })
+}
+
 fn bench_cpu(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     println!(
@@ -72,15 +87,14 @@ fn bench_cpu(c: &mut Criterion) {
             let x = activations(&mut rng, m, k);
             g.throughput(ops(m, n, k));
             let id = BenchmarkId::new(format!("{name}-{n}x{k}"), format!("m{m}"));
-            if m <= 8 {
-                g.bench_function(id, |b| {
-                    b.iter(|| HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).unwrap())
-                });
-            } else {
-                g.bench_function(id, |b| {
-                    b.iter(|| HostOps::ternary_gemm(&Device::Cpu, &x, &w, Precision::F32).unwrap())
-                });
-            }
+            let op = || {
+                if m <= 8 {
+                    HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).unwrap()
+                } else {
+                    HostOps::ternary_gemm(&Device::Cpu, &x, &w, Precision::F32).unwrap()
+                }
+            };
+            g.bench_function(id, |b| b.iter_custom(|iters| on_pool(iters, &op)));
         }
     }
     g.finish();

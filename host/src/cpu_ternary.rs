@@ -266,11 +266,16 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         // task's columns of the outputs in place.
         let outs: Vec<OutputColumns<'_, O>> =
             ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
-        column_tasks(ws, vnni::ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
-            // SAFETY: level 2 is chosen only where `has_vnni`; each task
-            // writes only its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
-            unsafe { vnni::gemm_task(x, &ws[i], first_row, &outs[i], panel) };
-        });
+        let tasks = column_tasks(ws, vnni::ROWS_PER_TASK);
+        // Every task reads all the activation rows it is given: in chunks, so
+        // those rows stay in the caches while all the tasks pass over them.
+        for rows in (0..m).step_by(vnni::ACT_ROWS_PER_PASS).map(|r| r..(r + vnni::ACT_ROWS_PER_PASS).min(m)) {
+            tasks.par_iter().for_each_init(Vec::new, |panel, &(i, first_row)| {
+                // SAFETY: level 2 is chosen only where `has_vnni`; each task writes only
+                // its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+                unsafe { vnni::gemm_task(x, &ws[i], first_row, rows.clone(), &outs[i], panel) };
+            });
+        }
         return;
     }
     // The other SIMD paths read the activations permuted; the portable one reads them as they are.
@@ -297,8 +302,10 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         return;
     }
     // Decode takes the AVX2 prefetching GEMV on every SIMD level: memory, not
-    // arithmetic, bounds it, and the AVX-512 dot blocks (no prefetch) ran
-    // b1.58-large's decode at 35.4 tok/s against its 47.5 on a Xeon with AMX.
+    // arithmetic, bounds it. The AVX-512 dot blocks (no prefetch) ran
+    // b1.58-large's decode at 35.4 tok/s against its 47.5 on a Xeon with AMX;
+    // a prefetching AVX-512 VNNI GEMV ran it at 143 / 137 against 150 / 145 on
+    // a Zen 5 EPYC (2026-12-06), though faster on matrices already in the L3.
     let gemv = simd >= 1 && small && has_avx2();
     let rows_per_task = match (simd, small) {
         _ if gemv => GEMV_ROWS_PER_TASK,

@@ -169,7 +169,8 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
     // the prefill result is transposed in, with rows and columns left over; M and N past the
     // AMX path's 32 × 32 tile blocks (whole, and with one row or column left), K long;
     // N past the VNNI path's 48-row tasks and its 16-row vectors (49, 65, 97) with
-    // M past its 8-row blocks, K the smallest padded row (64) and one past it.
+    // M past its 8-row blocks, K the smallest padded row (64) and one past it;
+    // M past the VNNI path's 1024-row passes.
     let shapes = [
         (1, 3, 256),
         (5, 17, 600),
@@ -187,6 +188,7 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         (16, 49, 64),
         (11, 65, 65),
         (25, 97, 1536),
+        (1030, 7, 130),
     ];
     for &(m, n, k) in &shapes {
         let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
