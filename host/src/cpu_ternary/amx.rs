@@ -296,20 +296,13 @@ pub(super) unsafe fn peak_loop(iters: u64, seed: i8) -> i64 {
 /// bytes rounded up to whole blocks; `r < 32`.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn decode_row(words: &[u32], panel: &mut [u8], r: usize) {
-    let mask = _mm512_set1_epi32(0x0303_0303);
     for blk in 0..words.len().div_ceil(16) {
         // The last block may be partial: masked-off lanes are zero and never touch memory.
         let live = (words.len() - 16 * blk).min(16);
         let lanes: __mmask16 = if live == 16 { !0 } else { (1u16 << live) - 1 };
         // SAFETY: the mask limits the load to the `live` words left in the row.
         let wv = unsafe { _mm512_maskz_loadu_epi32(lanes, words[16 * blk..].as_ptr().cast()) };
-        let codes = [
-            _mm512_and_si512(wv, mask),
-            _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
-            _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
-            _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
-        ];
-        for (j, c) in codes.into_iter().enumerate() {
+        for (j, c) in super::vnni::extract(wv).into_iter().enumerate() {
             let at = (2 * (4 * blk + j) + r / TILE_ROWS) * B_TILE_BYTES + TILE_K * (r % TILE_ROWS);
             let row = &mut panel[at..][..TILE_K];
             // SAFETY: 64 bytes into a 64-byte slice.

@@ -198,7 +198,6 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
     for line in words[..rows * wpr].chunks(16) {
         _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
     }
-    let mask = _mm512_set1_epi32(0x0303_0303);
     for v in 0..VECS {
         let live = rows.saturating_sub(v * LANES).min(LANES);
         if live == 0 {
@@ -218,13 +217,7 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
             });
             for (t, wv) in transpose16(block).into_iter().enumerate().take(nq) {
                 let q = q0 + t;
-                let codes = [
-                    _mm512_and_si512(wv, mask),
-                    _mm512_and_si512(_mm512_srli_epi32::<2>(wv), mask),
-                    _mm512_and_si512(_mm512_srli_epi32::<4>(wv), mask),
-                    _mm512_and_si512(_mm512_srli_epi32::<6>(wv), mask),
-                ];
-                for (j, c) in codes.into_iter().enumerate() {
+                for (j, c) in extract(wv).into_iter().enumerate() {
                     let at = &mut panel[(4 * q + j) * GROUP_BYTES + 64 * v..][..64];
                     // SAFETY: 64 bytes into a 64-byte slice.
                     unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), c) };
@@ -232,6 +225,19 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
             }
         }
     }
+}
+
+/// The four extractions of 16 device-layout words: lane `q` of extraction `j`
+/// holds, one per byte, the codes of weights `16q + 4j .. 16q + 4j + 4`.
+#[target_feature(enable = "avx512f")]
+pub(super) fn extract(words: __m512i) -> [__m512i; 4] {
+    let mask = _mm512_set1_epi32(0x0303_0303);
+    [
+        _mm512_and_si512(words, mask),
+        _mm512_and_si512(_mm512_srli_epi32::<2>(words), mask),
+        _mm512_and_si512(_mm512_srli_epi32::<4>(words), mask),
+        _mm512_and_si512(_mm512_srli_epi32::<6>(words), mask),
+    ]
 }
 
 /// A 16 × 16 transpose of 32-bit elements: lane `i` of output `j` is lane
