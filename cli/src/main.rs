@@ -213,6 +213,8 @@ fn run() -> Result<ExitCode> {
                 ),
                 None => println!("{:>20}: none (built without a kernel toolchain)", "embedded PTX"),
             }
+            // The CPU backend's threads and ternary matmul path (`TRINITY_CPU_PATH` picks another).
+            println!("{:>20}: {}", "CPU backend", Device::Cpu.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { backend, seed, large, small } => {

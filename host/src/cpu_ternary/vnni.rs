@@ -15,8 +15,7 @@
 //!   registers) and four shift-and-masks give four panel vectors.
 //! - **Activations**: read in their natural order, straight from the
 //!   quantized rows (no permutation, no copy). Each step broadcasts four
-//!   bytes of one activation row to all 16 lanes (an embedded broadcast of
-//!   `vpdpbusd`'s memory operand).
+//!   bytes of one activation row to all 16 lanes (`vpbroadcastd` from memory).
 //! - **Micro-kernel** ([`micro_kernel`]): [`ACTS`] activation rows ×
 //!   [`VECS`] × 16 weight rows, `ACTS · VECS` accumulators (24 of the 32
 //!   registers): per step, `VECS` panel loads and `ACTS` broadcasts feed
