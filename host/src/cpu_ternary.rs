@@ -91,6 +91,28 @@ impl<'a, O> OutputColumns<'a, O> {
         // SAFETY: in bounds (checked); the caller owns these cells.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + c), len) }
     }
+
+    /// `y[r][c ..][..len] = vals[..len]`, converted to the output element.
+    ///
+    /// # Safety
+    /// As [`segment`](Self::segment); `len ≤ 16`.
+    unsafe fn store16(&self, r: usize, c: usize, len: usize, vals: &[f32; 16])
+    where
+        O: OutputElem,
+    {
+        // SAFETY: the caller's contract.
+        let seg = unsafe { self.segment(r, c, len) };
+        match <&mut [O; 16]>::try_from(&mut *seg) {
+            // A whole run: a fixed-size store the compiler inlines (a loop over
+            // the slice became a `memmove` call per segment).
+            Ok(whole) => *whole = vals.map(O::from_f32),
+            Err(_) => {
+                for (o, &v) in seg.iter_mut().zip(vals) {
+                    *o = O::from_f32(v);
+                }
+            }
+        }
+    }
 }
 
 /// Weights per permuted block of the AVX2 and AMX paths (one 512-bit load of words).

@@ -190,17 +190,7 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
                 // are this task's, and no other segment is held.
                 unsafe {
                     let row = tile_column(tile, j, x.sums[r], w.scale(), x.scales[r]);
-                    let seg = out.segment(r, first_row + wr0, cols);
-                    match <&mut [O; TILE_ROWS]>::try_from(&mut *seg) {
-                        // A whole row of the tile: a fixed-size store the compiler
-                        // inlines (the loop below became a `memmove` call per segment).
-                        Ok(whole) => *whole = row.map(O::from_f32),
-                        Err(_) => {
-                            for (o, &v) in seg.iter_mut().zip(&row) {
-                                *o = O::from_f32(v);
-                            }
-                        }
-                    }
+                    out.store16(r, first_row + wr0, cols, &row);
                 }
             }
         }

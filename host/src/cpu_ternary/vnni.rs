@@ -66,7 +66,7 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
     assert!(x.k_pad >= 16 * wpr, "activation rows of {} bytes for weight rows of {wpr} words", x.k_pad);
     let rows_here = (w.rows() - first_row).min(ROWS_PER_TASK);
     let groups = 4 * wpr;
-    panel.clear();
+    // `decode_panel` writes every byte of the first `groups` groups.
     panel.resize(groups * GROUP_BYTES, 0);
     // SAFETY: the caller's contract (the CPU); the panel holds `4 · wpr` groups.
     unsafe { decode_panel(&w.words()[first_row * wpr..][..rows_here * wpr], wpr, rows_here, panel) };
@@ -135,16 +135,7 @@ unsafe fn block<const R: usize, O: OutputElem>(
             };
             // SAFETY: columns `first_row + c0 ..` are this task's (the
             // contract), and no other segment is held.
-            let seg = unsafe { out.segment(r, first_row + c0, LANES.min(rows_here - c0)) };
-            match <&mut [O; LANES]>::try_from(&mut *seg) {
-                // A whole run: a fixed-size store the compiler inlines.
-                Ok(whole) => *whole = vals.map(O::from_f32),
-                Err(_) => {
-                    for (o, &v) in seg.iter_mut().zip(&vals) {
-                        *o = O::from_f32(v);
-                    }
-                }
-            }
+            unsafe { out.store16(r, first_row + c0, LANES.min(rows_here - c0), &vals) };
         }
     }
 }
@@ -182,7 +173,8 @@ unsafe fn micro_kernel<const R: usize>(
 
 /// The task's weight rows (`rows` rows of `wpr` words, contiguous) into the
 /// panel: group `4q + j`, vector `v` holds extraction `j` of word `q` of rows
-/// `16v ..`; rows past `rows` are zeros (their sums are dropped). Blocks of
+/// `16v ..`; rows past `rows` are zeros (their sums are dropped). Every byte
+/// of the first `4 · wpr` groups is written. Blocks of
 /// 16 words × 16 rows are transposed in registers (a gather per word was 7 %
 /// of the GEMM's time).
 ///
@@ -200,7 +192,11 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
     for v in 0..VECS {
         let live = rows.saturating_sub(v * LANES).min(LANES);
         if live == 0 {
-            break; // the panel was zeroed by the caller
+            // No rows here (the last task of a matrix): zero codes, whose sums are dropped.
+            for g in 0..4 * wpr {
+                panel[g * GROUP_BYTES + 64 * v..][..64].fill(0);
+            }
+            continue;
         }
         for q0 in (0..wpr).step_by(LANES) {
             let nq = (wpr - q0).min(LANES);
@@ -280,24 +276,28 @@ mod tests {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        // 37 rows (two full vectors and a partial one) of 36 words (two blocks
-        // of 16 and a partial one); code of (row, k) known.
-        let (rows, wpr) = (37, 36);
+        // 37 rows (two full vectors and a partial one), and 20 (one full, one
+        // partial, one with no rows), of 36 words (two blocks of 16 and a
+        // partial one); code of (row, k) known. The panel starts as garbage:
+        // every byte must be written.
+        let wpr = 36;
         let code = |r: usize, k: usize| ((r * 7 + k * 3 + k / 5) % 3) as u8;
-        let words: Vec<u32> = (0..rows * wpr)
-            .map(|i| interleave(std::array::from_fn(|b| code(i / wpr, 16 * (i % wpr) + b) as u32)))
-            .collect();
-        let mut panel = vec![0u8; 4 * wpr * GROUP_BYTES];
-        // SAFETY: the CPU was checked above; the sizes are the contract's.
-        unsafe { decode_panel(&words, wpr, rows, &mut panel) };
-        for g in 0..4 * wpr {
-            for v in 0..VECS {
-                for i in 0..LANES {
-                    for t in 0..4 {
-                        let got = panel[g * GROUP_BYTES + 64 * v + 4 * i + t];
-                        let r = LANES * v + i;
-                        let want = if r < rows { code(r, 4 * g + t) } else { 0 };
-                        assert_eq!(got, want, "group {g}, row {r}, byte {t}");
+        for rows in [37, 20] {
+            let words: Vec<u32> = (0..rows * wpr)
+                .map(|i| interleave(std::array::from_fn(|b| code(i / wpr, 16 * (i % wpr) + b) as u32)))
+                .collect();
+            let mut panel = vec![0xAAu8; 4 * wpr * GROUP_BYTES];
+            // SAFETY: the CPU was checked above; the sizes are the contract's.
+            unsafe { decode_panel(&words, wpr, rows, &mut panel) };
+            for g in 0..4 * wpr {
+                for v in 0..VECS {
+                    for i in 0..LANES {
+                        for t in 0..4 {
+                            let got = panel[g * GROUP_BYTES + 64 * v + 4 * i + t];
+                            let r = LANES * v + i;
+                            let want = if r < rows { code(r, 4 * g + t) } else { 0 };
+                            assert_eq!(got, want, "{rows} rows: group {g}, row {r}, byte {t}");
+                        }
                     }
                 }
             }
