@@ -340,6 +340,12 @@ trait RowElem: Copy {
     /// `p` points to 8 readable elements; the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Sixteen elements at `p`, widened to f32.
+    ///
+    /// # Safety
+    /// `p` points to 16 readable elements; the CPU has AVX-512 F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl RowElem for f32 {
@@ -351,6 +357,12 @@ impl RowElem for f32 {
     unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
         // SAFETY: 8 readable floats (the caller's contract).
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: 16 readable floats and AVX-512 F (the caller's contract).
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 }
 
@@ -365,6 +377,13 @@ impl RowElem for f16 {
         // SAFETY: 8 readable halves (16 bytes) and F16C (the caller's contract).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: 16 readable halves (32 bytes) and AVX-512 F (the caller's contract).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
 }
 
 impl RowElem for i8 {
@@ -378,6 +397,13 @@ impl RowElem for i8 {
         // SAFETY: 8 readable bytes and AVX2 (the caller's contract).
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const i8) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: 16 readable bytes and AVX-512 F (the caller's contract).
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    }
 }
 
 /// How far ahead of the current element [`dot`] prefetches the second operand
@@ -388,6 +414,11 @@ const DOT_PREFETCH_BYTES: usize = 4096;
 /// `a · b` on the fastest path this CPU has, in an order fixed for a given CPU
 /// (eight lanes, then a fixed reduction; never dependent on other rows).
 fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+        return unsafe { dot_avx512(a, b) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked by `has_fma`).
@@ -413,6 +444,57 @@ fn has_fma() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *YES.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`dot`] with four 16-lane FMA accumulators (64 elements a step), every
+/// line of `b` prefetched [`DOT_PREFETCH_BYTES`] ahead, then a fixed-order
+/// reduction. The AVX2 [`dot_fma`] does half the elements per instruction:
+/// with an int8 lm_head it ran at ~52 GB/s even on rows in the L3 of a Zen 5
+/// EPYC, below the memory's bandwidth, so the arithmetic bounded decode's head.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_avx512<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
+    use std::arch::x86_64::*;
+    const STEP: usize = 64;
+    let n = a.len().min(b.len());
+    let size = std::mem::size_of::<E>();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + STEP <= n {
+        for line in 0..size {
+            // A hint: it never faults, so the address may run past the row.
+            let p = b.as_ptr().cast::<u8>().wrapping_add(i * size + DOT_PREFETCH_BYTES + 64 * line);
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        }
+        for (q, c) in acc.iter_mut().enumerate() {
+            // SAFETY: `i + 16q + 16 ≤ n` elements of both slices; AVX-512 F is enabled here.
+            let (x, y) =
+                unsafe { (_mm512_loadu_ps(a.as_ptr().add(i + 16 * q)), E::load16(b.as_ptr().add(i + 16 * q))) };
+            *c = _mm512_fmadd_ps(x, y, *c);
+        }
+        i += STEP;
+    }
+    // Whole vectors past the last step (attention's head_dim of 96 is one step and two of these).
+    let mut q = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 ≤ n` elements of both slices.
+        let (x, y) = unsafe { (_mm512_loadu_ps(a.as_ptr().add(i)), E::load16(b.as_ptr().add(i))) };
+        acc[q] = _mm512_fmadd_ps(x, y, acc[q]);
+        (i, q) = (i + 16, q + 1);
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y.to_f32()).sum();
+    _mm512_reduce_add_ps(sum) + tail
 }
 
 /// [`dot`] with four 8-lane FMA accumulators (32 elements a step), `b`

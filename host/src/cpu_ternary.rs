@@ -5,7 +5,10 @@
 //! `trit + 1` (0, 1, 2), unsigned, which is what the unsigned × signed byte
 //! dot products of x86 want; the activation row sum is subtracted at the end.
 //!
-//! - **AVX-512 VNNI** (chosen at run time), prefill (M > 2): a register-blocked
+//! - **AVX-512 VNNI** (chosen at run time), decode (M ≤ 2): a prefetching GEMV
+//!   over the AVX2 path's permuted activations, a whole 256-weight block per
+//!   512-bit load and `vpdpbusd` into 32-bit lanes (the `vnni_gemv` submodule).
+//! - **AVX-512 VNNI**, prefill (M > 2): a register-blocked
 //!   GEMM (the `vnni` submodule). A task's 48 weight rows are decoded once
 //!   into a panel of codes in the layout `vpdpbusd` reads (16 weight rows × 4
 //!   consecutive K per 512-bit vector); each step broadcasts four activation
@@ -18,11 +21,10 @@
 //!   weight `16q + 4j + b`), meets one contiguous activation vector in
 //!   `vpmaddubsw`; a prefetching GEMV for decode and a decoded-panel GEMM for
 //!   prefill (the `avx2` submodule).
-//!   Decode (M ≤ 2) takes the AVX2 GEMV on the AVX-512 and AMX levels too.
 //! - **AMX-INT8** (chosen at run time for prefill, M > 2, where the CPU has
 //!   it and the kernel grants the tile state): 16 × 16 tiles of i32 sums from
 //!   tiles of codes and activations (the `amx` submodule); decode takes the
-//!   AVX2 GEMV, as on every level.
+//!   AVX-512 VNNI GEMV.
 //! - **Portable**: the same arithmetic, four weights at a time.
 //!
 //! `TRINITY_CPU_PATH=amx-int8|avx512-vnni|avx2|portable` picks a path other
@@ -48,6 +50,8 @@ mod amx;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+#[cfg(target_arch = "x86_64")]
+mod vnni_gemv;
 
 /// An `m × n` output whose columns parallel tasks write, each task its own
 /// columns: the layout the caller wants, with no transposed copy.
@@ -323,11 +327,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         });
         return;
     }
-    // Decode takes the AVX2 prefetching GEMV on every SIMD level: memory, not
-    // arithmetic, bounds it. The AVX-512 dot blocks (no prefetch) ran
-    // b1.58-large's decode at 35.4 tok/s against its 47.5 on a Xeon with AMX;
-    // a prefetching AVX-512 VNNI GEMV ran it at 143 / 137 against 150 / 145 on
-    // a Zen 5 EPYC (2026-12-06), though faster on matrices already in the L3.
+    // Decode takes a prefetching GEMV: AVX-512 VNNI on levels 2 and 3, AVX2 on level 1.
     let gemv = simd >= 1 && small && has_avx2();
     let rows_per_task = match (simd, small) {
         _ if gemv => GEMV_ROWS_PER_TASK,
@@ -344,6 +344,13 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         .collect();
     tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
         let w = &ws[i];
+        #[cfg(target_arch = "x86_64")]
+        if gemv && simd >= 2 {
+            // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; every
+            // permuted activation row holds whole blocks covering the weight rows.
+            unsafe { vnni_gemv::gemv_task(x, w, (act, stride), first_row, chunk) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if gemv {
             avx2::gemv_task(x, w, (act, stride), first_row, chunk);

@@ -170,7 +170,10 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
     // AMX path's 32 × 32 tile blocks (whole, and with one row or column left), K long;
     // N past the VNNI path's 48-row tasks and its 16-row vectors (49, 65, 97) with
     // M past its 8-row blocks, K the smallest padded row (64) and one past it;
-    // M past the VNNI path's 1024-row passes.
+    // M past the VNNI path's 1024-row passes; decode (M ≤ 2) with a lone
+    // partial block (K = 1, 33, 190), each tail of the VNNI GEMV's 16-word
+    // blocks (rows are padded to 4 words: 4 after 10 blocks at K = 2600, 8 at
+    // K = 1100, 12 at K = 700), and weight rows not a multiple of its 4.
     let shapes = [
         (1, 3, 256),
         (5, 17, 600),
@@ -189,6 +192,10 @@ fn cpu_fast_ternary_path_matches_the_scalar_reference_across_block_tails() {
         (11, 65, 65),
         (25, 97, 1536),
         (1030, 7, 130),
+        (1, 1, 1),
+        (2, 6, 33),
+        (1, 7, 700),
+        (2, 5, 190),
     ];
     for &(m, n, k) in &shapes {
         let x = quantize_reference(Activations::F32(&verify::random_activations(&mut rng, m, k)), m, k);
