@@ -19,9 +19,13 @@
 //!   accumulators (even and odd extractions) so the chains of `vpdpbusd`
 //!   never wait on each other's latency.
 //!
-//! Each 64-byte line of a weight row is prefetched [`PREFETCH_WORDS`] words
-//! ahead, as in the AVX2 GEMV (short rows defeat the hardware prefetcher),
-//! and a task's first lines are prefetched before its first row starts.
+//! The weights are prefetched [`PREFETCH_WORDS`] words ahead (short rows
+//! defeat the hardware prefetcher), a task's first lines before its first
+//! row starts. The `ROWS` rows of a group are contiguous, so each step
+//! prefetches `ROWS` consecutive lines and the prefetches walk memory in
+//! address order; a line per row at the same offset into each row (as the
+//! AVX2 GEMV does) streamed a 2B-4T-sized stack of layers ~5 % slower
+//! (8 alternated rounds on the Zen 5 EPYC, 2026-12-06).
 //!
 //! Bounds: a sum is at most `2 · 128 · K`, far inside i32.
 
@@ -127,9 +131,12 @@ unsafe fn gemv_rows<const R: usize>(rows: &[&[u32]; ROWS], acts: &[&[i8]; R]) ->
     for blk in 0..full {
         // SAFETY: block `blk` lies inside the padded activation rows (the contract).
         let a: [[__m512i; 4]; R] = std::array::from_fn(|r| unsafe { block_acts(acts[r], blk) });
-        for (acc_i, row) in acc.iter_mut().zip(rows) {
-            // A hint: it never faults, so the address may run past the row.
-            _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(BLOCK_WORDS * blk + PREFETCH_WORDS).cast());
+        for (i, (acc_i, row)) in acc.iter_mut().zip(rows).enumerate() {
+            // The group's rows are contiguous: its lines are prefetched in
+            // address order, `ROWS` a step (a hint: it never faults, so the
+            // address may run past the rows).
+            let ahead = ROWS * BLOCK_WORDS * blk + 16 * i + PREFETCH_WORDS;
+            _mm_prefetch::<_MM_HINT_T0>(rows[0].as_ptr().wrapping_add(ahead).cast());
             // SAFETY: `16·blk + 16 ≤ 16 · full ≤ words`.
             let c = extract(unsafe { _mm512_loadu_si512(row.as_ptr().add(BLOCK_WORDS * blk).cast()) });
             block_dot(acc_i, &c, &a);
