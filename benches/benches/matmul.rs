@@ -13,6 +13,13 @@
 //! largest prefill shapes take about a second per iteration and run with
 //! Criterion's minimum of 10 samples (never skipped).
 //!
+//! `cpu-decode-stack`: a whole decode step's linears (every layer's q / k / v
+//! and gate / up in one call each, o and down alone, m = 1, as the model
+//! issues them) over the random weights of bitnet_b1_58-large (170 MB) and
+//! 2B-4T (521 MB), far larger than the caches. Throughput in weight bytes; a
+//! ratio line gives each as a fraction of the read bandwidth measured right
+//! after it in the same run (`trinity::ceilings::read_bandwidth`).
+//!
 //! With a GPU: the same kernels on CUDA (GPU time from CUDA events), the
 //! GEMV also cold (weights rotated through buffers larger than the L2), cuBLAS
 //! FP16 `GemmEx` of each shape and cuBLAS SGEMM 4096³ beside ours, and a
@@ -246,5 +253,77 @@ fn bench_gpu(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_cpu, bench_gpu);
+/// Decode-step stacks: (name, layers, hidden, q/k/v width of k and v, intermediate).
+const DECODE_STACKS: &[(&str, usize, usize, usize, usize)] =
+    &[("b1.58-large", 24, 1536, 1536, 4096), ("2b4t", 30, 2560, 640, 6912)];
+
+fn bench_cpu_decode_stack(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut g = cpu_group(c, "cpu-decode-stack");
+    for &(name, layers, h, kv, ff) in DECODE_STACKS {
+        let mut upload = |n: usize, k: usize| dev.upload_ternary(&DeviceTernary::random(n, k, 0.5, &mut rng)).unwrap();
+        // Per layer, the model's four calls: q / k / v, o, gate / up, down.
+        let stack: Vec<[Vec<_>; 4]> = (0..layers)
+            .map(|_| {
+                [
+                    vec![upload(h, h), upload(kv, h), upload(kv, h)],
+                    vec![upload(h, h)],
+                    vec![upload(ff, h), upload(ff, h)],
+                    vec![upload(h, ff)],
+                ]
+            })
+            .collect();
+        let bytes: usize = stack.iter().flatten().flatten().map(|w| w.rows * w.k_pad / 4).sum();
+        let xh = dev.upload_quantized(&activations(&mut rng, 1, h)).unwrap();
+        let xf = dev.upload_quantized(&activations(&mut rng, 1, ff)).unwrap();
+        let mut outs: Vec<[Vec<_>; 4]> = stack
+            .iter()
+            .map(|layer| std::array::from_fn(|i| layer[i].iter().map(|w| dev.alloc::<f32>(w.rows).unwrap()).collect()))
+            .collect();
+        let mut step = || {
+            for (layer, ys) in stack.iter().zip(outs.iter_mut()) {
+                for (ws, y) in layer.iter().zip(ys.iter_mut()) {
+                    let x = if ws[0].cols == ff { &xf } else { &xh };
+                    let refs: Vec<_> = ws.iter().collect();
+                    dev.ternary_linears(x, &refs, y).unwrap();
+                }
+            }
+        };
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(BenchmarkId::new(name, "m1"), |b| {
+            b.iter_custom(|iters| {
+                trinity::cpu::on_pool_thread(|| {
+                    let t = std::time::Instant::now();
+                    for _ in 0..iters {
+                        step();
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        let mut times: Vec<f64> = (0..10)
+            .map(|_| {
+                trinity::cpu::on_pool_thread(|| {
+                    let t = std::time::Instant::now();
+                    step();
+                    t.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let secs = times[times.len() / 2];
+        let bw = trinity::ceilings::read_bandwidth(1 << 30, 5);
+        println!(
+            "ratio decode-stack {name} m1: {:.2} ms a step, {:.1} GB/s = {:.0}% of the read bandwidth ({:.1} GB/s, measured after it)",
+            secs * 1e3,
+            bytes as f64 / secs / 1e9,
+            100.0 * bytes as f64 / secs / bw,
+            bw / 1e9
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_cpu, bench_cpu_decode_stack, bench_gpu);
 criterion_main!(benches);

@@ -265,7 +265,7 @@ const HEAD_ROWS_PER_TASK: usize = 256;
 
 /// `C = A · Bᵀ` (A: m×k f32, B: n×k in f16 or int8 with per-row scales,
 /// rows stored `head_row_len(k)` apart, C: m×n): the logits of a 16-bit or int8 lm_head. Every output is one dot
-/// product in a fixed order (8-lane FMA accumulators, then the int8 row's
+/// product in a fixed order (8- or 16-lane FMA accumulators, then the int8 row's
 /// scale), whatever `m`, so batching rows never changes a row's logits. B is
 /// streamed once per 64 rows of A.
 pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usize, k: usize) {
@@ -412,7 +412,8 @@ impl RowElem for i8 {
 const DOT_PREFETCH_BYTES: usize = 4096;
 
 /// `a · b` on the fastest path this CPU has, in an order fixed for a given CPU
-/// (eight lanes, then a fixed reduction; never dependent on other rows).
+/// (sixteen lanes with AVX-512 F, else eight, then a fixed reduction; never
+/// dependent on other rows).
 fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {

@@ -121,6 +121,8 @@ fn hsum(v: __m256i) -> i32 {
 }
 
 /// Σ code · a for `GEMV_ROWS` weight rows (all of one length) × `R` activation rows.
+/// The rows are consecutive in memory from `rows[0]` on (only the prefetches,
+/// hints, rely on it).
 ///
 /// # Safety
 /// The CPU has AVX2; every activation row holds at least `16 · rows[0].len()`

@@ -35,7 +35,7 @@ use super::BLOCK;
 use crate::matmul::{QuantizedRef, dequantize};
 use crate::ternary::TernaryRef;
 
-/// How far ahead of the current read each weight row prefetches, in words (8 KiB).
+/// How far ahead of the current read the prefetches run, in words (8 KiB).
 const PREFETCH_WORDS: usize = 2048;
 /// Weight rows that share each activation load.
 const ROWS: usize = 4;
@@ -119,6 +119,8 @@ fn block_dot<const R: usize>(acc: &mut [[__m512i; 2]; R], c: &[__m512i; 4], a: &
 }
 
 /// Σ code · a for `ROWS` weight rows (all of one length) × `R` activation rows.
+/// The rows are consecutive in memory from `rows[0]` on (only the prefetches,
+/// hints, rely on it).
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VNNI; every activation row holds at least
