@@ -33,7 +33,7 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
 use rand::{RngExt, SeedableRng};
-use trinity::matmul::{Activations, Precision, QuantizedActivations};
+use trinity::matmul::{Activations, QuantizedActivations};
 use trinity::ternary::DeviceTernary;
 use trinity::{Device, HostOps};
 
@@ -69,7 +69,7 @@ fn cpu_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTim
 /// `iters` calls of `op` timed on a thread of the CPU ops' pool, as the
 /// model runs them: called from outside the pool, every op would first hand
 /// its work over and wait for a wake-up (about the time of a whole decode GEMV).
-fn on_pool<R>(iters: u64, op: &(impl Fn() -> R + Sync)) -> Duration {
+fn on_pool<R>(iters: u64, op: &mut (impl FnMut() -> R + Send)) -> Duration {
     trinity::cpu::on_pool_thread(|| {
         let t = std::time::Instant::now();
         for _ in 0..iters {
@@ -86,22 +86,24 @@ fn bench_cpu(c: &mut Criterion) {
         trinity::cpu_ternary::simd_level(),
         rayon::current_num_threads()
     );
+    // The buffers are made once, outside the timing, as the model makes them
+    // (timing `HostOps`, which copies its inputs into new buffers per call,
+    // put a 4 MB copy and a fresh 4 MB allocation into the 4096² GEMV).
+    let dev = Device::Cpu;
     let mut g = cpu_group(c, "cpu-ternary");
     for &(name, n, k) in SHAPES {
-        let w = weights(&mut rng, n, k);
+        let w = dev.upload_ternary(&weights(&mut rng, n, k)).unwrap();
         let ms: &[usize] = if name == "original" { &[1, 8, 512, 16384] } else { &[1, 512, 16384] };
         for &m in ms {
-            let x = activations(&mut rng, m, k);
+            let x = dev.upload_quantized(&activations(&mut rng, m, k)).unwrap();
+            let mut y = dev.alloc::<f32>(m * n).unwrap();
             g.throughput(ops(m, n, k));
             let id = BenchmarkId::new(format!("{name}-{n}x{k}"), format!("m{m}"));
-            let op = || {
-                if m <= 8 {
-                    HostOps::ternary_gemv(&Device::Cpu, &x, &w, Precision::F32).unwrap()
-                } else {
-                    HostOps::ternary_gemm(&Device::Cpu, &x, &w, Precision::F32).unwrap()
-                }
+            let mut op = || match m <= 8 {
+                true => dev.ternary_gemv(&x, &w, &mut y).unwrap(),
+                false => dev.ternary_gemm(&x, &w, &mut y).unwrap(),
             };
-            g.bench_function(id, |b| b.iter_custom(|iters| on_pool(iters, &op)));
+            g.bench_function(id, |b| b.iter_custom(|iters| on_pool(iters, &mut op)));
         }
     }
     g.finish();
@@ -109,9 +111,11 @@ fn bench_cpu(c: &mut Criterion) {
     let mut g = cpu_group(c, "cpu-quantize");
     for &m in &[1usize, 512, 16384] {
         let x: Vec<f32> = (0..m * 4096).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        let x = dev.upload(&x).unwrap();
+        let mut q = dev.alloc_quantized(m, 4096).unwrap();
         g.throughput(Throughput::Elements((m * 4096) as u64));
         g.bench_function(BenchmarkId::new("f32", format!("m{m}xk4096")), |b| {
-            b.iter(|| HostOps::quantize(&Device::Cpu, Activations::F32(&x), m, 4096).unwrap())
+            b.iter(|| dev.quantize(&x, &mut q).unwrap())
         });
     }
     g.finish();
@@ -291,26 +295,8 @@ fn bench_cpu_decode_stack(c: &mut Criterion) {
             }
         };
         g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(BenchmarkId::new(name, "m1"), |b| {
-            b.iter_custom(|iters| {
-                trinity::cpu::on_pool_thread(|| {
-                    let t = std::time::Instant::now();
-                    for _ in 0..iters {
-                        step();
-                    }
-                    t.elapsed()
-                })
-            })
-        });
-        let mut times: Vec<f64> = (0..10)
-            .map(|_| {
-                trinity::cpu::on_pool_thread(|| {
-                    let t = std::time::Instant::now();
-                    step();
-                    t.elapsed().as_secs_f64()
-                })
-            })
-            .collect();
+        g.bench_function(BenchmarkId::new(name, "m1"), |b| b.iter_custom(|iters| on_pool(iters, &mut step)));
+        let mut times: Vec<f64> = (0..10).map(|_| on_pool(1, &mut step).as_secs_f64()).collect();
         times.sort_by(f64::total_cmp);
         let secs = times[times.len() / 2];
         let bw = trinity::ceilings::read_bandwidth(1 << 30, 5);
