@@ -346,14 +346,19 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
         if gemv && simd >= 2 {
-            // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; every
-            // permuted activation row holds whole blocks covering the weight rows.
-            unsafe { vnni_gemv::gemv_task(x, w, (act, stride), first_row, chunk) };
+            let wpr = w.words_per_row();
+            vnni_gemv::prefetch_task_start(&w.words()[first_row * wpr..][..chunk.len() / m * wpr]);
+            // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; `gemv_task`
+            // checks that the permuted activation rows cover the weight rows.
+            gemv_task(x, w, (act, stride), first_row, chunk, |rows, acts| unsafe {
+                vnni_gemv::group_dots(rows, acts, m)
+            });
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if gemv {
-            avx2::gemv_task(x, w, (act, stride), first_row, chunk);
+            // SAFETY: `gemv` needs `has_avx2`; the activation rows as above.
+            gemv_task(x, w, (act, stride), first_row, chunk, |rows, acts| unsafe { avx2::group_dots(rows, acts, m) });
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -366,6 +371,41 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     });
     for ((yt, y), w) in yts.iter().zip(ys.iter_mut()).zip(ws) {
         transpose_out(yt, y, m, w.rows(), small);
+    }
+}
+
+/// Weight rows per group of the SIMD decode GEMVs: the rows that share each activation load.
+#[cfg(target_arch = "x86_64")]
+const GEMV_GROUP: usize = 4;
+
+/// The SIMD decode GEMVs' task: weight rows `first_row ..` (`chunk.len() / m`
+/// of them) in groups of [`GEMV_GROUP`] consecutive rows (a last, short group
+/// repeats its last row), each group's sums from `group_dots(rows, acts)`
+/// against the `m` (1 or 2) permuted activation rows, dequantized into the
+/// transposed output `chunk` (`rows × m`).
+#[cfg(target_arch = "x86_64")]
+fn gemv_task(
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
+    (act, stride): (&[i8], usize),
+    first_row: usize,
+    chunk: &mut [f32],
+    group_dots: impl Fn(&[&[u32]; GEMV_GROUP], &[&[i8]; 2]) -> [[i32; 2]; GEMV_GROUP],
+) {
+    let (m, wpr) = (x.rows, w.words_per_row());
+    // The kernels read whole 256-weight blocks of every activation row.
+    assert!(stride >= wpr.next_multiple_of(BLOCK / 16) * 16, "activation rows of {stride} bytes for {wpr} words");
+    let rows_here = chunk.len() / m;
+    let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
+    for r0 in (0..rows_here).step_by(GEMV_GROUP) {
+        let nr = (rows_here - r0).min(GEMV_GROUP);
+        let rows: [&[u32]; GEMV_GROUP] =
+            std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
+        for (i, d) in group_dots(&rows, &acts).iter().enumerate().take(nr) {
+            for r in 0..m {
+                chunk[(r0 + i) * m + r] = dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]);
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! above lays them out: extraction `j` of the 8 words at `16·blk + 8·h` meets
 //! the 32 bytes at `256·blk + 64·j + 32·h`.
 //!
-//! - **Decode** ([`gemv_task`], M ≤ 2): weights stream from memory once, so
+//! - **Decode** ([`group_dots`], M ≤ 2): weights stream from memory once, so
 //!   the path is built around the memory system. Each 64-byte line of a
 //!   weight row is prefetched [`PREFETCH_WORDS`] words ahead: rows of 1536
 //!   weights are only six lines long, too short for the hardware prefetcher
@@ -37,7 +37,7 @@ use crate::ternary::TernaryRef;
 /// this path's rate (measured best among 1–16 KiB on a 2-core EPYC).
 const PREFETCH_WORDS: usize = 2048;
 /// Weight rows that share each activation load in the decode path.
-const GEMV_ROWS: usize = 4;
+const GEMV_ROWS: usize = super::GEMV_GROUP;
 /// Half-blocks summed in 16 bits before widening (decode): 8 × 2048 ≤ 16 384.
 const GEMV_WIDEN_EVERY: usize = 8;
 /// 32-byte steps summed in 16 bits before widening (prefill): 32 × 512 = 16 384.
@@ -47,33 +47,16 @@ const GEMM_ROWS: usize = 2;
 /// Activation rows of the prefill micro-kernel.
 const GEMM_ACTS: usize = 4;
 
-/// Decode: weight rows `first_row ..` of this task against the one or two
-/// activation rows, into the transposed output `chunk` (`rows × m`).
-pub(super) fn gemv_task(
-    x: &QuantizedRef<'_>,
-    w: &TernaryRef<'_>,
-    (act, stride): (&[i8], usize),
-    first_row: usize,
-    chunk: &mut [f32],
-) {
-    let (m, wpr) = (x.rows, w.words_per_row());
-    let rows_here = chunk.len() / m;
-    let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
-    for r0 in (0..rows_here).step_by(GEMV_ROWS) {
-        let nr = (rows_here - r0).min(GEMV_ROWS);
-        let rows: [&[u32]; GEMV_ROWS] =
-            std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
-        // SAFETY: `gemv_task` runs only where the CPU has AVX2 (the caller
-        // checks `has_avx2`); each activation row holds `stride ≥ 16 · wpr` permuted bytes.
-        let dots: [[i32; 2]; GEMV_ROWS] = unsafe {
-            if m == 1 { gemv_rows::<1>(&rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(&rows, &acts) }
-        };
-        for (i, d) in dots.iter().enumerate().take(nr) {
-            for r in 0..m {
-                chunk[(r0 + i) * m + r] = dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]);
-            }
-        }
-    }
+/// Decode: Σ code · a of a group's [`GEMV_ROWS`] weight rows against the
+/// `m` (1 or 2) permuted activation rows `acts[..m]`, for [`super::gemv_task`].
+///
+/// # Safety
+/// The CPU has AVX2; every activation row holds at least `16 · rows[0].len()`
+/// bytes rounded up to a whole block.
+#[inline]
+pub(super) unsafe fn group_dots(rows: &[&[u32]; GEMV_ROWS], acts: &[&[i8]; 2], m: usize) -> [[i32; 2]; GEMV_ROWS] {
+    // SAFETY: the caller's contract.
+    unsafe { if m == 1 { gemv_rows::<1>(rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(rows, acts) } }
 }
 
 /// The decoded extractions of 8 words: byte `4q + b` of extraction `j` is

@@ -32,53 +32,33 @@
 use std::arch::x86_64::*;
 
 use super::BLOCK;
-use crate::matmul::{QuantizedRef, dequantize};
-use crate::ternary::TernaryRef;
 
 /// How far ahead of the current read the prefetches run, in words (8 KiB).
 const PREFETCH_WORDS: usize = 2048;
 /// Weight rows that share each activation load.
-const ROWS: usize = 4;
+const ROWS: usize = super::GEMV_GROUP;
 /// Words per block: one 512-bit load.
 const BLOCK_WORDS: usize = BLOCK / 16;
 
-/// Decode: weight rows `first_row ..` of this task against the one or two
-/// activation rows (permuted, `stride` bytes apart), into the transposed
-/// output `chunk` (`rows × m`).
-///
-/// # Safety
-/// The CPU has AVX-512 F/BW/VNNI; each activation row holds `stride ≥ 16 ·
-/// words_per_row` bytes rounded up to whole blocks.
-pub(super) unsafe fn gemv_task(
-    x: &QuantizedRef<'_>,
-    w: &TernaryRef<'_>,
-    (act, stride): (&[i8], usize),
-    first_row: usize,
-    chunk: &mut [f32],
-) {
-    let (m, wpr) = (x.rows, w.words_per_row());
-    assert!(stride >= wpr.next_multiple_of(BLOCK_WORDS) * 16, "activation rows of {stride} bytes for {wpr} words");
-    let rows_here = chunk.len() / m;
-    let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
-    let task = &w.words()[first_row * wpr..][..rows_here * wpr];
-    // The first rows are read before the per-row prefetches run ahead of them.
+/// The first [`PREFETCH_WORDS`] words of a task's rows, prefetched before its
+/// first group starts (the in-loop prefetches run that far ahead of the reads).
+pub(super) fn prefetch_task_start(task: &[u32]) {
     for line in task.chunks(16).take(PREFETCH_WORDS / 16) {
         // SAFETY: prefetch is a hint and never faults.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
     }
-    for r0 in (0..rows_here).step_by(ROWS) {
-        let nr = (rows_here - r0).min(ROWS);
-        let rows: [&[u32]; ROWS] = std::array::from_fn(|i| &task[(r0 + i.min(nr - 1)) * wpr..][..wpr]);
-        // SAFETY: the caller's contract (the CPU, the activation rows' length).
-        let dots: [[i32; 2]; ROWS] = unsafe {
-            if m == 1 { gemv_rows::<1>(&rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(&rows, &acts) }
-        };
-        for (i, d) in dots.iter().enumerate().take(nr) {
-            for r in 0..m {
-                chunk[(r0 + i) * m + r] = dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]);
-            }
-        }
-    }
+}
+
+/// Σ code · a of a group's [`ROWS`] weight rows against the `m` (1 or 2)
+/// permuted activation rows `acts[..m]`, for [`super::gemv_task`].
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; every activation row holds at least
+/// `16 · rows[0].len()` bytes rounded up to a whole block.
+#[inline]
+pub(super) unsafe fn group_dots(rows: &[&[u32]; ROWS], acts: &[&[i8]; 2], m: usize) -> [[i32; 2]; ROWS] {
+    // SAFETY: the caller's contract.
+    unsafe { if m == 1 { gemv_rows::<1>(rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(rows, acts) } }
 }
 
 /// The four extractions of a block's 16 words (codes, one per byte).
