@@ -285,12 +285,13 @@ fn bench_cpu_decode_stack(c: &mut Criterion) {
             .iter()
             .map(|layer| std::array::from_fn(|i| layer[i].iter().map(|w| dev.alloc::<f32>(w.rows).unwrap()).collect()))
             .collect();
+        let calls: Vec<[Vec<_>; 4]> =
+            stack.iter().map(|layer| std::array::from_fn(|i| layer[i].iter().collect())).collect();
         let mut step = || {
-            for (layer, ys) in stack.iter().zip(outs.iter_mut()) {
+            for (layer, ys) in calls.iter().zip(outs.iter_mut()) {
                 for (ws, y) in layer.iter().zip(ys.iter_mut()) {
                     let x = if ws[0].cols == ff { &xf } else { &xh };
-                    let refs: Vec<_> = ws.iter().collect();
-                    dev.ternary_linears(x, &refs, y).unwrap();
+                    dev.ternary_linears(x, ws, y).unwrap();
                 }
             }
         };

@@ -450,8 +450,7 @@ fn has_fma() -> bool {
 fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *YES.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+        std::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

@@ -224,6 +224,8 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
 
 /// The four extractions of 16 device-layout words: lane `q` of extraction `j`
 /// holds, one per byte, the codes of weights `16q + 4j .. 16q + 4j + 4`.
+/// Shared by the VNNI and AMX weight panels and the VNNI decode GEMV.
+#[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) fn extract(words: __m512i) -> [__m512i; 4] {
     let mask = _mm512_set1_epi32(0x0303_0303);

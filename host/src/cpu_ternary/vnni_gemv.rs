@@ -32,6 +32,7 @@
 use std::arch::x86_64::*;
 
 use super::BLOCK;
+use super::vnni::extract;
 
 /// How far ahead of the current read the prefetches run, in words (8 KiB).
 const PREFETCH_WORDS: usize = 2048;
@@ -59,19 +60,6 @@ pub(super) fn prefetch_task_start(task: &[u32]) {
 pub(super) unsafe fn group_dots(rows: &[&[u32]; ROWS], acts: &[&[i8]; 2], m: usize) -> [[i32; 2]; ROWS] {
     // SAFETY: the caller's contract.
     unsafe { if m == 1 { gemv_rows::<1>(rows, &[acts[0]]).map(|d| [d[0], 0]) } else { gemv_rows::<2>(rows, acts) } }
-}
-
-/// The four extractions of a block's 16 words (codes, one per byte).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn extract(words: __m512i) -> [__m512i; 4] {
-    let mask = _mm512_set1_epi32(0x0303_0303);
-    [
-        _mm512_and_si512(words, mask),
-        _mm512_and_si512(_mm512_srli_epi32::<2>(words), mask),
-        _mm512_and_si512(_mm512_srli_epi32::<4>(words), mask),
-        _mm512_and_si512(_mm512_srli_epi32::<6>(words), mask),
-    ]
 }
 
 /// The four permuted activation vectors of block `blk` of row `a`.
