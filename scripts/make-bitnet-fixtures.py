@@ -18,6 +18,10 @@ weights in f16 over f16-rounded inputs, see `DenseF16Linear`).
   (weight_scale multiplies), bf16 tensors, tied embeddings with an lm_head tensor.
 - hf-online-bf16: the bf16 master (quantization_mode online: latent weights
   ternarized on the fly by transformers' AutoBitLinear).
+- hf-bitlinear-f32-long: hf-bitlinear-f32's conventions in one shard, a context
+  of 256, and a 192-token random prompt: expected.json holds its logits at every
+  position of the prompt and of its 16 greedy tokens (`long_outputs`), rounded to
+  six decimals.
 - onebitllm-f16: 1bitLLM's BitnetForCausalLM architecture (latent fp16 weights,
   inner_attn_ln / ffn_layernorm, SiLU, full multi-head attention, untied lm_head),
   computed by the PyTorch reference below (1bitLLM's code is not part of transformers).
@@ -49,6 +53,12 @@ OUT = Path(__file__).resolve().parent.parent / "model" / "tests" / "fixtures"
 VOCAB = 64
 PROMPT = [1, 17, 5, 42, 9, 33, 12, 60]
 NEW_TOKENS = 8
+# The long-context fixture: more positions than one tile of the GPU's prefill
+# attention (32) and three chunks of its split decode attention (64 each).
+LONG_PROMPT = 192
+LONG_NEW_TOKENS = 16
+LONG_CONTEXT = 256
+LONG_PROMPT_SEED = 7
 WORDS = [f"w{i}" for i in range(VOCAB - 3)]
 
 
@@ -194,9 +204,31 @@ def write(name, config_dict, tensors, expected, shards=1):
     print(f"{name}: {sum(f.stat().st_size for f in d.iterdir())} bytes")
 
 
-def hf_packed(name, linear_class, dtype, tie_with_tensor, shards, seed):
+def long_outputs(forward):
+    """A long prompt's logits at every position the reference evaluates: the
+    prompt's, then each greedy token's but the last (a full recompute at each
+    step picks the next token, as in `expected_outputs`)."""
+    g = torch.Generator().manual_seed(LONG_PROMPT_SEED)
+    prompt = [1] + torch.randint(3, VOCAB, (LONG_PROMPT - 1,), generator=g).tolist()
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(LONG_NEW_TOKENS):
+            seq.append(int(forward(torch.tensor([seq]))[0, -1].argmax()))
+        logits = forward(torch.tensor([seq[:-1]]))[0].float()
+    return {
+        "prompt_ids": prompt,
+        "greedy_ids": seq[len(prompt):],
+        "logits": [[round(x, 6) for x in row] for row in logits.tolist()],
+    }
+
+
+def hf_packed(name, linear_class, dtype, tie_with_tensor, shards, seed, long=False):
     g = torch.Generator().manual_seed(seed)
-    cfg = hf_config(tie_word_embeddings=True, rope_theta=10000.0 if dtype == torch.float32 else 500000.0)
+    cfg = hf_config(
+        tie_word_embeddings=True,
+        rope_theta=10000.0 if dtype == torch.float32 else 500000.0,
+        max_position_embeddings=LONG_CONTEXT if long else 32,
+    )
     cfg.quantization_config = {
         "quant_method": "bitnet",
         "linear_class": linear_class,
@@ -241,7 +273,8 @@ def hf_packed(name, linear_class, dtype, tie_with_tensor, shards, seed):
     model.tie_weights()
     if tie_with_tensor:
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
-    expected = expected_outputs(lambda ids: model(ids).logits, model)
+    forward = lambda ids: model(ids).logits  # noqa: E731
+    expected = long_outputs(forward) if long else expected_outputs(forward, model)
     config = cfg.to_dict()
     config["architectures"] = ["BitNetForCausalLM"]
     config.pop("_attn_implementation_autoset", None)
@@ -405,9 +438,28 @@ def onebitllm(name, seed):
     write(name, c, tensors, expected)
 
 
+FIXTURES = {
+    "hf-bitlinear-f32": lambda: hf_packed(
+        "hf-bitlinear-f32", "bitlinear", torch.float32, tie_with_tensor=False, shards=2, seed=1
+    ),
+    "hf-autobitlinear-bf16": lambda: hf_packed(
+        "hf-autobitlinear-bf16", "autobitlinear", torch.bfloat16, tie_with_tensor=True, shards=1, seed=2
+    ),
+    "hf-online-bf16": lambda: hf_online("hf-online-bf16", seed=3),
+    "onebitllm-f16": lambda: onebitllm("onebitllm-f16", seed=4),
+    "hf-bitlinear-f32-long": lambda: hf_packed(
+        "hf-bitlinear-f32-long", "bitlinear", torch.float32, tie_with_tensor=False, shards=1, seed=5, long=True
+    ),
+}
+
 if __name__ == "__main__":
-    torch.manual_seed(0)
-    hf_packed("hf-bitlinear-f32", "bitlinear", torch.float32, tie_with_tensor=False, shards=2, seed=1)
-    hf_packed("hf-autobitlinear-bf16", "autobitlinear", torch.bfloat16, tie_with_tensor=True, shards=1, seed=2)
-    hf_online("hf-online-bf16", seed=3)
-    onebitllm("onebitllm-f16", seed=4)
+    # Every fixture, or the ones named: `make-bitnet-fixtures.py hf-bitlinear-f32-long`.
+    # Each has its own seeded generator, so one alone comes out as it does among all
+    # (bit for bit on the same CPU kind; another CPU's float sums may move a logit by ~1e-6).
+    names = sys.argv[1:] or list(FIXTURES)
+    unknown = [n for n in names if n not in FIXTURES]
+    if unknown:
+        sys.exit(f"unknown fixture {unknown[0]!r}; known: {', '.join(FIXTURES)}")
+    for n in names:
+        torch.manual_seed(0)
+        FIXTURES[n]()
