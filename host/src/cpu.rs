@@ -166,7 +166,7 @@ fn quantize_row_avx512(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     use kernels_gpu::matmul::activation_scale;
     use std::arch::x86_64::*;
     let n = x.len().min(q.len());
-    let live = |i: usize| -> __mmask16 { if n - i >= 16 { !0 } else { (1u16 << (n - i)) - 1 } };
+    let live = |i: usize| first_lanes(n - i);
     let mut max = _mm512_setzero_ps();
     for i in (0..n).step_by(16) {
         // SAFETY: the mask limits the load to the `n - i` elements left.
@@ -661,21 +661,75 @@ pub fn attention(
         let qv = &q[(r * heads + h) * head_dim..][..head_dim];
         let keys = &k_cache[base..][..len * head_dim];
         let mut scores = vec![0f32; len];
-        let mut max = f32::NEG_INFINITY;
         for (s, kv) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
             *s = dot(qv, kv) * scale;
-            max = max.max(*s);
         }
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            total += *s;
-        }
-        for s in scores.iter_mut() {
-            *s /= total;
-        }
+        softmax(&mut scores);
         weighted_sum(&scores, &v_cache[base..][..len * head_dim], o);
     });
+}
+
+/// The mask of a 16-lane vector's first `min(n, 16)` lanes: the tail of a
+/// loop over 16 elements at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn first_lanes(n: usize) -> u16 {
+    if n >= 16 { !0 } else { (1u16 << n) - 1 }
+}
+
+/// `scores = e^(scores − max) / Σ e^(scores − max)`, in place (not empty).
+/// On a long context this is thousands of `exp` per head and layer, so it
+/// takes the 16-lane `exp` where the CPU has AVX-512 F.
+fn softmax(scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { softmax_avx512(scores) };
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    for s in scores.iter_mut() {
+        *s /= total;
+    }
+}
+
+/// [`softmax`] 16 lanes at a time, the tail masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn softmax_avx512(scores: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = scores.len();
+    let live = |i: usize| first_lanes(n - i);
+    let at = scores.as_mut_ptr();
+    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+    for i in (0..n).step_by(16) {
+        // SAFETY: the mask limits the load to the `n - i` scores left (as in every loop below).
+        max = _mm512_max_ps(max, unsafe { _mm512_mask_loadu_ps(max, live(i), at.add(i)) });
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let mut total = _mm512_setzero_ps();
+    for i in (0..n).step_by(16) {
+        // SAFETY: as above.
+        unsafe {
+            let s = _mm512_maskz_loadu_ps(live(i), at.add(i));
+            // Lanes past the end would add e^(0 − max) to the total.
+            let p = _mm512_maskz_mov_ps(live(i), vector_exp::exp(_mm512_sub_ps(s, max)));
+            total = _mm512_add_ps(total, p);
+            _mm512_mask_storeu_ps(at.add(i), live(i), p);
+        }
+    }
+    let total = _mm512_set1_ps(_mm512_reduce_add_ps(total));
+    for i in (0..n).step_by(16) {
+        // SAFETY: as above.
+        unsafe {
+            let p = _mm512_maskz_loadu_ps(live(i), at.add(i));
+            _mm512_mask_storeu_ps(at.add(i), live(i), _mm512_div_ps(p, total));
+        }
+    }
 }
 
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
@@ -779,7 +833,7 @@ fn gated_avx512(gate: &mut [f32], up: &[f32], act: u32) {
     let n = gate.len().min(up.len());
     let one = _mm512_set1_ps(1.0);
     for i in (0..n).step_by(16) {
-        let live: __mmask16 = if n - i >= 16 { !0 } else { (1u16 << (n - i)) - 1 };
+        let live = first_lanes(n - i);
         // SAFETY: the mask limits both loads and the store to the `n - i` elements left.
         unsafe {
             let g = _mm512_maskz_loadu_ps(live, gate.as_ptr().add(i));
@@ -827,6 +881,14 @@ pub fn embedding(table: &[f32], ids: &[u32], out: &mut [f32], hidden: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn first_lanes_masks_the_tail() {
+        for (n, want) in [(0, 0), (1, 1), (3, 0b111), (15, 0x7fff), (16, 0xffff), (40, 0xffff)] {
+            assert_eq!(first_lanes(n), want, "{n}");
+        }
+    }
 
     #[test]
     fn rms_norm_of_a_known_row() {

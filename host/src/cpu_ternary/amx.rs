@@ -289,7 +289,7 @@ unsafe fn decode_row(words: &[u32], panel: &mut [u8], r: usize) {
     for blk in 0..words.len().div_ceil(16) {
         // The last block may be partial: masked-off lanes are zero and never touch memory.
         let live = (words.len() - 16 * blk).min(16);
-        let lanes: __mmask16 = if live == 16 { !0 } else { (1u16 << live) - 1 };
+        let lanes = crate::cpu::first_lanes(live);
         // SAFETY: the mask limits the load to the `live` words left in the row.
         let wv = unsafe { _mm512_maskz_loadu_epi32(lanes, words[16 * blk..].as_ptr().cast()) };
         for (j, c) in super::vnni::extract(wv).into_iter().enumerate() {

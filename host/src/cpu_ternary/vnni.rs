@@ -200,7 +200,7 @@ unsafe fn decode_panel(words: &[u32], wpr: usize, rows: usize, panel: &mut [u8])
         }
         for q0 in (0..wpr).step_by(LANES) {
             let nq = (wpr - q0).min(LANES);
-            let lanes: __mmask16 = if nq == LANES { !0 } else { (1u16 << nq) - 1 };
+            let lanes = crate::cpu::first_lanes(nq);
             let block: [__m512i; LANES] = std::array::from_fn(|i| {
                 if i < live {
                     // SAFETY: words `q0 .. q0 + nq` of row `16v + i < rows`,
