@@ -463,6 +463,7 @@ fn has_avx512f() -> bool {
 /// EPYC, below the memory's bandwidth, so the arithmetic bounded decode's head.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 fn dot_avx512<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     const STEP: usize = 64;
@@ -661,9 +662,7 @@ pub fn attention(
         let qv = &q[(r * heads + h) * head_dim..][..head_dim];
         let keys = &k_cache[base..][..len * head_dim];
         let mut scores = vec![0f32; len];
-        for (s, kv) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-            *s = dot(qv, kv) * scale;
-        }
+        score_keys(qv, keys, scale, &mut scores);
         softmax(&mut scores);
         weighted_sum(&scores, &v_cache[base..][..len * head_dim], o);
     });
@@ -675,6 +674,27 @@ pub fn attention(
 #[inline(always)]
 pub(crate) fn first_lanes(n: usize) -> u16 {
     if n >= 16 { !0 } else { (1u16 << n) - 1 }
+}
+
+/// `scores[j] = q · keys[j] · scale` for the keys (rows of `q.len()` values).
+fn score_keys(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+        return unsafe { score_keys_avx512(q, keys, scale, scores) };
+    }
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
+        *s = dot(q, k) * scale;
+    }
+}
+
+/// [`score_keys`] with [`dot_avx512`] inlined: no dispatch and no call per key.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn score_keys_avx512(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
+        *s = dot_avx512(q, k) * scale;
+    }
 }
 
 /// `scores = e^(scores − max) / Σ e^(scores − max)`, in place (not empty).
@@ -735,11 +755,45 @@ fn softmax_avx512(scores: &mut [f32]) {
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
 fn weighted_sum(weights: &[f32], values: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+        return unsafe { weighted_sum_avx512(weights, values, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
         return unsafe { weighted_sum_fma(weights, values, out) };
     }
     weighted_sum_columns(weights, values, out, 0, out.len());
+}
+
+/// [`weighted_sum`] on AVX-512 F: columns in blocks of up to 128 whose sums
+/// stay in eight 16-lane registers across all the rows, so a head of up to
+/// 128 values reads each value row once; the last block's lanes past the
+/// row's end are masked off (no memory access).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn weighted_sum_avx512(weights: &[f32], values: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const VECS: usize = 8;
+    let d = out.len();
+    for c in (0..d).step_by(16 * VECS) {
+        let masks: [u16; VECS] = std::array::from_fn(|v| first_lanes(d.saturating_sub(c + 16 * v)));
+        let mut acc = [_mm512_setzero_ps(); VECS];
+        for (&w, row) in weights.iter().zip(values.chunks_exact(d)) {
+            let w = _mm512_set1_ps(w);
+            for (v, a) in acc.iter_mut().enumerate() {
+                // SAFETY: the mask limits the load to columns `< d` of this row (a
+                // vector wholly past it has no lane set, hence the wrapping address).
+                let x = unsafe { _mm512_maskz_loadu_ps(masks[v], row.as_ptr().wrapping_add(c + 16 * v)) };
+                *a = _mm512_fmadd_ps(w, x, *a);
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: as above, into `out` (`d` values).
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(c + 16 * v), masks[v], *a) };
+        }
+    }
 }
 
 /// [`weighted_sum`] compiled for AVX2 + FMA: columns in groups of 64 whose
