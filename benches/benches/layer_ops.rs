@@ -70,6 +70,21 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
         device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
     });
+    // The same over 30 layers' caches (157 MB, as a 2B-4T decode step at
+    // context 1024 reads them): the caches come from memory, not the L3.
+    const LAYERS: usize = 30;
+    let caches: Vec<_> = (0..LAYERS)
+        .map(|_| {
+            let kv = |v| filled(device, KV_HEADS * context * HEAD_DIM, v);
+            (kv(0.1), kv(1.0))
+        })
+        .collect();
+    g.throughput(Throughput::Bytes((LAYERS * 2 * KV_HEADS * context * HEAD_DIM * 4) as u64));
+    time(&mut g, BenchmarkId::new("attention_decode_30_layers", "ctx1024"), &mut || {
+        for (k, v) in &caches {
+            device.attention(&q, k, v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
+        }
+    });
     // The lm_head of a 2B-4T decode step in f16 and in int8: the step's largest read.
     const VOCAB: usize = 128_256;
     let ld = trinity::head_row_len(HIDDEN);
