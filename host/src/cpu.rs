@@ -9,6 +9,8 @@ use half::f16;
 #[cfg(target_arch = "x86_64")]
 mod attention_blocks;
 #[cfg(target_arch = "x86_64")]
+mod attention_groups;
+#[cfg(target_arch = "x86_64")]
 mod vector_exp;
 
 use rayon::prelude::*;
@@ -662,6 +664,30 @@ pub fn attention(
         }
     }
     let group = heads / kv_heads;
+    #[cfg(target_arch = "x86_64")]
+    if group > 1 && std::is_x86_feature_detected!("avx512f") {
+        type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
+        let run: Option<Group> = match group {
+            2 => Some(attention_groups::attention_group::<2, 8>),
+            4 => Some(attention_groups::attention_group::<4, 4>),
+            8 => Some(attention_groups::attention_group::<8, 2>),
+            _ => None,
+        };
+        if let Some(run) = run {
+            // One task per (row, KV head): its group's heads are consecutive, and so are their outputs.
+            let tasks = out[..rows * heads * head_dim].par_chunks_mut(group * head_dim).enumerate();
+            tasks.for_each_init(Vec::new, |scores, (task, o)| {
+                let (r, kvh) = (task / kv_heads, task % kv_heads);
+                let len = positions[r] as usize + 1;
+                let base = (slots[r] as usize * kv_heads + kvh) * context * head_dim;
+                let qg = &q[(r * heads + kvh * group) * head_dim..][..group * head_dim];
+                let (keys, values) = (&k_cache[base..][..len * head_dim], &v_cache[base..][..len * head_dim]);
+                // SAFETY: the CPU has AVX-512 F (checked above).
+                unsafe { run(qg, keys, values, len, o, scores) };
+            });
+            return;
+        }
+    }
     let scale = (head_dim as f32).powf(-0.5);
     // One task per (row, head): each writes its own head_dim outputs.
     out[..rows * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(task, o)| {
