@@ -665,7 +665,7 @@ pub fn attention(
     }
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
-    if group > 1 && std::is_x86_feature_detected!("avx512f") {
+    if group > 1 && has_avx512f() {
         type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
         let run: Option<Group> = match group {
             2 => Some(attention_groups::attention_group::<2, 8>),
@@ -682,7 +682,7 @@ pub fn attention(
                 let base = (slots[r] as usize * kv_heads + kvh) * context * head_dim;
                 let qg = &q[(r * heads + kvh * group) * head_dim..][..group * head_dim];
                 let (keys, values) = (&k_cache[base..][..len * head_dim], &v_cache[base..][..len * head_dim]);
-                // SAFETY: the CPU has AVX-512 F (checked above).
+                // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
                 unsafe { run(qg, keys, values, len, o, scores) };
             });
             return;
@@ -738,8 +738,8 @@ fn score_keys_avx512(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 /// takes the 16-lane `exp` where the CPU has AVX-512 F.
 fn softmax(scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F (checked just above).
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
         return unsafe { softmax_avx512(scores) };
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);

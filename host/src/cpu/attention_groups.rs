@@ -16,7 +16,8 @@
 //!   `G` queries.
 //!
 //! Keys and values are prefetched [`super::ATTENTION_PREFETCH_BYTES`] ahead
-//! (the values in the first column block; the later blocks find them in the L2).
+//! (the values in every column block: a block touches only its own lines of
+//! each row, so the next block's come from memory too).
 //! The sums run in another order than the head-at-a-time path's, within the
 //! tolerance every backend's attention is held to against the f64 reference.
 
@@ -84,7 +85,7 @@ pub(super) unsafe fn attention_group<const G: usize, const V: usize>(
             let row = values[j * d..].as_ptr();
             let x: [__m512; V] = std::array::from_fn(|v| {
                 let at = row.wrapping_add(c + 16 * v);
-                if c == 0 && masks[v] != 0 {
+                if masks[v] != 0 {
                     _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>().wrapping_add(ATTENTION_PREFETCH_BYTES));
                 }
                 // SAFETY: the mask limits the load to the row's `d` values (a vector
