@@ -430,7 +430,7 @@ fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
         // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
-        return unsafe { dot_avx512::<E, DOT_PREFETCH_BYTES>(a, b) };
+        return unsafe { dot_avx512(a, b) };
     }
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
@@ -475,8 +475,7 @@ fn has_avx512f() -> bool {
 /// EPYC, below the memory's bandwidth, so the arithmetic bounded decode's head.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[inline]
-fn dot_avx512<E: RowElem, const PREFETCH: usize>(a: &[f32], b: &[E]) -> f32 {
+fn dot_avx512<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     const STEP: usize = 64;
     let n = a.len().min(b.len());
@@ -486,7 +485,7 @@ fn dot_avx512<E: RowElem, const PREFETCH: usize>(a: &[f32], b: &[E]) -> f32 {
     while i + STEP <= n {
         for line in 0..size {
             // A hint: it never faults, so the address may run past the row.
-            let p = b.as_ptr().cast::<u8>().wrapping_add(i * size + PREFETCH + 64 * line);
+            let p = b.as_ptr().cast::<u8>().wrapping_add(i * size + DOT_PREFETCH_BYTES + 64 * line);
             _mm_prefetch::<_MM_HINT_T0>(p.cast());
         }
         for (q, c) in acc.iter_mut().enumerate() {
@@ -665,16 +664,18 @@ pub fn attention(
     }
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
-    if group > 1 && has_avx512f() {
+    if has_avx512f() {
         type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
         let run: Option<Group> = match group {
+            1 => Some(attention_groups::attention_group::<1, 8>),
             2 => Some(attention_groups::attention_group::<2, 8>),
             4 => Some(attention_groups::attention_group::<4, 4>),
             8 => Some(attention_groups::attention_group::<8, 2>),
             _ => None,
         };
         if let Some(run) = run {
-            // One task per (row, KV head): its group's heads are consecutive, and so are their outputs.
+            // One task per (row, KV head): its group's heads (one without GQA) are
+            // consecutive, and so are their outputs.
             let tasks = out[..rows * heads * head_dim].par_chunks_mut(group * head_dim).enumerate();
             tasks.for_each_init(Vec::new, |scores, (task, o)| {
                 let (r, kvh) = (task / kv_heads, task % kv_heads);
@@ -698,7 +699,9 @@ pub fn attention(
         let qv = &q[(r * heads + h) * head_dim..][..head_dim];
         let keys = &k_cache[base..][..len * head_dim];
         let mut scores = vec![0f32; len];
-        score_keys(qv, keys, scale, &mut scores);
+        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+            *s = dot(qv, k) * scale;
+        }
         softmax(&mut scores);
         weighted_sum(&scores, &v_cache[base..][..len * head_dim], o);
     });
@@ -710,27 +713,6 @@ pub fn attention(
 #[inline(always)]
 pub(crate) fn first_lanes(n: usize) -> u16 {
     if n >= 16 { !0 } else { (1u16 << n) - 1 }
-}
-
-/// `scores[j] = q · keys[j] · scale` for the keys (rows of `q.len()` values).
-fn score_keys(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
-        return unsafe { score_keys_avx512(q, keys, scale, scores) };
-    }
-    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
-        *s = dot(q, k) * scale;
-    }
-}
-
-/// [`score_keys`] with [`dot_avx512`] inlined: no dispatch and no call per key.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn score_keys_avx512(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
-    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
-        *s = dot_avx512::<f32, ATTENTION_PREFETCH_BYTES>(q, k) * scale;
-    }
 }
 
 /// `scores = e^(scores − max) / Σ e^(scores − max)`, in place (not empty).
@@ -791,50 +773,11 @@ fn softmax_avx512(scores: &mut [f32]) {
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
 fn weighted_sum(weights: &[f32], values: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
-        return unsafe { weighted_sum_avx512(weights, values, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
         return unsafe { weighted_sum_fma(weights, values, out) };
     }
     weighted_sum_columns(weights, values, out, 0, out.len());
-}
-
-/// [`weighted_sum`] on AVX-512 F: columns in blocks of up to 128 whose sums
-/// stay in eight 16-lane registers across all the rows, so a head of up to
-/// 128 values reads each value row once; the last block's lanes past the
-/// row's end are masked off (no memory access).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn weighted_sum_avx512(weights: &[f32], values: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    const VECS: usize = 8;
-    let d = out.len();
-    for c in (0..d).step_by(16 * VECS) {
-        let masks: [u16; VECS] = std::array::from_fn(|v| first_lanes(d.saturating_sub(c + 16 * v)));
-        let mut acc = [_mm512_setzero_ps(); VECS];
-        for (&w, row) in weights.iter().zip(values.chunks_exact(d)) {
-            let w = _mm512_set1_ps(w);
-            for (v, a) in acc.iter_mut().enumerate() {
-                let at = row.as_ptr().wrapping_add(c + 16 * v);
-                if masks[v] != 0 {
-                    // A hint: it never faults, so the address may run past the values.
-                    _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>().wrapping_add(ATTENTION_PREFETCH_BYTES));
-                }
-                // SAFETY: the mask limits the load to columns `< d` of this row (a
-                // vector wholly past it has no lane set, hence the wrapping address).
-                let x = unsafe { _mm512_maskz_loadu_ps(masks[v], at) };
-                *a = _mm512_fmadd_ps(w, x, *a);
-            }
-        }
-        for (v, a) in acc.iter().enumerate() {
-            // SAFETY: as above, into `out` (`d` values).
-            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(c + 16 * v), masks[v], *a) };
-        }
-    }
 }
 
 /// [`weighted_sum`] compiled for AVX2 + FMA: columns in groups of 64 whose

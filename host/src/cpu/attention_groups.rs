@@ -5,6 +5,8 @@
 //! cache from memory once and then reads it again from the L2 for each other
 //! head of its group; here one task takes the whole group, so each key and
 //! value row is loaded once and used `G` times while the next rows stream in.
+//! Without GQA (`G = 1`) it is the plain head-at-a-time path, with the same
+//! inlined scores, vector softmax and 128-column value blocks.
 //!
 //! - **Scores**: per key, each 16-value chunk of the key is loaded once and
 //!   multiplied into the `G` queries' accumulators (two per query, alternate
