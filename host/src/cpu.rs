@@ -409,18 +409,21 @@ impl RowElem for i8 {
 }
 
 /// How far ahead of the current element [`dot`] prefetches the second operand
-/// (4 KiB): lm_head rows of 1536 or 2560 elements are too short for the
-/// hardware prefetcher.
-const DOT_PREFETCH_BYTES: usize = 4096;
+/// (16 KiB): lm_head rows of 1536 or 2560 elements are too short for the
+/// hardware prefetcher. On the 2-core Zen 5 EPYC (Criterion
+/// `head_gemv_{f16,i8}`, 2B-4T's head, alternated rounds while the memory was
+/// fast) 4 KiB ran at 36–40 GiB/s, 8 KiB at 40–60, 16 KiB at 56–69 (24, 32
+/// and 64 KiB alike); while the memory was slow all ran alike (31–57 GiB/s).
+const DOT_PREFETCH_BYTES: usize = 16384;
 
 /// How far ahead decode attention prefetches its keys and values (8 KiB:
 /// sixteen rows of a 128-value head). By the time a token reaches a layer,
 /// the rest of the step's weights have streamed through the caches, so the
 /// layer's cache comes from memory. Over 30 layers' caches at context 1024
 /// (Criterion `attention_decode_30_layers`, a Zen 5 EPYC, alternated runs):
-/// without a prefetch of the values 7.6–8.1 ms; with it, keys at 4 KiB (the
-/// lm_head's distance) 6.7–7.7 ms, keys at 8 KiB 6.3–7.3 ms. A single layer's
-/// cache held in the L3 is within the noise (108–131 µs across all three).
+/// without a prefetch of the values 7.6–8.1 ms; with it, keys at 4 KiB
+/// 6.7–7.7 ms, keys at 8 KiB 6.3–7.3 ms. A single layer's cache held in the
+/// L3 is within the noise (108–131 µs across all three).
 const ATTENTION_PREFETCH_BYTES: usize = 8192;
 
 /// `a · b` on the fastest path this CPU has, in an order fixed for a given CPU
