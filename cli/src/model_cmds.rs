@@ -324,6 +324,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     };
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let (mut pp_secs, mut tg_secs) = (Vec::new(), Vec::new());
+    // The bandwidth ceiling right after each decode repetition: on a shared
+    // machine it moves by half within minutes, so each repetition is divided
+    // by its own.
+    let mut tg_bandwidth: Vec<f64> = Vec::new();
+    let mut bandwidth_what = None;
     // The board's energy counter around each timed repetition (a GPU with NVML).
     let mut sensor = match &device {
         Device::Cuda(g) => trinity_measure::sensor::NvmlSensor::open(g.uuid()),
@@ -368,6 +373,10 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         tg_energy.add(e0, energy_mj(), secs, a.n_gen);
         tg_secs.push(secs);
         tg.push(a.n_gen as f64 / secs);
+        if let Some((bw, what)) = bandwidth_ceiling(&device)? {
+            tg_bandwidth.push(bw);
+            bandwidth_what = Some(what);
+        }
     }
     let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
     let run_baseline = match a.f16_baseline {
@@ -401,12 +410,18 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     // Bytes a decode step reads: the weights, and the KV cache at the test's mean context.
     let decode_bytes = model.decode_bytes();
     let kv_bytes = (model.kv_bytes_per_position() as f64 * (a.depth as f64 + (a.n_gen as f64 + 1.0) / 2.0)) as usize;
-    eprintln!("ceilings: bandwidth and int8 peak …");
-    let ceil = Ceilings::measure(&device)?;
-    // Fractions of the bounds: decode reads every weight once per token;
-    // prefill does one int8 multiply-add per ternary weight per token.
-    let tg_frac = ceil.bandwidth.map(|(bw, _)| tg_m * (decode_bytes + kv_bytes) as f64 / bw);
-    let pp_frac = ceil.int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
+    eprintln!("ceiling: int8 peak …");
+    let int8_macs = int8_ceiling(&device);
+    // Fractions of the bounds: decode reads every weight once per token (each
+    // repetition against the bandwidth measured right after it, then the
+    // mean); prefill does one int8 multiply-add per ternary weight per token.
+    let tg_frac = bandwidth_what.map(|_| {
+        let fracs: Vec<f64> =
+            tg.iter().zip(&tg_bandwidth).map(|(t, bw)| t * (decode_bytes + kv_bytes) as f64 / bw).collect();
+        mean_sd(&fracs).0
+    });
+    let bandwidth = bandwidth_what.map(|what| (mean_sd(&tg_bandwidth).0, what));
+    let pp_frac = int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
     let speedup = base.as_ref().map(|b| pp_m / b.0);
     let base_name = match device.kind() {
         trinity::BackendKind::Cuda => "cuBLAS FP16 linears",
@@ -430,8 +445,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 tokens: a.n_gen,
                 seconds: tg_secs,
                 of_bound: tg_frac
-                    .zip(ceil.bandwidth)
-                    .map(|(value, (_, what))| Ratio { to: format!("{what} (same run)"), value }),
+                    .zip(bandwidth)
+                    .map(|(value, (_, what))| Ratio { to: format!("{what} (after each repetition)"), value }),
                 energy: tg_energy,
             },
         ];
@@ -502,11 +517,19 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 kv_bytes as f64 / 1e9,
                 rss.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / 1e9))
             );
-            match ceil.bandwidth {
-                Some((bw, what)) => println!("decode bound: {what} {:.1} GB/s, measured in this run", bw / 1e9),
+            match bandwidth {
+                Some((bw, what)) => {
+                    let (lo, hi) = tg_bandwidth.iter().fold((f64::INFINITY, 0f64), |(l, h), &b| (l.min(b), h.max(b)));
+                    println!(
+                        "decode bound: {what} {:.1} GB/s (mean; {:.1}–{:.1}), measured after each repetition",
+                        bw / 1e9,
+                        lo / 1e9,
+                        hi / 1e9
+                    )
+                }
                 None => println!("decode bound: no bandwidth ceiling on this backend"),
             }
-            match ceil.int8_macs {
+            match int8_macs {
                 Some(p) => println!(
                     "prefill bound: {:.1} G int8 multiply-adds/s ({}) over {} ternary weights per token",
                     p / 1e9,
@@ -558,11 +581,12 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 "decode_bytes_per_token": decode_bytes,
                 "kv_bytes_per_token": kv_bytes,
                 "linear_weights": model.linear_weights(),
-                "bandwidth_bytes_per_s": ceil.bandwidth.map(|b| b.0),
-                "bandwidth_ceiling": ceil.bandwidth.map(|b| b.1),
-                "int8_macs_per_s": ceil.int8_macs,
+                "bandwidth_bytes_per_s": bandwidth.map(|b| b.0),
+                "bandwidth_samples": bandwidth.map(|_| &tg_bandwidth),
+                "bandwidth_ceiling": bandwidth.map(|b| b.1),
+                "int8_macs_per_s": int8_macs,
                 "int8_peak_instruction": match device.kind() {
-                    trinity::BackendKind::Cuda => ceil.int8_macs.map(|_| "cuBLASLt INT8 GEMM"),
+                    trinity::BackendKind::Cuda => int8_macs.map(|_| "cuBLASLt INT8 GEMM"),
                     _ => trinity::ceilings::int8_peak_instruction(),
                 },
                 "peak_rss_bytes": rss,
@@ -610,47 +634,48 @@ fn dense_f16_prefill(model: &mut BitNet, tokens: &[u32], context: usize, reps: u
     timed
 }
 
-/// The ceilings a run's figures are divided by, measured right after them.
-struct Ceilings {
-    /// Bytes per second, and what was measured.
-    bandwidth: Option<(f64, &'static str)>,
-    /// Int8 multiply-adds per second.
-    int8_macs: Option<f64>,
-}
-
-impl Ceilings {
-    fn measure(device: &Device) -> Result<Ceilings> {
-        Ok(match device.kind() {
-            trinity::BackendKind::Cpu => Ceilings {
-                bandwidth: Some((trinity::ceilings::read_bandwidth(512 << 20, 5), "read bandwidth (all threads)")),
-                int8_macs: trinity::ceilings::int8_macs_per_s(5),
-            },
-            trinity::BackendKind::Cuda => {
-                // Read + write of a device-to-device copy: the bandwidth the GPU bound is quoted in.
-                let bytes = 512usize << 20;
-                let src = device.upload(&vec![1u8; bytes])?;
-                let mut dst = device.alloc::<u8>(bytes)?;
+/// The bandwidth a decode repetition is divided by, measured right after
+/// it, and what was measured (`None` on the emulator, which has none).
+fn bandwidth_ceiling(device: &Device) -> Result<Option<(f64, &'static str)>> {
+    Ok(match device.kind() {
+        trinity::BackendKind::Cpu => {
+            Some((trinity::ceilings::read_bandwidth(512 << 20, 5), "read bandwidth (all threads)"))
+        }
+        trinity::BackendKind::Cuda => {
+            // Read + write of a device-to-device copy: the bandwidth the GPU bound is quoted in.
+            let bytes = 512usize << 20;
+            let src = device.upload(&vec![1u8; bytes])?;
+            let mut dst = device.alloc::<u8>(bytes)?;
+            device.copy(&src, &mut dst)?;
+            device.synchronize()?;
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
                 device.copy(&src, &mut dst)?;
                 device.synchronize()?;
-                let mut best = f64::INFINITY;
-                for _ in 0..5 {
-                    let t = Instant::now();
-                    device.copy(&src, &mut dst)?;
-                    device.synchronize()?;
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                // Prefill's compute ceiling: cuBLASLt's INT8 tensor-core GEMM at 8192³.
-                let int8_macs = device.cuda().and_then(|g| match trinity::ceilings::gpu_int8_macs_per_s(g, 8192, 5) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        eprintln!("warning: no int8 tensor-core ceiling: {e}");
-                        None
-                    }
-                });
-                Ceilings { bandwidth: Some((2.0 * bytes as f64 / best, "device copy, read + write")), int8_macs }
+                best = best.min(t.elapsed().as_secs_f64());
             }
-            trinity::BackendKind::Emu => Ceilings { bandwidth: None, int8_macs: None },
-        })
+            Some((2.0 * bytes as f64 / best, "device copy, read + write"))
+        }
+        trinity::BackendKind::Emu => None,
+    })
+}
+
+/// Prefill's compute ceiling, int8 multiply-adds per second: the CPU's byte
+/// dot-product peak, or cuBLASLt's INT8 tensor-core GEMM at 8192³ on a GPU.
+fn int8_ceiling(device: &Device) -> Option<f64> {
+    match device.kind() {
+        trinity::BackendKind::Cpu => trinity::ceilings::int8_macs_per_s(5),
+        trinity::BackendKind::Cuda => {
+            device.cuda().and_then(|g| match trinity::ceilings::gpu_int8_macs_per_s(g, 8192, 5) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("warning: no int8 tensor-core ceiling: {e}");
+                    None
+                }
+            })
+        }
+        trinity::BackendKind::Emu => None,
     }
 }
 

@@ -278,6 +278,18 @@ mod model {
         // Fractions of the bounds measured in the run, and the int8 head's error against the f32 head.
         assert!(v["tg"]["fraction_of_bound"].as_f64().unwrap() > 0.0, "{stdout}");
         assert!(v["bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8, "{stdout}");
+        // Each repetition is divided by the bandwidth measured right after it; the fraction is their mean.
+        let bytes = (v["decode_bytes_per_token"].as_u64().unwrap() + v["kv_bytes_per_token"].as_u64().unwrap()) as f64;
+        let per_rep: Vec<f64> = v["tg"]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(v["bandwidth_samples"].as_array().unwrap())
+            .map(|(t, bw)| t.as_f64().unwrap() * bytes / bw.as_f64().unwrap())
+            .collect();
+        assert_eq!(per_rep.len(), 2, "{stdout}");
+        let want = per_rep.iter().sum::<f64>() / 2.0;
+        assert!((v["tg"]["fraction_of_bound"].as_f64().unwrap() - want).abs() <= 1e-9 * want, "{stdout}");
         // Decode after 3 cached tokens; its bound counts the KV cache read at the mean context (3 + 2.5 positions).
         assert_eq!(v["tg"]["depth"], 3);
         // 2 layers × (k, v) × 2 KV heads × 16 dims × 4 bytes = 512 bytes per position, × 5.5.
