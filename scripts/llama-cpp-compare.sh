@@ -4,24 +4,32 @@
 # Builds llama.cpp from the llama-cpp-python source distribution on PyPI (its
 # vendor/llama.cpp; no other network), writes random-weight GGUFs of the
 # published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
-# quantizes them to TQ2_0 with llama-quantize, then runs
+# quantizes them to TQ2_0 with llama-quantize, then, ROUNDS times over,
 #   llama-bench -p P -n N -r R -t THREADS     on each GGUF, and
 #   trinity bench-model --shape S -p P -n N -r R --backend cpu --lm-head H   for each head H
-# and prints both tables. Trinity's threads are rayon's (all cores);
+# and prints both tables each time. Trinity's threads are rayon's (all cores);
 # THREADS defaults to the same count. HEADS: Trinity's lm_head precisions
 # (the issue's bar is the 16-bit head, the int8 one reported beside it; llama.cpp's
 # TQ2_0 files keep the head in Q6_K).
 #
+# Why rounds: this machine's memory bandwidth moves by half within minutes, so
+# one llama-bench run followed by one Trinity run compares two different
+# machines. Alternating them ROUNDS times gives each engine every kind of
+# minute, and a ratio per round compares neighbours. Each round's JSON goes
+# to OUT_DIR/round-K/ (Trinity's in the results schema too), and
+# scripts/llama-cpp-summary.py writes OUT_DIR/summary.md: every sample of all
+# rounds (mean ± sd) and the per-round Trinity / llama.cpp ratios.
+#
 # Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
-#   env: P (512), N (128), R (5), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"),
-#        HEADS ("f16 int8")
+#   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36),
+#        TYPES ("TQ2_0"), HEADS ("f16 int8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/llama-cpp}
 shift || true
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(bitnet_b1_58-large bitnet-b1.58-2B-4T)
-P=${P:-512}; N=${N:-128}; R=${R:-5}; THREADS=${THREADS:-$(nproc)}
+P=${P:-512}; N=${N:-128}; R=${R:-3}; ROUNDS=${ROUNDS:-3}; THREADS=${THREADS:-$(nproc)}
 version=${LLAMA_CPP_PYTHON:-0.3.36}
 types=${TYPES:-TQ2_0}
 heads=${HEADS:-f16 int8}
@@ -47,7 +55,7 @@ if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ]; then
     cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build.log" 2>&1 \
         || { tail -30 "$out/build.log"; exit 1; }
 fi
-# llama-bench prints its build (`build: 0c1e570` for llama-cpp-python 0.3.36) under each table.
+# llama-bench's JSON names its build (`build_commit` 0c1e570 for llama-cpp-python 0.3.36).
 
 cargo build --release -q -p trinity-cli
 trinity=target/release/trinity
@@ -62,12 +70,26 @@ for shape in "${shapes[@]}"; do
         q="$out/$shape-$t.gguf"
         [ -f "$q" ] || "$bin/llama-quantize" "$f16" "$q" "$t" >"$out/quantize-$shape-$t.log" 2>&1 \
             || { tail -20 "$out/quantize-$shape-$t.log"; exit 1; }
-        echo "== llama.cpp $t, $shape"
-        "$bin/llama-bench" -m "$q" -p "$P" -n "$N" -r "$R" -t "$THREADS" -o md 2>/dev/null | tee "$out/llama-bench-$shape-$t.md"
-    done
-    for h in $heads; do
-        echo "== Trinity, $shape, $h lm_head"
-        "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu --lm-head "$h" 2>/dev/null \
-            | tee "$out/trinity-$shape-$h.md"
     done
 done
+
+for round in $(seq 1 "$ROUNDS"); do
+    dir="$out/round-$round"
+    rm -rf "$dir" && mkdir -p "$dir"
+    for shape in "${shapes[@]}"; do
+        for t in $types; do
+            echo "== round $round/$ROUNDS: llama.cpp $t, $shape"
+            "$bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$P" -n "$N" -r "$R" -t "$THREADS" -o json 2>/dev/null \
+                >"$dir/llama-bench-$shape-$t.json"
+            python3 scripts/llama-cpp-summary.py --table "$dir/llama-bench-$shape-$t.json"
+        done
+        for h in $heads; do
+            echo "== round $round/$ROUNDS: Trinity, $shape, $h lm_head"
+            "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu --lm-head "$h" \
+                -o json --results-dir "$dir" 2>/dev/null >"$dir/trinity-$shape-$h.json"
+            python3 scripts/llama-cpp-summary.py --table "$dir/trinity-$shape-$h.json"
+        done
+    done
+done
+
+python3 scripts/llama-cpp-summary.py "$out" | tee "$out/summary.md"
