@@ -95,6 +95,12 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("head_gemv_f16", "1x128256x2560"), &mut || {
         device.head_gemm_f16(&a, &h16, &mut logits, 1, VOCAB, HIDDEN).unwrap()
     });
+    if label == "cpu" {
+        let share = trinity_benches::read_bandwidth_share(VOCAB * HIDDEN * 2, 10, &mut || {
+            device.head_gemm_f16(&a, &h16, &mut logits, 1, VOCAB, HIDDEN).unwrap()
+        });
+        println!("ratio head_gemv_f16 cpu: {share}");
+    }
     drop(h16);
     let h8 = device.upload(&vec![3i8; VOCAB * ld]).unwrap();
     let scales = filled(device, VOCAB, 0.01);
@@ -102,6 +108,12 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("head_gemv_i8", "1x128256x2560"), &mut || {
         device.head_gemm_i8(&a, &h8, &scales, &mut logits, 1, VOCAB, HIDDEN).unwrap()
     });
+    if label == "cpu" {
+        let share = trinity_benches::read_bandwidth_share(VOCAB * HIDDEN, 10, &mut || {
+            device.head_gemm_i8(&a, &h8, &scales, &mut logits, 1, VOCAB, HIDDEN).unwrap()
+        });
+        println!("ratio head_gemv_i8 cpu: {share}");
+    }
     drop(h8);
     // Greedy sampling of a decode step of eight sequences over 2B-4T's vocabulary.
     let logits = filled(device, 8 * VOCAB, 0.5);

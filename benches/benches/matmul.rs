@@ -17,8 +17,9 @@
 //! and gate / up in one call each, o and down alone, m = 1, as the model
 //! issues them) over the random weights of bitnet_b1_58-large (170 MB) and
 //! 2B-4T (521 MB), far larger than the caches. Throughput in weight bytes; a
-//! ratio line gives each as a fraction of the read bandwidth measured right
-//! after it in the same run (`trinity::ceilings::read_bandwidth`).
+//! ratio line gives each as a fraction of the read bandwidth
+//! (`trinity::ceilings::read_bandwidth`), each of ten steps against the
+//! bandwidth measured right after it.
 //!
 //! With a GPU: the same kernels on CUDA (GPU time from CUDA events), the
 //! GEMV also cold (weights rotated through buffers larger than the L2), cuBLAS
@@ -297,17 +298,10 @@ fn bench_cpu_decode_stack(c: &mut Criterion) {
         };
         g.throughput(Throughput::Bytes(bytes as u64));
         g.bench_function(BenchmarkId::new(name, "m1"), |b| b.iter_custom(|iters| on_pool(iters, &mut step)));
-        let mut times: Vec<f64> = (0..10).map(|_| on_pool(1, &mut step).as_secs_f64()).collect();
-        times.sort_by(f64::total_cmp);
-        let secs = times[times.len() / 2];
-        let bw = trinity::ceilings::read_bandwidth(1 << 30, 5);
-        println!(
-            "ratio decode-stack {name} m1: {:.2} ms a step, {:.1} GB/s = {:.0}% of the read bandwidth ({:.1} GB/s, measured after it)",
-            secs * 1e3,
-            bytes as f64 / secs / 1e9,
-            100.0 * bytes as f64 / secs / bw,
-            bw / 1e9
-        );
+        let share = trinity_benches::read_bandwidth_share(bytes, 10, &mut || {
+            on_pool(1, &mut step);
+        });
+        println!("ratio decode-stack {name} m1: a step {share}");
     }
     g.finish();
 }

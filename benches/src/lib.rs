@@ -1,5 +1,8 @@
 //! Helpers of the Criterion suite in `benches/`.
 //!
+//! [`read_bandwidth_share`] times a CPU op that streams memory beside the
+//! read bandwidth measured right after each run, for the suite's ratio lines.
+//!
 //! [`with_nvml`] samples NVML (power, temperature, clocks, throttle reasons)
 //! while a GPU benchmark runs and writes the summary next to Criterion's
 //! output, as `target/criterion/<group>/nvml-<id>.json`, so a regression in
@@ -71,4 +74,54 @@ pub fn with_nvml<T>(uuid: &str, group: &str, id: &str, bench: impl FnOnce() -> T
         Err(e) => println!("{group}/{id}: could not write the NVML summary: {e}"),
     }
     out
+}
+
+/// A memory-bound CPU op against the read bandwidth, from
+/// [`read_bandwidth_share`].
+#[derive(Debug, Clone, Copy)]
+pub struct BandwidthShare {
+    /// Median seconds of one run.
+    pub secs: f64,
+    /// Median over the runs of `bytes / secs / bandwidth`, each run against
+    /// the bandwidth measured right after it.
+    pub fraction: f64,
+    /// Lowest and highest bandwidth measured, bytes per second.
+    pub bandwidth: (f64, f64),
+}
+
+/// `runs` timings of `op` (which reads `bytes`), each followed by the read
+/// bandwidth of all threads (`trinity::ceilings::read_bandwidth`, 512 MiB
+/// once). On a shared machine the bandwidth moves by half within minutes, so
+/// a fraction is only meaningful against its neighbour in time.
+pub fn read_bandwidth_share(bytes: usize, runs: usize, op: &mut dyn FnMut()) -> BandwidthShare {
+    let (mut times, mut fractions) = (Vec::new(), Vec::new());
+    let mut bandwidth = (f64::INFINITY, 0f64);
+    for _ in 0..runs.max(1) {
+        let t = std::time::Instant::now();
+        op();
+        let secs = t.elapsed().as_secs_f64();
+        let bw = trinity::ceilings::read_bandwidth(512 << 20, 1);
+        times.push(secs);
+        fractions.push(bytes as f64 / secs / bw);
+        bandwidth = (bandwidth.0.min(bw), bandwidth.1.max(bw));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    BandwidthShare { secs: median(&mut times), fraction: median(&mut fractions), bandwidth }
+}
+
+impl std::fmt::Display for BandwidthShare {
+    /// `4.10 ms (median), 95% of the read bandwidth (…)`, for a ratio line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} ms (median); {:.0}% of the read bandwidth (median of each run against the bandwidth measured right after it, {:.1}–{:.1} GB/s)",
+            self.secs * 1e3,
+            100.0 * self.fraction,
+            self.bandwidth.0 / 1e9,
+            self.bandwidth.1 / 1e9
+        )
+    }
 }
