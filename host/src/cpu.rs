@@ -668,7 +668,7 @@ pub fn attention(
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
-        type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
+        type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [(f32, f32)], &mut Vec<f32>);
         let run: Option<Group> = match group {
             1 => Some(attention_groups::attention_group::<1, 8>),
             2 => Some(attention_groups::attention_group::<2, 8>),
@@ -677,18 +677,43 @@ pub fn attention(
             _ => None,
         };
         if let Some(run) = run {
-            // One task per (row, KV head): its group's heads (one without GQA) are
-            // consecutive, and so are their outputs.
-            let tasks = out[..rows * heads * head_dim].par_chunks_mut(group * head_dim).enumerate();
-            tasks.for_each_init(Vec::new, |scores, (task, o)| {
-                let (r, kvh) = (task / kv_heads, task % kv_heads);
-                let len = positions[r] as usize + 1;
+            let tasks = attention_splits(positions, kv_heads, rayon::current_num_threads());
+            // One task per (row, KV head, part of its positions): its group's heads
+            // (one without GQA) are consecutive, and so are their partial sums.
+            let gd = group * head_dim;
+            let mut sums = vec![0f32; tasks.len() * gd];
+            let mut parts = vec![(0f32, 0f32); tasks.len() * group];
+            let work = sums.par_chunks_mut(gd).zip(parts.par_chunks_mut(group)).zip(&tasks);
+            work.for_each_init(Vec::new, |scores, ((o, p), (r, kvh, keys))| {
+                let (r, kvh) = (*r, *kvh);
                 let base = (slots[r] as usize * kv_heads + kvh) * context * head_dim;
-                let qg = &q[(r * heads + kvh * group) * head_dim..][..group * head_dim];
-                let (keys, values) = (&k_cache[base..][..len * head_dim], &v_cache[base..][..len * head_dim]);
+                let qg = &q[(r * heads + kvh * group) * head_dim..][..gd];
+                let len = keys.len();
+                let (k, v) = (&k_cache[base + keys.start * head_dim..], &v_cache[base + keys.start * head_dim..]);
                 // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
-                unsafe { run(qg, keys, values, len, o, scores) };
+                unsafe { run(qg, &k[..len * head_dim], &v[..len * head_dim], len, o, p, scores) };
             });
+            // Each (row, KV head)'s parts are consecutive tasks: rescale each to the
+            // largest max, then divide by the total (flash-decoding's combine).
+            let mut t = 0;
+            while t < tasks.len() {
+                let (r, kvh, _) = tasks[t];
+                let end = t + tasks[t..].iter().take_while(|&&(r2, k2, _)| (r2, k2) == (r, kvh)).count();
+                for g in 0..group {
+                    let part = |s: usize| parts[s * group + g];
+                    let max = (t..end).map(|s| part(s).0).fold(f32::NEG_INFINITY, f32::max);
+                    let total: f32 = (t..end).map(|s| (part(s).0 - max).exp() * part(s).1).sum();
+                    let o = &mut out[(r * heads + kvh * group + g) * head_dim..][..head_dim];
+                    o.fill(0.0);
+                    for s in t..end {
+                        let w = (part(s).0 - max).exp() / total;
+                        for (o, x) in o.iter_mut().zip(&sums[s * gd + g * head_dim..][..head_dim]) {
+                            *o += w * x;
+                        }
+                    }
+                }
+                t = end;
+            }
             return;
         }
     }
@@ -710,6 +735,30 @@ pub fn attention(
     });
 }
 
+/// Decode attention's tasks, `(row, KV head, positions)`, each (row, KV head)'s
+/// parts consecutive: a row's positions are split into parts of at least
+/// [`ATTENTION_SPLIT_MIN_KEYS`] when there are fewer than four (row, KV head)
+/// pairs per thread, so that no thread waits on another's extra pair.
+#[cfg(target_arch = "x86_64")]
+fn attention_splits(positions: &[u32], kv_heads: usize, threads: usize) -> Vec<(usize, usize, std::ops::Range<usize>)> {
+    let want = (4 * threads).div_ceil(positions.len() * kv_heads).max(1);
+    let mut tasks = Vec::new();
+    for (r, &p) in positions.iter().enumerate() {
+        let len = p as usize + 1;
+        let per = len.div_ceil(want.min(len / ATTENTION_SPLIT_MIN_KEYS).max(1));
+        for kvh in 0..kv_heads {
+            tasks.extend((0..len).step_by(per).map(|k| (r, kvh, k..(k + per).min(len))));
+        }
+    }
+    tasks
+}
+
+/// The fewest cached positions in a part of a split decode attention
+/// ([`attention_splits`]): below it, a part's combine costs more than the
+/// balance gains.
+#[cfg(target_arch = "x86_64")]
+const ATTENTION_SPLIT_MIN_KEYS: usize = 256;
+
 /// The mask of a 16-lane vector's first `min(n, 16)` lanes: the tail of a
 /// loop over 16 elements at a time.
 #[cfg(target_arch = "x86_64")]
@@ -719,13 +768,24 @@ pub(crate) fn first_lanes(n: usize) -> u16 {
 }
 
 /// `scores = e^(scores − max) / Σ e^(scores − max)`, in place (not empty).
-/// On a long context this is thousands of `exp` per head and layer, so it
-/// takes the 16-lane `exp` where the CPU has AVX-512 F.
 fn softmax(scores: &mut [f32]) {
+    let (_, total) = exp_shifted(scores);
+    let inv = 1.0 / total;
+    for s in scores.iter_mut() {
+        *s *= inv;
+    }
+}
+
+/// `scores = e^(scores − max)` in place (not empty); returns `max` and
+/// `Σ e^(scores − max)`: a softmax left unnormalized, so that softmaxes over
+/// parts of a row can be combined. On a long context this is thousands of
+/// `exp` per head and layer, so it takes the 16-lane `exp` where the CPU has
+/// AVX-512 F.
+fn exp_shifted(scores: &mut [f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
         // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
-        return unsafe { softmax_avx512(scores) };
+        return unsafe { exp_shifted_avx512(scores) };
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
@@ -733,44 +793,36 @@ fn softmax(scores: &mut [f32]) {
         *s = (*s - max).exp();
         total += *s;
     }
-    for s in scores.iter_mut() {
-        *s /= total;
-    }
+    (max, total)
 }
 
-/// [`softmax`] 16 lanes at a time, the tail masked.
+/// [`exp_shifted`] 16 lanes at a time, the tail masked.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn softmax_avx512(scores: &mut [f32]) {
+fn exp_shifted_avx512(scores: &mut [f32]) -> (f32, f32) {
     use std::arch::x86_64::*;
     let n = scores.len();
     let live = |i: usize| first_lanes(n - i);
     let at = scores.as_mut_ptr();
     let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
     for i in (0..n).step_by(16) {
-        // SAFETY: the mask limits the load to the `n - i` scores left (as in every loop below).
+        // SAFETY: the mask limits the load to the `n - i` scores left (as in the loop below).
         max = _mm512_max_ps(max, unsafe { _mm512_mask_loadu_ps(max, live(i), at.add(i)) });
     }
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let max = _mm512_reduce_max_ps(max);
+    let shift = _mm512_set1_ps(max);
     let mut total = _mm512_setzero_ps();
     for i in (0..n).step_by(16) {
         // SAFETY: as above.
         unsafe {
             let s = _mm512_maskz_loadu_ps(live(i), at.add(i));
             // Lanes past the end would add e^(0 − max) to the total.
-            let p = _mm512_maskz_mov_ps(live(i), vector_exp::exp(_mm512_sub_ps(s, max)));
+            let p = _mm512_maskz_mov_ps(live(i), vector_exp::exp(_mm512_sub_ps(s, shift)));
             total = _mm512_add_ps(total, p);
             _mm512_mask_storeu_ps(at.add(i), live(i), p);
         }
     }
-    let total = _mm512_set1_ps(_mm512_reduce_add_ps(total));
-    for i in (0..n).step_by(16) {
-        // SAFETY: as above.
-        unsafe {
-            let p = _mm512_maskz_loadu_ps(live(i), at.add(i));
-            _mm512_mask_storeu_ps(at.add(i), live(i), _mm512_div_ps(p, total));
-        }
-    }
+    (max, _mm512_reduce_add_ps(total))
 }
 
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
@@ -929,6 +981,26 @@ mod tests {
         for (n, want) in [(0, 0), (1, 1), (3, 0b111), (15, 0x7fff), (16, 0xffff), (40, 0xffff)] {
             assert_eq!(first_lanes(n), want, "{n}");
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn decode_attention_splits_long_rows_when_pairs_are_few() {
+        // One row at position 999 (1000 keys), 2 KV heads, 2 threads: four parts
+        // wanted, three fit 256 keys or more: 334, 334, 332 per KV head.
+        let t = attention_splits(&[999], 2, 2);
+        let want: Vec<(usize, usize, std::ops::Range<usize>)> =
+            [0, 1].into_iter().flat_map(|h| [(0, h, 0..334), (0, h, 334..668), (0, h, 668..1000)]).collect();
+        assert_eq!(t, want);
+        // 2B-4T's five KV heads on two threads: two parts each (ten tasks).
+        assert_eq!(attention_splits(&[2047], 5, 2)[..2], [(0, 0, 0..1024), (0, 0, 1024..2048)]);
+        assert_eq!(attention_splits(&[2047], 5, 2).len(), 10);
+        // Short rows, and enough pairs for the threads, stay whole.
+        assert_eq!(attention_splits(&[510], 2, 2), [(0, 0, 0..511), (0, 1, 0..511)]);
+        assert_eq!(
+            attention_splits(&[4000, 7], 8, 2),
+            (0..2).flat_map(|r| (0..8).map(move |h| (r, h, 0..[4001, 8][r]))).collect::<Vec<_>>()
+        );
     }
 
     #[test]

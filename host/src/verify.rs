@@ -124,6 +124,8 @@ impl Plan {
                 (20, 2, 2, 40, 100),
                 (3, 2, 1, 136, 33),
                 (2, 8, 1, 24, 50),
+                // One decode row over a long context, few KV heads: the CPU splits its positions.
+                (1, 8, 2, 32, 1000),
             ],
         }
     }

@@ -8,11 +8,18 @@
 //! Without GQA (`G = 1`) it is the plain head-at-a-time path, with the same
 //! inlined scores, vector softmax and 128-column value blocks.
 //!
+//! A task may take a part of the cached positions (flash-decoding's split):
+//! its softmax is left unnormalized and returned with its max and total, and
+//! the caller ([`super::attention`]) combines the parts. 2B-4T has five KV
+//! heads, so one decode row was five tasks on two threads (one thread took
+//! three); split in two, ten tasks share them evenly.
+//!
 //! - **Scores**: per key, each 16-value chunk of the key is loaded once and
 //!   multiplied into the `G` queries' accumulators (two per query, alternate
 //!   chunks, so the FMA chains are half as long), then one horizontal sum per
 //!   query, times `1/√head_dim`, into `scores[g][key]`.
-//! - **Softmax**: per query, [`super::softmax`].
+//! - **Softmax**: per query, [`super::exp_shifted`] (`e^(s − max)`, the
+//!   max and the total returned, not divided).
 //! - **Weighted sum**: column blocks of `16 · V` values whose `G × V` sums stay
 //!   in registers across the rows; each value vector is loaded once for the
 //!   `G` queries.
@@ -25,13 +32,17 @@
 
 use std::arch::x86_64::*;
 
-use super::{ATTENTION_PREFETCH_BYTES, first_lanes, softmax};
+use super::{ATTENTION_PREFETCH_BYTES, exp_shifted, first_lanes};
 
-/// One row's attention for the `G` query heads of one KV head.
+/// One row's attention for the `G` query heads of one KV head, over `len`
+/// cached positions, unnormalized: `out[g] = Σ_j e^(s_gj − max_g) · v_j` and
+/// `parts[g] = (max_g, Σ_j e^(s_gj − max_g))`, so `out[g] / parts[g].1` is the
+/// attention over these positions.
 ///
 /// - `q`: the `G` queries, `G × head_dim` (consecutive heads of the row).
-/// - `keys`, `values`: the KV head's first `len` cached positions, `len × head_dim` each.
-/// - `out`: the `G` heads' outputs, `G × head_dim`.
+/// - `keys`, `values`: the KV head's cached positions, `len × head_dim` each.
+/// - `out`: the `G` heads' sums, `G × head_dim`.
+/// - `parts`: the `G` heads' (max, total).
 /// - `scores`: this thread's scratch (resized to `G × len`).
 ///
 /// # Safety
@@ -43,11 +54,18 @@ pub(super) unsafe fn attention_group<const G: usize, const V: usize>(
     values: &[f32],
     len: usize,
     out: &mut [f32],
+    parts: &mut [(f32, f32)],
     scores: &mut Vec<f32>,
 ) {
     let d = q.len() / G;
     assert!(
-        d > 0 && q.len() == G * d && out.len() == G * d && keys.len() >= len * d && values.len() >= len * d,
+        d > 0
+            && len > 0
+            && q.len() == G * d
+            && out.len() == G * d
+            && parts.len() == G
+            && keys.len() >= len * d
+            && values.len() >= len * d,
         "attention group shapes"
     );
     scores.clear();
@@ -77,8 +95,8 @@ pub(super) unsafe fn attention_group<const G: usize, const V: usize>(
             scores[g * len + j] = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])) * scale;
         }
     }
-    for g in 0..G {
-        softmax(&mut scores[g * len..][..len]);
+    for (g, part) in parts.iter_mut().enumerate() {
+        *part = exp_shifted(&mut scores[g * len..][..len]);
     }
     for c in (0..d).step_by(16 * V) {
         let masks: [u16; V] = std::array::from_fn(|v| first_lanes(d.saturating_sub(c + 16 * v)));
