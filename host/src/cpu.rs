@@ -512,19 +512,25 @@ fn dot_avx512<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     _mm512_reduce_add_ps(sum) + tail
 }
 
-/// [`dot`] with four 8-lane FMA accumulators (32 elements a step), `b`
-/// prefetched [`DOT_PREFETCH_BYTES`] ahead, then a fixed-order reduction.
+/// [`dot`] with four 8-lane FMA accumulators (32 elements a step), every
+/// line of `b` prefetched [`DOT_PREFETCH_BYTES`] ahead, then a fixed-order
+/// reduction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_fma<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
-    let ahead = DOT_PREFETCH_BYTES / std::mem::size_of::<E>();
+    let size = std::mem::size_of::<E>();
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
-        // A hint: it never faults, so the address may run past the row.
-        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(i + ahead).cast());
+        // Every line of the step's `32 · size` bytes (two of f32: one prefetch a
+        // step left every other line of an f32 head to the hardware).
+        for line in 0..(32 * size).div_ceil(64) {
+            // A hint: it never faults, so the address may run past the row.
+            let p = b.as_ptr().cast::<u8>().wrapping_add(i * size + DOT_PREFETCH_BYTES + 64 * line);
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        }
         for (q, c) in acc.iter_mut().enumerate() {
             // SAFETY: `i + 8q + 8 ≤ n` elements of both slices; AVX2, FMA and F16C are enabled here.
             let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * q)), E::load8(b.as_ptr().add(i + 8 * q))) };
@@ -1001,6 +1007,42 @@ mod tests {
             attention_splits(&[4000, 7], 8, 2),
             (0..2).flat_map(|r| (0..8).map(move |h| (r, h, 0..[4001, 8][r]))).collect::<Vec<_>>()
         );
+    }
+
+    /// Every SIMD path of [`dot`] this CPU has, for each element type, against
+    /// an f64 sum, on lengths around the 16-, 32- and 64-element steps.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn dot_paths_match_an_f64_sum() {
+        fn check<E: RowElem>(b: &[E], a: &[f32]) {
+            let exact: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y.to_f32() as f64).sum();
+            let scale: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 * y.to_f32() as f64).abs()).sum();
+            let mut got = Vec::new();
+            if has_fma() {
+                // SAFETY: the CPU has AVX2, FMA and F16C (just checked).
+                got.push(("fma", unsafe { dot_fma(a, b) }));
+            }
+            if has_avx512f() {
+                // SAFETY: the CPU has AVX-512 F (just checked).
+                got.push(("avx512", unsafe { dot_avx512(a, b) }));
+            }
+            for (path, v) in got {
+                let err = (v as f64 - exact).abs();
+                assert!(err <= 1e-6 * scale + 1e-30, "{path}, n {}: {v} against {exact}", a.len());
+            }
+        }
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for n in [1, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 2560, 2561] {
+            let a: Vec<f32> = (0..n).map(|_| next()).collect();
+            let b32: Vec<f32> = (0..n).map(|_| next()).collect();
+            check(&b32, &a);
+            check(&b32.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(), &a);
+            check(&b32.iter().map(|&v| (v * 127.0) as i8).collect::<Vec<_>>(), &a);
+        }
     }
 
     #[test]
