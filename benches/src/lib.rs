@@ -90,8 +90,9 @@ pub struct BandwidthShare {
 }
 
 /// `runs` timings of `op` (which reads `bytes`), each followed by the read
-/// bandwidth of all threads (`trinity::ceilings::read_bandwidth`, 512 MiB
-/// once). On a shared machine the bandwidth moves by half within minutes, so
+/// bandwidth of all threads (`trinity::ceilings::read_bandwidth`, the best
+/// of three passes over 512 MiB: a single pass right after the buffer is
+/// written read low). On a shared machine the bandwidth moves by half within minutes, so
 /// a fraction is only meaningful against its neighbour in time.
 pub fn read_bandwidth_share(bytes: usize, runs: usize, op: &mut dyn FnMut()) -> BandwidthShare {
     let (mut times, mut fractions) = (Vec::new(), Vec::new());
@@ -100,7 +101,7 @@ pub fn read_bandwidth_share(bytes: usize, runs: usize, op: &mut dyn FnMut()) -> 
         let t = std::time::Instant::now();
         op();
         let secs = t.elapsed().as_secs_f64();
-        let bw = trinity::ceilings::read_bandwidth(512 << 20, 1);
+        let bw = trinity::ceilings::read_bandwidth(512 << 20, 3);
         times.push(secs);
         fractions.push(bytes as f64 / secs / bw);
         bandwidth = (bandwidth.0.min(bw), bandwidth.1.max(bw));
