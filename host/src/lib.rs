@@ -10,7 +10,7 @@
 //!   round trip.
 //! - [`HostOps`] ([`host_ops`]): the same kernels on host data (upload → op →
 //!   download), written once for every backend; what tests and [`verify`] use.
-//! - [`reference`]: the scalar references every backend is checked against.
+//! - [`reference`](mod@reference): the scalar references every backend is checked against.
 //!
 //! ```
 //! use trinity::{BackendChoice, Device, HostOps};

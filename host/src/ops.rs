@@ -8,7 +8,7 @@
 //! - `cpu`: the fast CPU path ([`crate::cpu`]);
 //! - `emu`: the kernel source on the SIMT emulator, with the kernel's geometry;
 //! - `cuda`: the PTX function resolved once when the backend was created
-//!   ([`Functions`]), launched on the backend's stream with the same geometry.
+//!   (`Functions`), launched on the backend's stream with the same geometry.
 //!
 //! Adding a kernel: its source in `kernels-gpu/src/kernels/`, its scalar
 //! reference in [`crate::reference`], its op here (and its name in

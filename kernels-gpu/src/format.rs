@@ -70,7 +70,7 @@ pub const fn sign_masks(word: u32) -> (u32, u32) {
 /// | what | rule |
 /// |---|---|
 /// | codes | as v1, `code = trit + 1` (never `0b11`: the repack decodes v1 first) |
-/// | rows | padded to a multiple of [`DEVICE_K_ALIGN`] weights (zero code), so a row is a whole number of 128-bit loads |
+/// | rows | padded to a multiple of [`DEVICE_K_ALIGN`](device_layout::DEVICE_K_ALIGN) weights (zero code), so a row is a whole number of 128-bit loads |
 /// | inside a word | 16 consecutive weights, weight `4j + b` at bits `8b + 2j`: one shift and mask, `(w >> 2j) & 0x03030303`, gives weights `4j .. 4j + 4` as four bytes, ready for `dp4a` |
 ///
 /// Activations for these kernels are int8 rows padded with zeros to the same

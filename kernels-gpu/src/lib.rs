@@ -15,7 +15,7 @@
 //! the emulator, plain pointers on the device).
 //!
 //! ## Where things are
-//! - [`format`]: the packed ternary format v1 (shared by host and device).
+//! - [`format`](mod@format): the packed ternary format v1 (shared by host and device).
 //! - [`head`]: the lm_head GEMV's row layout and shared body.
 //! - [`kernels`]: one file per kernel, each with `# Safety`, `# Parameters`,
 //!   `# Thread mapping` and `# Tiling` sections.

@@ -4,7 +4,7 @@
 //! encoding of [`kernels_gpu::curl`]), so one pass of a few logic operations
 //! advances 1024 states; LLVM turns the loops over the words into AVX-512
 //! (or AVX2) instructions when the CPU has them, chosen at run time. Two
-//! rounds are fused per pass over the state (see [`slot4`]), which halves the
+//! rounds are fused per pass over the state (see `slot4`), which halves the
 //! memory traffic that bounds the loop (the state, 2 × 187 KB, lives in L2).
 //! Units of 1024 lanes run in parallel on rayon's pool.
 //!

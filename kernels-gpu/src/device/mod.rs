@@ -173,11 +173,11 @@ pub fn dp4a_reference(a: u32, b: u32, c: i32) -> i32 {
 /// 16×32 int8 A (row-major), a 32×8 int8 B (column-major), int32 C/D, over
 /// the whole warp. Fragment layout (PTX ISA), with `g = lane / 4`, `t = lane % 4`:
 ///
-/// - `a[0]`: A[g][4t..4t+4], `a[1]`: A[g+8][4t..4t+4],
-///   `a[2]`: A[g][16+4t..16+4t+4], `a[3]`: A[g+8][16+4t..16+4t+4]
+/// - `a[0]`: `A[g][4t..4t+4]`, `a[1]`: `A[g+8][4t..4t+4]`,
+///   `a[2]`: `A[g][16+4t..16+4t+4]`, `a[3]`: `A[g+8][16+4t..16+4t+4]`
 ///   (byte `j` of each register is column `+j`);
-/// - `b[0]`: B[4t..4t+4][g], `b[1]`: B[16+4t..16+4t+4][g];
-/// - `c[0], c[1]`: C[g][2t], C[g][2t+1]; `c[2], c[3]`: C[g+8][2t], C[g+8][2t+1].
+/// - `b[0]`: `B[4t..4t+4][g]`, `b[1]`: `B[16+4t..16+4t+4][g]`;
+/// - `c[0], c[1]`: `C[g][2t]`, `C[g][2t+1]`; `c[2], c[3]`: `C[g+8][2t]`, `C[g+8][2t+1]`.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "nvptx64"), track_caller)]
 pub fn mma_m16n8k32_s8(a: [u32; 4], b: [u32; 2], c: [i32; 4]) -> [i32; 4] {
