@@ -706,13 +706,18 @@ pub fn attention(
                 let (r, kvh, _) = tasks[t];
                 let end = t + tasks[t..].iter().take_while(|&&(r2, k2, _)| (r2, k2) == (r, kvh)).count();
                 for g in 0..group {
-                    let part = |s: usize| parts[s * group + g];
-                    let max = (t..end).map(|s| part(s).0).fold(f32::NEG_INFINITY, f32::max);
-                    let total: f32 = (t..end).map(|s| (part(s).0 - max).exp() * part(s).1).sum();
+                    let max = (t..end).map(|s| parts[s * group + g].0).fold(f32::NEG_INFINITY, f32::max);
+                    // Each part's max becomes its weight e^(max_s − max), computed once.
+                    let mut total = 0f32;
+                    for s in t..end {
+                        let (m, sum) = &mut parts[s * group + g];
+                        *m = (*m - max).exp();
+                        total += *m * *sum;
+                    }
                     let o = &mut out[(r * heads + kvh * group + g) * head_dim..][..head_dim];
                     o.fill(0.0);
                     for s in t..end {
-                        let w = (part(s).0 - max).exp() / total;
+                        let w = parts[s * group + g].0 / total;
                         for (o, x) in o.iter_mut().zip(&sums[s * gd + g * head_dim..][..head_dim]) {
                             *o += w * x;
                         }
