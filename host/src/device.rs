@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{Buffer, Elem, QuantizedBuffer, RowPlaces, TernaryBuffer};
+use crate::buffer::{Buffer, Elem, HostMemory, QuantizedBuffer, RowPlaces, TernaryBuffer};
 use crate::cuda::{CudaBackend, GpuError};
 use crate::error::{KernelError, KernelResult};
 use crate::matmul::QuantizedActivations;
@@ -187,7 +187,7 @@ impl Device {
     /// Copies host data into a new buffer on this device.
     pub fn upload<T: Elem>(&self, data: &[T]) -> KernelResult<Buffer<T>> {
         match self {
-            Device::Cpu | Device::Emu => Ok(Buffer::Host(data.to_vec())),
+            Device::Cpu | Device::Emu => Ok(Buffer::Host(HostMemory::from_slice(data))),
             Device::Cuda(g) => g.upload(data).map(Buffer::Cuda),
         }
     }
@@ -215,7 +215,7 @@ impl Device {
     /// A zeroed buffer of `len` elements on this device.
     pub fn alloc<T: Elem>(&self, len: usize) -> KernelResult<Buffer<T>> {
         match self {
-            Device::Cpu | Device::Emu => Ok(Buffer::Host(vec![T::default(); len])),
+            Device::Cpu | Device::Emu => Ok(Buffer::Host(HostMemory::zeroed(len))),
             Device::Cuda(g) => g.zeros(len).map(Buffer::Cuda),
         }
     }
@@ -223,7 +223,7 @@ impl Device {
     /// Copies a buffer back to the host (waits for the work that writes it).
     pub fn download<T: Elem>(&self, buf: &Buffer<T>) -> KernelResult<Vec<T>> {
         match (self, buf) {
-            (Device::Cpu | Device::Emu, Buffer::Host(v)) => Ok(v.clone()),
+            (Device::Cpu | Device::Emu, Buffer::Host(v)) => Ok(v.to_vec()),
             (Device::Cuda(g), Buffer::Cuda(s)) => g.download(s),
             _ => Err(self.wrong_place("download", buf.location())),
         }
@@ -287,7 +287,7 @@ impl Device {
             });
         }
         match (self, src) {
-            (Device::Cpu | Device::Emu, Buffer::Host(v)) => Ok(Buffer::Host(v[len - n..].to_vec())),
+            (Device::Cpu | Device::Emu, Buffer::Host(v)) => Ok(Buffer::Host(HostMemory::from_slice(&v[len - n..]))),
             (Device::Cuda(g), Buffer::Cuda(s)) => {
                 let mut dst = g.zeros::<T>(n)?;
                 g.stream()

@@ -40,7 +40,9 @@ pub mod ternary;
 pub mod trihash;
 pub mod verify;
 
-pub use buffer::{AttentionScratch, Buffer, F16Weights, QuantizedBuffer, RowPlaces, TernaryBuffer};
+pub use buffer::{
+    AttentionScratch, Buffer, F16Weights, HOST_ALIGN, HostMemory, QuantizedBuffer, RowPlaces, TernaryBuffer,
+};
 pub use device::{BackendChoice, BackendKind, Device};
 pub use error::{KernelError, KernelResult};
 pub use host_ops::HostOps;

@@ -25,7 +25,9 @@ use kernels_gpu::kernels::{self, sgemm_check, sgemm_geometry, unpack_check, unpa
 use kernels_gpu::launch::{LaunchConfig, check_shared};
 use kernels_gpu::matmul::{self as facts, GEMV_MAX_M};
 
-use crate::buffer::{ActivationElem, AttentionScratch, Buffer, OutputElem, QuantizedBuffer, RowPlaces, TernaryBuffer};
+use crate::buffer::{
+    ActivationElem, AttentionScratch, Buffer, HostMemory, OutputElem, QuantizedBuffer, RowPlaces, TernaryBuffer,
+};
 use crate::device::Device;
 use crate::error::{KernelError, KernelResult};
 
@@ -852,7 +854,8 @@ impl Device {
             }
             _ => {
                 let Buffer::Host(h) = &*x_f16 else { return Err(self.wrong_place(kernel, "device memory")) };
-                let rounded = Buffer::Host(h.iter().map(|v| v.to_f32()).collect());
+                let rounded: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+                let rounded = Buffer::Host(HostMemory::from_slice(&rounded));
                 for (w, y) in weights.iter().zip(ys.iter_mut()) {
                     self.head_gemm_f16(&rounded, &w.values, y, m, w.rows, k)?;
                 }
@@ -914,7 +917,7 @@ impl Device {
         let (nb, mw, capacity) = (batches as u32, mwm as u32, hits.len() as u32 - 1);
         match (self, base, hits) {
             (Device::Cpu, Buffer::Host(base), Buffer::Host(hits)) => {
-                let base: &[i8; 729] = base.as_slice().try_into().expect("length checked above");
+                let base: &[i8; 729] = base[..].try_into().expect("length checked above");
                 let found = crate::trihash::sliced::search(base, first_batch, batches, mwm);
                 hits[0] = found.len() as u32;
                 let offsets = found.iter().map(|&v| (v - first_batch * LANES_PER_BATCH as u64) as u32);
