@@ -19,9 +19,10 @@ fn info_exits_zero_with_or_without_a_gpu() {
         assert!(stdout.contains("no NVIDIA driver found"), "{stdout}");
     }
     assert!(stdout.contains("embedded PTX"));
-    // The CPU backend's line names the ternary path this CPU runs.
-    let path = trinity::cpu_ternary::simd_level();
-    assert!(stdout.lines().any(|l| l.contains("CPU backend:") && l.ends_with(path)), "{stdout}");
+    // The CPU backend's line names the ternary and float paths this CPU runs.
+    let (ternary, float) = (trinity::cpu_ternary::simd_level(), trinity::cpu::float_path().name());
+    let named = format!("ternary {ternary}, float {float}");
+    assert!(stdout.lines().any(|l| l.contains("CPU backend:") && l.ends_with(&named)), "{stdout}");
 }
 
 #[test]

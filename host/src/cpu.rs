@@ -125,13 +125,13 @@ pub fn rms_norm_quantize(
 /// returns (scale, sum).
 fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F (checked just above).
+    if uses_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
         return unsafe { quantize_row_avx512(x, q) };
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
         return unsafe { quantize_row_avx2(x, q) };
     }
     quantize_row_generic(x, q)
@@ -431,13 +431,13 @@ const ATTENTION_PREFETCH_BYTES: usize = 8192;
 /// dependent on other rows).
 fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+    if uses_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
         return unsafe { dot_avx512(a, b) };
     }
     #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `has_fma`).
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `uses_fma`).
         return unsafe { dot_fma(a, b) };
     }
     let mut acc = [0f32; 8];
@@ -451,7 +451,63 @@ fn dot<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn has_fma() -> bool {
+/// How far the float ops vectorize: the quantizer, the lm_head's and
+/// attention's dots, the softmax, attention and the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FloatPath {
+    /// Plain Rust for the target's baseline.
+    Portable,
+    /// Eight lanes: AVX2, FMA and F16C.
+    Avx2Fma,
+    /// Sixteen lanes: AVX-512 F.
+    Avx512,
+}
+
+impl FloatPath {
+    /// Its name, as `trinity info` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatPath::Portable => "portable",
+            FloatPath::Avx2Fma => "avx2-fma",
+            FloatPath::Avx512 => "avx512f",
+        }
+    }
+}
+
+/// The float ops' path: the best this CPU has, capped by the ternary path
+/// `TRINITY_CPU_PATH` chooses (`avx2` → [`FloatPath::Avx2Fma`], `portable` →
+/// [`FloatPath::Portable`]), so that a test or a comparison under a lesser
+/// path runs every op as a CPU without the greater one would. Decided once.
+pub fn float_path() -> FloatPath {
+    static PATH: std::sync::OnceLock<FloatPath> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| {
+        let best = if cpu_has_avx512f() {
+            FloatPath::Avx512
+        } else if cpu_has_fma() {
+            FloatPath::Avx2Fma
+        } else {
+            FloatPath::Portable
+        };
+        let cap = match crate::cpu_ternary::forced_level() {
+            Some(0) => FloatPath::Portable,
+            Some(1) => FloatPath::Avx2Fma,
+            _ => FloatPath::Avx512,
+        };
+        best.min(cap)
+    })
+}
+
+/// The float ops take the 8-lane AVX2 code (the CPU has AVX2, FMA and F16C).
+fn uses_fma() -> bool {
+    float_path() >= FloatPath::Avx2Fma
+}
+
+/// The float ops take the 16-lane code (the CPU has AVX-512 F).
+fn uses_avx512f() -> bool {
+    float_path() >= FloatPath::Avx512
+}
+
+fn cpu_has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2")
@@ -462,7 +518,7 @@ fn has_fma() -> bool {
     false
 }
 
-fn has_avx512f() -> bool {
+fn cpu_has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -627,7 +683,7 @@ pub fn attention(
     use rayon::prelude::*;
     let rows = positions.len();
     #[cfg(target_arch = "x86_64")]
-    if rows >= attention_blocks::QB && std::is_x86_feature_detected!("avx512f") {
+    if rows >= attention_blocks::QB && uses_avx512f() {
         // Blocks: runs of up to QB consecutive rows of one slot.
         let mut bounds = Vec::new();
         let mut s = 0;
@@ -673,7 +729,7 @@ pub fn attention(
     }
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
+    if uses_avx512f() {
         type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [(f32, f32)], &mut Vec<f32>);
         let run: Option<Group> = match group {
             1 => Some(attention_groups::attention_group::<1, 8>),
@@ -696,7 +752,7 @@ pub fn attention(
                 let qg = &q[(r * heads + kvh * group) * head_dim..][..gd];
                 let len = keys.len();
                 let (k, v) = (&k_cache[base + keys.start * head_dim..], &v_cache[base + keys.start * head_dim..]);
-                // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+                // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
                 unsafe { run(qg, &k[..len * head_dim], &v[..len * head_dim], len, o, p, scores) };
             });
             // Each (row, KV head)'s parts are consecutive tasks: rescale each to the
@@ -794,8 +850,8 @@ fn softmax(scores: &mut [f32]) {
 /// AVX-512 F.
 fn exp_shifted(scores: &mut [f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512 F (checked by `has_avx512f`).
+    if uses_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
         return unsafe { exp_shifted_avx512(scores) };
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -839,8 +895,8 @@ fn exp_shifted_avx512(scores: &mut [f32]) -> (f32, f32) {
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
 fn weighted_sum(weights: &[f32], values: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `uses_fma`).
         return unsafe { weighted_sum_fma(weights, values, out) };
     }
     weighted_sum_columns(weights, values, out, 0, out.len());
@@ -904,8 +960,8 @@ const GATED_CHUNK: usize = 16 * 1024;
 pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
     let run = |(g, u): (&mut [f32], &[f32])| {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512 F (checked just above).
+        if uses_avx512f() {
+            // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
             return unsafe { gated_avx512(g, u, act) };
         }
         gated_scalar(g, u, act)
@@ -1023,11 +1079,11 @@ mod tests {
             let exact: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y.to_f32() as f64).sum();
             let scale: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 * y.to_f32() as f64).abs()).sum();
             let mut got = Vec::new();
-            if has_fma() {
+            if cpu_has_fma() {
                 // SAFETY: the CPU has AVX2, FMA and F16C (just checked).
                 got.push(("fma", unsafe { dot_fma(a, b) }));
             }
-            if has_avx512f() {
+            if cpu_has_avx512f() {
                 // SAFETY: the CPU has AVX-512 F (just checked).
                 got.push(("avx512", unsafe { dot_avx512(a, b) }));
             }

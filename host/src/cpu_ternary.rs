@@ -152,13 +152,26 @@ fn has_avx2() -> bool {
 /// The SIMD path for this CPU: 3 = AMX-INT8 (prefill; decode as 2), 2 =
 /// AVX-512 VNNI, 1 = AVX2, 0 = portable; the best one unless `TRINITY_CPU_PATH` names another.
 fn simd() -> u8 {
-    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    chosen_level().0
+}
+
+/// The level `TRINITY_CPU_PATH` chose, if it names a path this CPU has: the
+/// float ops ([`crate::cpu::float_path`]) go no further than it, so a chosen
+/// path runs the whole backend as a CPU with only that much would.
+pub(crate) fn forced_level() -> Option<u8> {
+    let (level, forced) = chosen_level();
+    forced.then_some(level)
+}
+
+/// (level, whether `TRINITY_CPU_PATH` chose it), decided once.
+fn chosen_level() -> (u8, bool) {
+    static LEVEL: std::sync::OnceLock<(u8, bool)> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
         let levels = available_levels();
         let best = levels[0];
-        let Some(name) = std::env::var_os("TRINITY_CPU_PATH") else { return best.1 };
+        let Some(name) = std::env::var_os("TRINITY_CPU_PATH") else { return (best.1, false) };
         match levels.iter().find(|&&(n, _)| name == n) {
-            Some(&(_, level)) => level,
+            Some(&(_, level)) => (level, true),
             None => {
                 let names: Vec<&str> = levels.iter().map(|&(n, _)| n).collect();
                 eprintln!(
@@ -167,7 +180,7 @@ fn simd() -> u8 {
                     names.join(", "),
                     best.0
                 );
-                best.1
+                (best.1, false)
             }
         }
     })

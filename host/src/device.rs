@@ -159,7 +159,8 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu => {
-                format!("CPU, {} threads, {}", rayon::current_num_threads(), crate::cpu_ternary::simd_level())
+                let (ternary, float) = (crate::cpu_ternary::simd_level(), crate::cpu::float_path().name());
+                format!("CPU, {} threads, ternary {ternary}, float {float}", rayon::current_num_threads())
             }
             Device::Emu => "CPU SIMT emulator (kernel source, one OS thread per GPU thread)".to_owned(),
             Device::Cuda(g) => g.describe(),
