@@ -11,6 +11,8 @@ mod attention_blocks;
 #[cfg(target_arch = "x86_64")]
 mod attention_groups;
 #[cfg(target_arch = "x86_64")]
+mod attention_groups_avx2;
+#[cfg(target_arch = "x86_64")]
 mod vector_exp;
 
 use rayon::prelude::*;
@@ -729,13 +731,19 @@ pub fn attention(
     }
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
-    if uses_avx512f() {
+    {
         type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [(f32, f32)], &mut Vec<f32>);
-        let run: Option<Group> = match group {
-            1 => Some(attention_groups::attention_group::<1, 8>),
-            2 => Some(attention_groups::attention_group::<2, 8>),
-            4 => Some(attention_groups::attention_group::<4, 4>),
-            8 => Some(attention_groups::attention_group::<8, 2>),
+        let run: Option<Group> = match (float_path(), group) {
+            (FloatPath::Avx512, 1) => Some(attention_groups::attention_group::<1, 8>),
+            (FloatPath::Avx512, 2) => Some(attention_groups::attention_group::<2, 8>),
+            (FloatPath::Avx512, 4) => Some(attention_groups::attention_group::<4, 4>),
+            (FloatPath::Avx512, 8) => Some(attention_groups::attention_group::<8, 2>),
+            // AVX2 has no lane masks: whole 8-value chunks only.
+            (FloatPath::Avx2Fma, _) if !head_dim.is_multiple_of(8) => None,
+            (FloatPath::Avx2Fma, 1) => Some(attention_groups_avx2::attention_group::<1, 8, 12>),
+            (FloatPath::Avx2Fma, 2) => Some(attention_groups_avx2::attention_group::<2, 4, 6>),
+            (FloatPath::Avx2Fma, 4) => Some(attention_groups_avx2::attention_group::<4, 2, 3>),
+            (FloatPath::Avx2Fma, 8) => Some(attention_groups_avx2::attention_group::<8, 1, 1>),
             _ => None,
         };
         if let Some(run) = run {
@@ -752,7 +760,8 @@ pub fn attention(
                 let qg = &q[(r * heads + kvh * group) * head_dim..][..gd];
                 let len = keys.len();
                 let (k, v) = (&k_cache[base + keys.start * head_dim..], &v_cache[base + keys.start * head_dim..]);
-                // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
+                // SAFETY: `float_path` picked the group's code: the CPU has AVX-512 F,
+                // or AVX2 and FMA.
                 unsafe { run(qg, &k[..len * head_dim], &v[..len * head_dim], len, o, p, scores) };
             });
             // Each (row, KV head)'s parts are consecutive tasks: rescale each to the
@@ -854,6 +863,11 @@ fn exp_shifted(scores: &mut [f32]) -> (f32, f32) {
         // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
         return unsafe { exp_shifted_avx512(scores) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `uses_fma`).
+        return unsafe { exp_shifted_avx2(scores) };
+    }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
     for s in scores.iter_mut() {
@@ -890,6 +904,42 @@ fn exp_shifted_avx512(scores: &mut [f32]) -> (f32, f32) {
         }
     }
     (max, _mm512_reduce_add_ps(total))
+}
+
+/// [`exp_shifted`] 8 lanes at a time, the tail in scalar code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_shifted_avx2(scores: &mut [f32]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let (body, tail) = scores.split_at_mut(scores.len() / 8 * 8);
+    let mut lanes = _mm256_set1_ps(f32::NEG_INFINITY);
+    for c in body.chunks_exact(8) {
+        // SAFETY: 8 scores.
+        lanes = _mm256_max_ps(lanes, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+    }
+    let mut m = [0f32; 8];
+    // SAFETY: 8 lanes into 8 floats.
+    unsafe { _mm256_storeu_ps(m.as_mut_ptr(), lanes) };
+    let max = m.iter().chain(tail.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
+    let shift = _mm256_set1_ps(max);
+    let mut total = _mm256_setzero_ps();
+    for c in body.chunks_exact_mut(8) {
+        // SAFETY: 8 scores in and out.
+        unsafe {
+            let p = vector_exp::exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), shift));
+            total = _mm256_add_ps(total, p);
+            _mm256_storeu_ps(c.as_mut_ptr(), p);
+        }
+    }
+    let mut t = [0f32; 8];
+    // SAFETY: 8 lanes into 8 floats.
+    unsafe { _mm256_storeu_ps(t.as_mut_ptr(), total) };
+    let mut total: f32 = t.iter().sum();
+    for s in tail {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    (max, total)
 }
 
 /// `out = Σ_j weights[j] · values[j]` over rows of `out.len()` values.
@@ -964,6 +1014,11 @@ pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
             // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
             return unsafe { gated_avx512(g, u, act) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if uses_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked by `uses_fma`).
+            return unsafe { gated_avx2(g, u, act) };
+        }
         gated_scalar(g, u, act)
     };
     if gate.len() <= GATED_CHUNK {
@@ -1008,6 +1063,30 @@ fn gated_avx512(gate: &mut [f32], up: &[f32], act: u32) {
             _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), live, _mm512_mul_ps(a, u));
         }
     }
+}
+
+/// [`gated_scalar`] 8 lanes at a time, the tail in scalar code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gated_avx2(gate: &mut [f32], up: &[f32], act: u32) {
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len()) / 8 * 8;
+    let one = _mm256_set1_ps(1.0);
+    for (g8, u8) in gate[..n].chunks_exact_mut(8).zip(up[..n].chunks_exact(8)) {
+        // SAFETY: 8 elements of each.
+        unsafe {
+            let g = _mm256_loadu_ps(g8.as_ptr());
+            let a = if act == kernels_gpu::kernels::ACT_RELU2 {
+                let r = _mm256_max_ps(g, _mm256_setzero_ps());
+                _mm256_mul_ps(r, r)
+            } else {
+                let e = vector_exp::exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+                _mm256_div_ps(g, _mm256_add_ps(one, e))
+            };
+            _mm256_storeu_ps(g8.as_mut_ptr(), _mm256_mul_ps(a, _mm256_loadu_ps(u8.as_ptr())));
+        }
+    }
+    gated_scalar(&mut gate[n..], &up[n..], act);
 }
 
 /// `cache[slot[r]][kh][pos[r]][d] = x[r][kh][d]`.
