@@ -107,7 +107,7 @@ pub struct HostMemory<T> {
 impl<T: Elem> HostMemory<T> {
     /// `len` zeroed elements.
     pub fn zeroed(len: usize) -> HostMemory<T> {
-        let slack = HOST_ALIGN / std::mem::size_of::<T>().max(1);
+        let slack = HOST_ALIGN / size_of::<T>().max(1);
         let storage: Vec<T> = bytemuck::zeroed_vec(len + slack);
         // Every element type divides the line, so the offset is below `slack`.
         let start = storage.as_ptr().align_offset(HOST_ALIGN);

@@ -854,8 +854,9 @@ impl Device {
             }
             _ => {
                 let Buffer::Host(h) = &*x_f16 else { return Err(self.wrong_place(kernel, "device memory")) };
-                let rounded: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
-                let rounded = Buffer::Host(HostMemory::from_slice(&rounded));
+                let mut rounded = HostMemory::zeroed(h.len());
+                rounded.iter_mut().zip(h.iter()).for_each(|(r, v)| *r = v.to_f32());
+                let rounded = Buffer::Host(rounded);
                 for (w, y) in weights.iter().zip(ys.iter_mut()) {
                     self.head_gemm_f16(&rounded, &w.values, y, m, w.rows, k)?;
                 }

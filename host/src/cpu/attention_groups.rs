@@ -57,17 +57,7 @@ pub(super) unsafe fn attention_group<const G: usize, const V: usize>(
     parts: &mut [(f32, f32)],
     scores: &mut Vec<f32>,
 ) {
-    let d = q.len() / G;
-    assert!(
-        d > 0
-            && len > 0
-            && q.len() == G * d
-            && out.len() == G * d
-            && parts.len() == G
-            && keys.len() >= len * d
-            && values.len() >= len * d,
-        "attention group shapes"
-    );
+    let d = checked_head_dim(G, q, keys, values, len, out, parts);
     scores.clear();
     scores.resize(G * len, 0.0);
     let scale = (d as f32).powf(-0.5);
@@ -126,4 +116,29 @@ pub(super) unsafe fn attention_group<const G: usize, const V: usize>(
             }
         }
     }
+}
+
+/// The head dimension of a group task's operands (`q` holds `groups` heads),
+/// after checking that they hold what the task reads and writes.
+pub(super) fn checked_head_dim(
+    groups: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    len: usize,
+    out: &[f32],
+    parts: &[(f32, f32)],
+) -> usize {
+    let d = q.len() / groups;
+    assert!(
+        d > 0
+            && len > 0
+            && q.len() == groups * d
+            && out.len() == groups * d
+            && parts.len() == groups
+            && keys.len() >= len * d
+            && values.len() >= len * d,
+        "attention group shapes"
+    );
+    d
 }

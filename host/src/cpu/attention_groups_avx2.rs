@@ -24,6 +24,7 @@
 
 use std::arch::x86_64::*;
 
+use super::attention_groups::checked_head_dim;
 use super::{ATTENTION_PREFETCH_BYTES, exp_shifted};
 
 /// `attention_group` of [`super::attention_groups`] in 8 lanes: one row's
@@ -50,18 +51,8 @@ pub(super) unsafe fn attention_group<const G: usize, const C: usize, const V: us
     parts: &mut [(f32, f32)],
     scores: &mut Vec<f32>,
 ) {
-    let d = q.len() / G;
-    assert!(
-        d > 0
-            && d.is_multiple_of(8)
-            && len > 0
-            && q.len() == G * d
-            && out.len() == G * d
-            && parts.len() == G
-            && keys.len() >= len * d
-            && values.len() >= len * d,
-        "attention group shapes"
-    );
+    let d = checked_head_dim(G, q, keys, values, len, out, parts);
+    assert!(d.is_multiple_of(8), "head_dim {d}: whole 8-value chunks only");
     scores.clear();
     scores.resize(G * len, 0.0);
     let scale = (d as f32).powf(-0.5);
