@@ -261,6 +261,10 @@ pub struct AttentionScratch {
     pub(crate) out: Option<Buffer<f32>>,
     /// `pairs × chunks × 2` running maxima and sums.
     pub(crate) max_sum: Option<Buffer<f32>>,
+    /// The `cpu` backend's partial sums: `tasks × group × head_dim`.
+    pub(crate) cpu_sums: Vec<f32>,
+    /// The `cpu` backend's (max, total) per task and query head.
+    pub(crate) cpu_parts: Vec<(f32, f32)>,
 }
 
 impl AttentionScratch {

@@ -669,6 +669,7 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos
 /// the sequence in cache slot `slots[r]` (`slots × kv_heads × context ×
 /// head_dim`, position-major within a head). Query head `h` reads KV head
 /// `h / (heads / kv_heads)`; scores are scaled by `head_dim^-0.5`; softmax in f32.
+/// `scratch` keeps decode's partial results between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
@@ -681,6 +682,7 @@ pub fn attention(
     kv_heads: usize,
     head_dim: usize,
     context: usize,
+    scratch: &mut crate::AttentionScratch,
 ) {
     use rayon::prelude::*;
     let rows = positions.len();
@@ -750,9 +752,11 @@ pub fn attention(
             let tasks = attention_splits(positions, kv_heads, rayon::current_num_threads());
             // One task per (row, KV head, part of its positions): its group's heads
             // (one without GQA) are consecutive, and so are their partial sums.
+            // Every task writes all of its sums and parts, so the kept buffers are not cleared.
             let gd = group * head_dim;
-            let mut sums = vec![0f32; tasks.len() * gd];
-            let mut parts = vec![(0f32, 0f32); tasks.len() * group];
+            let (sums, parts) = (&mut scratch.cpu_sums, &mut scratch.cpu_parts);
+            sums.resize(sums.len().max(tasks.len() * gd), 0.0);
+            parts.resize(parts.len().max(tasks.len() * group), (0.0, 0.0));
             let work = sums.par_chunks_mut(gd).zip(parts.par_chunks_mut(group)).zip(&tasks);
             work.for_each_init(Vec::new, |scores, ((o, p), (r, kvh, keys))| {
                 let (r, kvh) = (*r, *kvh);
@@ -1214,7 +1218,7 @@ mod tests {
         let k = [0.5f32, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let v = [7.0f32, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let mut out = [0f32; 4];
-        attention(&q, &k, &v, &mut out, &[0], &[0], 2, 1, 2, 4);
+        attention(&q, &k, &v, &mut out, &[0], &[0], 2, 1, 2, 4, &mut crate::AttentionScratch::new());
         assert_eq!(out, [7.0, -3.0, 7.0, -3.0]);
     }
 
@@ -1228,7 +1232,7 @@ mod tests {
         kv_write(&[9.0, 3.0], &mut v, &[1, 0], &[0, 1], 1, 1, 2);
         assert_eq!((k, v), ([0.0, 0.0, 1.0, 0.0], [5.0, 3.0, 9.0, 0.0]));
         let mut out = [0f32; 2];
-        attention(&[1.0, 1.0], &k, &v, &mut out, &[1, 0], &[0, 1], 1, 1, 1, 2);
+        attention(&[1.0, 1.0], &k, &v, &mut out, &[1, 0], &[0, 1], 1, 1, 1, 2, &mut crate::AttentionScratch::new());
         // Row 0 sees one value (9); row 1 averages 5 and 3 (equal scores 0·1).
         assert_eq!(out, [9.0, 4.0]);
     }

@@ -1329,7 +1329,7 @@ impl Device {
                 Buffer::Host(o),
                 (Buffer::Host(s), Buffer::Host(p)),
             ) => {
-                crate::cpu::attention(q, k, v, o, s, p, heads, kv_heads, head_dim, context);
+                crate::cpu::attention(q, k, v, o, s, p, heads, kv_heads, head_dim, context, scratch);
                 Ok(())
             }
             (

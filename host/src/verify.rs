@@ -458,6 +458,9 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
     let mut places_rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let mut checks = Vec::new();
     let mut vec = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+    // Decode attention keeps one scratch across every shape, as a model keeps
+    // one across its steps: partial results left by a larger call must not leak.
+    let kept_scratch = std::cell::RefCell::new(crate::AttentionScratch::new());
     for &(rows, heads, kv_heads, head_dim, context) in &plan.layer_ops {
         let shape = format!("{rows}×{heads}/{kv_heads}×{head_dim} ctx {context}");
         let (tol_r, tol_a) = LAYER_TOL;
@@ -575,8 +578,8 @@ pub fn verify_layer_ops(device: &crate::Device, plan: &Plan, seed: u64) -> Vec<C
             let (dq, dk, dv) = (device.upload(&q)?, device.upload(&k)?, device.upload(&v)?);
             let mut o = device.alloc::<f32>(q.len())?;
             let dp = device.row_places(&places)?;
-            let mut scratch = crate::AttentionScratch::new();
-            device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context, &mut scratch)?;
+            let scratch = &mut *kept_scratch.borrow_mut();
+            device.attention(&dq, &dk, &dv, &mut o, &dp, heads, kv_heads, head_dim, context, scratch)?;
             device.download(&o)
         });
         let want = attention_reference(&q, &k, &v, &places, heads, kv_heads, head_dim, context);
