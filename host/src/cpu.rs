@@ -686,51 +686,61 @@ pub fn attention(
 ) {
     use rayon::prelude::*;
     let rows = positions.len();
+    // A run of consecutive rows of one slot (a prompt chunk) of at least a
+    // block's rows takes the prefill blocks; every other row (decode rows,
+    // short chunks) the row-at-a-time tasks below. The choice, like a decode
+    // row's split, depends on the row's own chunk alone, so batching sequences
+    // never changes a row's result.
     #[cfg(target_arch = "x86_64")]
-    if rows >= attention_blocks::QB && uses_avx512f() {
-        // Blocks: runs of up to QB consecutive rows of one slot.
-        let mut bounds = Vec::new();
-        let mut s = 0;
-        while s < rows {
-            let mut e = s + 1;
-            while e < rows && e - s < attention_blocks::QB && slots[e] == slots[s] {
-                e += 1;
+    let loose: Vec<usize> = {
+        type Block = unsafe fn(&[f32], &mut [f32], &[usize], &attention_blocks::Kv<'_>, &mut Vec<f32>, &mut Vec<f32>);
+        let block: Option<(usize, Block)> = match float_path() {
+            FloatPath::Avx512 => Some((attention_blocks::QB, attention_blocks::attention_block)),
+            _ => None,
+        };
+        match block.filter(|&(qb, _)| rows >= qb) {
+            None => (0..rows).collect(),
+            Some((qb, run)) => {
+                let row_len = heads * head_dim;
+                let (mut blocks, mut loose) = (Vec::new(), Vec::new());
+                let mut rest = &mut out[..rows * row_len];
+                let mut s = 0;
+                while s < rows {
+                    let e = s + slots[s..].iter().take_while(|&&slot| slot == slots[s]).count();
+                    let (chunk, tail) = rest.split_at_mut((e - s) * row_len);
+                    rest = tail;
+                    if e - s < qb {
+                        loose.extend(s..e);
+                    } else {
+                        // Blocks of up to `qb` rows, the last one short.
+                        let bounds = (s..e).step_by(qb).map(|b| (b, (b + qb).min(e)));
+                        blocks.extend(bounds.zip(chunk.chunks_mut(qb * row_len)).map(|((b, e), o)| (b, e, o)));
+                    }
+                    s = e;
+                }
+                blocks.into_par_iter().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(scores, qt), (s, e, o)| {
+                        let lens: Vec<usize> = positions[s..e].iter().map(|&p| p as usize + 1).collect();
+                        let kv = attention_blocks::Kv {
+                            k_cache,
+                            v_cache,
+                            slot: slots[s] as usize,
+                            heads,
+                            kv_heads,
+                            head_dim,
+                            context,
+                        };
+                        // SAFETY: `float_path` picked the block's code: the CPU has AVX-512 F.
+                        unsafe { run(&q[s * row_len..e * row_len], o, &lens, &kv, scores, qt) };
+                    },
+                );
+                loose
             }
-            bounds.push((s, e));
-            s = e;
         }
-        // Prompt chunks (blocks of four rows or more on average), not a batch of decode rows.
-        if rows >= 4 * bounds.len() {
-            let row_len = heads * head_dim;
-            let mut blocks = Vec::with_capacity(bounds.len());
-            let mut rest = &mut out[..rows * row_len];
-            for &(s, e) in &bounds {
-                let (block, tail) = rest.split_at_mut((e - s) * row_len);
-                blocks.push((s, e, block));
-                rest = tail;
-            }
-            blocks.into_par_iter().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(scores, qt), (s, e, o)| {
-                    let lens: Vec<usize> = positions[s..e].iter().map(|&p| p as usize + 1).collect();
-                    let kv = attention_blocks::Kv {
-                        k_cache,
-                        v_cache,
-                        slot: slots[s] as usize,
-                        heads,
-                        kv_heads,
-                        head_dim,
-                        context,
-                    };
-                    // SAFETY: the CPU has AVX-512 F (checked above).
-                    unsafe {
-                        attention_blocks::attention_block(&q[s * row_len..e * row_len], o, &lens, &kv, scores, qt)
-                    };
-                },
-            );
-            return;
-        }
-    }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let loose: Vec<usize> = (0..rows).collect();
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
     {
@@ -749,7 +759,7 @@ pub fn attention(
             _ => None,
         };
         if let Some(run) = run {
-            let tasks = attention_splits(positions, kv_heads, rayon::current_num_threads());
+            let tasks = attention_splits(&loose, positions, kv_heads, rayon::current_num_threads());
             // One task per (row, KV head, part of its positions): its group's heads
             // (one without GQA) are consecutive, and so are their partial sums.
             // Every task writes all of its sums and parts, so the kept buffers are not cleared.
@@ -799,7 +809,8 @@ pub fn attention(
     }
     let scale = (head_dim as f32).powf(-0.5);
     // One task per (row, head): each writes its own head_dim outputs.
-    out[..rows * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(task, o)| {
+    let tasks = out[..rows * heads * head_dim].par_chunks_mut(head_dim).enumerate();
+    tasks.filter(|(task, _)| loose.binary_search(&(task / heads)).is_ok()).for_each(|(task, o)| {
         let (r, h) = (task / heads, task % heads);
         let len = positions[r] as usize + 1;
         let kvh = h / group;
@@ -815,16 +826,24 @@ pub fn attention(
     });
 }
 
-/// Decode attention's tasks, `(row, KV head, positions)`, each (row, KV head)'s
-/// parts consecutive: a row's positions are split into parts of at least
-/// [`ATTENTION_SPLIT_MIN_KEYS`] when there are fewer than four (row, KV head)
-/// pairs per thread, so that no thread waits on another's extra pair.
+/// Decode attention's tasks for `rows` (indices into `positions`), `(row, KV
+/// head, positions)`, each (row, KV head)'s parts consecutive: a row's
+/// positions are split into parts of at least [`ATTENTION_SPLIT_MIN_KEYS`]
+/// when the row alone would have fewer than four (row, KV head) pairs per
+/// thread, so that no thread waits on another's extra pair. The split depends
+/// on the row alone, never on the rows beside it, so that batching leaves a
+/// row's sums in the same order.
 #[cfg(target_arch = "x86_64")]
-fn attention_splits(positions: &[u32], kv_heads: usize, threads: usize) -> Vec<(usize, usize, std::ops::Range<usize>)> {
-    let want = (4 * threads).div_ceil(positions.len() * kv_heads).max(1);
+fn attention_splits(
+    rows: &[usize],
+    positions: &[u32],
+    kv_heads: usize,
+    threads: usize,
+) -> Vec<(usize, usize, std::ops::Range<usize>)> {
+    let want = (4 * threads).div_ceil(kv_heads).max(1);
     let mut tasks = Vec::new();
-    for (r, &p) in positions.iter().enumerate() {
-        let len = p as usize + 1;
+    for &r in rows {
+        let len = positions[r] as usize + 1;
         let per = len.div_ceil(want.min(len / ATTENTION_SPLIT_MIN_KEYS).max(1));
         for kvh in 0..kv_heads {
             tasks.extend((0..len).step_by(per).map(|k| (r, kvh, k..(k + per).min(len))));
@@ -1138,19 +1157,76 @@ mod tests {
     fn decode_attention_splits_long_rows_when_pairs_are_few() {
         // One row at position 999 (1000 keys), 2 KV heads, 2 threads: four parts
         // wanted, three fit 256 keys or more: 334, 334, 332 per KV head.
-        let t = attention_splits(&[999], 2, 2);
+        let t = attention_splits(&[0], &[999], 2, 2);
         let want: Vec<(usize, usize, std::ops::Range<usize>)> =
             [0, 1].into_iter().flat_map(|h| [(0, h, 0..334), (0, h, 334..668), (0, h, 668..1000)]).collect();
         assert_eq!(t, want);
+        // Beside another row the same parts: the split depends on the row alone.
+        let t = attention_splits(&[0, 1], &[5, 999], 2, 2);
+        assert_eq!(t[..2], [(0, 0, 0..6), (0, 1, 0..6)]);
+        assert_eq!(t[2..], want.iter().map(|(_, h, k)| (1, *h, k.clone())).collect::<Vec<_>>());
+        // Only the rows asked for.
+        assert_eq!(attention_splits(&[1], &[5, 7], 2, 2), [(1, 0, 0..8), (1, 1, 0..8)]);
         // 2B-4T's five KV heads on two threads: two parts each (ten tasks).
-        assert_eq!(attention_splits(&[2047], 5, 2)[..2], [(0, 0, 0..1024), (0, 0, 1024..2048)]);
-        assert_eq!(attention_splits(&[2047], 5, 2).len(), 10);
-        // Short rows, and enough pairs for the threads, stay whole.
-        assert_eq!(attention_splits(&[510], 2, 2), [(0, 0, 0..511), (0, 1, 0..511)]);
+        assert_eq!(attention_splits(&[0], &[2047], 5, 2)[..2], [(0, 0, 0..1024), (0, 0, 1024..2048)]);
+        assert_eq!(attention_splits(&[0], &[2047], 5, 2).len(), 10);
+        // Short rows, and enough KV heads for the threads, stay whole.
+        assert_eq!(attention_splits(&[0], &[510], 2, 2), [(0, 0, 0..511), (0, 1, 0..511)]);
         assert_eq!(
-            attention_splits(&[4000, 7], 8, 2),
+            attention_splits(&[0, 1], &[4000, 7], 8, 2),
             (0..2).flat_map(|r| (0..8).map(move |h| (r, h, 0..[4001, 8][r]))).collect::<Vec<_>>()
         );
+    }
+
+    /// A row's attention output is bit for bit the same alone and in a batch:
+    /// a decode row long enough to be split, a prompt chunk long enough for
+    /// the prefill blocks (16 rows and a tail on AVX-512), and a
+    /// short chunk, each alone, then all three together in two orders and beside
+    /// more decode rows.
+    #[test]
+    fn attention_rows_are_the_same_alone_and_batched() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (heads, kv_heads, head_dim, context, slots) = (8, 2, 32, 1100, 6);
+        let len = slots * kv_heads * context * head_dim;
+        let k: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let v: Vec<f32> = (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        // Each sequence's rows as (slot, position).
+        let decode = vec![(0u32, 1000u32)];
+        let chunk: Vec<(u32, u32)> = (100..120).map(|p| (1, p)).collect();
+        let short: Vec<(u32, u32)> = (40..43).map(|p| (2, p)).collect();
+        let others: Vec<(u32, u32)> = (3..6).map(|s| (s, 700 + s)).collect();
+        let row_len = heads * head_dim;
+        let queries: Vec<Vec<f32>> = [&decode, &chunk, &short, &others]
+            .iter()
+            .map(|rows| (0..rows.len() * row_len).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+            .collect();
+        let mut scratch = crate::AttentionScratch::new();
+        let mut run = |seqs: &[usize]| -> Vec<Vec<f32>> {
+            let rows: Vec<(u32, u32)> =
+                seqs.iter().flat_map(|&s| [&decode, &chunk, &short, &others][s].clone()).collect();
+            let q: Vec<f32> = seqs.iter().flat_map(|&s| queries[s].clone()).collect();
+            let (slots, positions): (Vec<u32>, Vec<u32>) = rows.into_iter().unzip();
+            let mut out = vec![f32::NAN; q.len()];
+            attention(&q, &k, &v, &mut out, &slots, &positions, heads, kv_heads, head_dim, context, &mut scratch);
+            let mut at = 0;
+            seqs.iter()
+                .map(|&s| {
+                    let n = queries[s].len();
+                    at += n;
+                    out[at - n..at].to_vec()
+                })
+                .collect()
+        };
+        let alone: Vec<Vec<f32>> = (0..3).map(|s| run(&[s]).remove(0)).collect();
+        for order in [vec![0, 1, 2], vec![2, 1, 0], vec![3, 1, 0, 2]] {
+            for (&s, got) in order.iter().zip(run(&order)) {
+                if s < 3 {
+                    let same = got.iter().zip(&alone[s]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "sequence {s} in the batch {order:?} differs from itself alone");
+                }
+            }
+        }
     }
 
     /// Every SIMD path of [`dot`] this CPU has, for each element type, against

@@ -193,18 +193,31 @@ fn a_long_context_matches_the_reference_on_emu() {
     check_long(Device::Emu, 130, 6);
 }
 
-/// Three sequences decoding in one batched cache (prompts fed in chunks of
-/// three tokens beside other sequences' decode steps, one sequence joining
-/// late, finished ones leaving) get bit for bit the logits they get alone.
-fn batching_changes_nothing(device: Device, name: &str, steps: usize) {
+/// Three sequences decoding in one batched cache (prompts fed in chunks
+/// beside other sequences' decode steps, one sequence joining late, finished
+/// ones leaving) get bit for bit the logits they get alone with their prompts
+/// fed in the same chunks. `long_chunk`: the first sequence's prompt is the
+/// fixture's prompt, reversed and the prompt again (24 tokens), fed at once
+/// (the CPU's prefill blocks); else every prompt goes in chunks of three.
+fn batching_changes_nothing(device: Device, name: &str, steps: usize, long_chunk: bool) {
     let model = BitNet::load(&fixture(name), &device).unwrap();
     let base = expected(name).prompt;
-    let prompts = [base.clone(), base.iter().rev().copied().collect(), base[..3].to_vec()];
+    let reversed: Vec<u32> = base.iter().rev().copied().collect();
+    let (first, first_chunk) = match long_chunk {
+        true => ([&base[..], &reversed, &base].concat(), 3 * base.len()),
+        false => (base.clone(), 3),
+    };
+    let prompts = [first, reversed, base[..3].to_vec()];
+    let chunk = [first_chunk, 3, 3];
     let alone: Vec<Vec<Vec<f32>>> = prompts
         .iter()
-        .map(|p| {
+        .zip(chunk)
+        .map(|(p, chunk)| {
             let mut cache = model.new_cache(32).unwrap();
-            let mut out = model.forward(p, &mut cache, false).unwrap();
+            let mut out = Vec::new();
+            for c in p.chunks(chunk) {
+                out = model.forward(c, &mut cache, false).unwrap();
+            }
             for _ in 0..steps {
                 let t = argmax(out.last().unwrap());
                 out.extend(model.forward(&[t], &mut cache, false).unwrap());
@@ -224,7 +237,7 @@ fn batching_changes_nothing(device: Device, name: &str, steps: usize) {
             }
             let tokens = match fed[s] < prompts[s].len() {
                 true => {
-                    let n = (prompts[s].len() - fed[s]).min(3);
+                    let n = (prompts[s].len() - fed[s]).min(chunk[s]);
                     fed[s] += n;
                     prompts[s][fed[s] - n..fed[s]].to_vec()
                 }
@@ -253,13 +266,17 @@ fn batching_changes_nothing(device: Device, name: &str, steps: usize) {
 #[test]
 fn batching_changes_nothing_on_cpu() {
     for name in FIXTURES {
-        batching_changes_nothing(Device::Cpu, name, 3);
+        for long_chunk in [false, true] {
+            batching_changes_nothing(Device::Cpu, name, 3, long_chunk);
+        }
     }
 }
 
+/// Chunks of three only: a batch of more than 16 rows would take the GPU's
+/// prefill attention kernel, whose sums round in another order (see the README).
 #[test]
 fn batching_changes_nothing_on_emu() {
-    batching_changes_nothing(Device::Emu, "hf-bitlinear-f32", 1);
+    batching_changes_nothing(Device::Emu, "hf-bitlinear-f32", 1, false);
 }
 
 #[test]
