@@ -70,6 +70,16 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("attention_decode", "ctx1024"), &mut || {
         device.attention(&q, &k, &v, &mut o, &last, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
     });
+    // Prefill attention: a 512-token prompt chunk of one sequence, causal.
+    // Throughput in query–key scores (each head, each row over its keys).
+    let m = 512;
+    let qp = filled(device, m * HEADS * HEAD_DIM, 0.1);
+    let mut op = device.alloc::<f32>(m * HEADS * HEAD_DIM).unwrap();
+    let chunk = device.row_places(&(0..m).map(|p| (0, p)).collect::<Vec<_>>()).unwrap();
+    g.throughput(Throughput::Elements((HEADS * m * (m + 1) / 2) as u64));
+    time(&mut g, BenchmarkId::new("attention_prefill", format!("m{m}")), &mut || {
+        device.attention(&qp, &k, &v, &mut op, &chunk, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
+    });
     // The same over 30 layers' caches (157 MB, as a 2B-4T decode step at
     // context 1024 reads them): the caches come from memory, not the L3.
     const LAYERS: usize = 30;

@@ -9,6 +9,8 @@ use half::f16;
 #[cfg(target_arch = "x86_64")]
 mod attention_blocks;
 #[cfg(target_arch = "x86_64")]
+mod attention_blocks_avx2;
+#[cfg(target_arch = "x86_64")]
 mod attention_groups;
 #[cfg(target_arch = "x86_64")]
 mod attention_groups_avx2;
@@ -696,6 +698,10 @@ pub fn attention(
         type Block = unsafe fn(&[f32], &mut [f32], &[usize], &attention_blocks::Kv<'_>, &mut Vec<f32>, &mut Vec<f32>);
         let block: Option<(usize, Block)> = match float_path() {
             FloatPath::Avx512 => Some((attention_blocks::QB, attention_blocks::attention_block)),
+            // AVX2 has no lane masks: whole 8-value chunks only.
+            FloatPath::Avx2Fma if head_dim.is_multiple_of(8) => {
+                Some((attention_blocks_avx2::QB, attention_blocks_avx2::attention_block))
+            }
             _ => None,
         };
         match block.filter(|&(qb, _)| rows >= qb) {
@@ -731,7 +737,8 @@ pub fn attention(
                             head_dim,
                             context,
                         };
-                        // SAFETY: `float_path` picked the block's code: the CPU has AVX-512 F.
+                        // SAFETY: `float_path` picked the block's code: the CPU has AVX-512 F,
+                        // or AVX2 and FMA.
                         unsafe { run(&q[s * row_len..e * row_len], o, &lens, &kv, scores, qt) };
                     },
                 );
@@ -1180,7 +1187,7 @@ mod tests {
 
     /// A row's attention output is bit for bit the same alone and in a batch:
     /// a decode row long enough to be split, a prompt chunk long enough for
-    /// the prefill blocks (16 rows and a tail on AVX-512), and a
+    /// the prefill blocks (16 rows and a tail on AVX-512, 8 under AVX2), and a
     /// short chunk, each alone, then all three together in two orders and beside
     /// more decode rows.
     #[test]

@@ -173,19 +173,19 @@ unsafe fn score_keys<const N: usize>(qt: &[f32], keys: &[f32], d: usize, acc: &m
     }
 }
 
-/// What one column group of the weighted sum reads.
-struct Cols<'a> {
+/// What one column group of the weighted sum reads (here and in the AVX2 block).
+pub(super) struct Cols<'a> {
     /// `keys × QB` weights.
-    scores: &'a [f32],
+    pub scores: &'a [f32],
     /// `keys × d` values.
-    values: &'a [f32],
+    pub values: &'a [f32],
     /// The first of the group's rows (its lane in `scores`).
-    i0: usize,
+    pub i0: usize,
     /// Keys any of the group's rows sees.
-    len: usize,
-    d: usize,
+    pub len: usize,
+    pub d: usize,
     /// The first column.
-    c: usize,
+    pub c: usize,
 }
 
 /// `out[outs[r] ..][.. 16·V] = Σ_j scores[j][i0 + r] · values[j][c ..] / totals[r]`
