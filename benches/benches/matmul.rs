@@ -144,13 +144,8 @@ fn bench_gpu(c: &mut Criterion) {
     };
 
     // The bandwidth ceiling: a device-to-device copy of 1 GiB.
-    let copy_bytes = 1usize << 30;
-    let src = gpu.zeros::<u8>(copy_bytes).unwrap();
-    let mut dst = gpu.zeros::<u8>(copy_bytes).unwrap();
-    let mut copy = || gpu.copy(&src, &mut dst);
-    let copy_bw = 2.0 * copy_bytes as f64 / median(&mut copy);
+    let copy_bw = trinity::ceilings::gpu_copy_bandwidth(&gpu, 1 << 30, 7).unwrap();
     println!("ceiling: device-to-device copy {:.0} GB/s (read + write)", copy_bw / 1e9);
-    drop((src, dst));
 
     let blas = gpu.cublas().ok();
     for &(name, n, k) in SHAPES {

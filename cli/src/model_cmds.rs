@@ -641,22 +641,11 @@ fn bandwidth_ceiling(device: &Device) -> Result<Option<(f64, &'static str)>> {
         trinity::BackendKind::Cpu => {
             Some((trinity::ceilings::read_bandwidth(512 << 20, 5), "read bandwidth (all threads)"))
         }
-        trinity::BackendKind::Cuda => {
-            // Read + write of a device-to-device copy: the bandwidth the GPU bound is quoted in.
-            let bytes = 512usize << 20;
-            let src = device.upload(&vec![1u8; bytes])?;
-            let mut dst = device.alloc::<u8>(bytes)?;
-            device.copy(&src, &mut dst)?;
-            device.synchronize()?;
-            let mut best = f64::INFINITY;
-            for _ in 0..5 {
-                let t = Instant::now();
-                device.copy(&src, &mut dst)?;
-                device.synchronize()?;
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            Some((2.0 * bytes as f64 / best, "device copy, read + write"))
-        }
+        // Read + write of a device-to-device copy: the bandwidth the GPU bound is quoted in.
+        trinity::BackendKind::Cuda => match device.cuda() {
+            Some(g) => Some((trinity::ceilings::gpu_copy_bandwidth(g, 512 << 20, 5)?, "device copy, read + write")),
+            None => None,
+        },
         trinity::BackendKind::Emu => None,
     })
 }

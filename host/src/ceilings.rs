@@ -214,6 +214,20 @@ pub fn gpu_int8_macs_per_s(gpu: &crate::cuda::CudaBackend, n: usize, reps: usize
     Ok((n * n * n) as f64 / best)
 }
 
+/// Bytes per second a device-to-device copy of `bytes` reads and writes
+/// (2 · `bytes` per copy), the best of `reps` copies timed by CUDA events after
+/// one untimed: the GPU's bandwidth ceiling for decode.
+pub fn gpu_copy_bandwidth(gpu: &crate::cuda::CudaBackend, bytes: usize, reps: usize) -> crate::KernelResult<f64> {
+    let src = gpu.zeros::<u8>(bytes)?;
+    let mut dst = gpu.zeros::<u8>(bytes)?;
+    gpu.copy(&src, &mut dst)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        best = best.min(gpu.time(1, || gpu.copy(&src, &mut dst))?.as_secs_f64());
+    }
+    Ok(2.0 * bytes as f64 / best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
