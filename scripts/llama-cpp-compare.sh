@@ -6,9 +6,9 @@
 # published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
 # quantizes them to TQ2_0 with llama-quantize, then, ROUNDS times over,
 #   llama-bench -p P -n N -r R -t THREADS     on each GGUF, and
-#   trinity bench-model --shape S -p P -n N -r R --backend cpu --lm-head H   for each head H
-# and prints both tables each time. Trinity's threads are rayon's (all cores);
-# THREADS defaults to the same count. HEADS: Trinity's lm_head precisions
+#   trinity bench-model --shape S -p P -n N -r R -t THREADS --backend cpu --lm-head H   for each head H
+# and prints both tables each time. THREADS (default: every core) goes to
+# both engines. HEADS: Trinity's lm_head precisions
 # (the bar is the 16-bit head, the int8 one reported beside it; llama.cpp's
 # TQ2_0 files keep the head in Q6_K).
 #
@@ -85,7 +85,7 @@ for round in $(seq 1 "$ROUNDS"); do
         done
         for h in $heads; do
             echo "== round $round/$ROUNDS: Trinity, $shape, $h lm_head"
-            "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" --backend cpu --lm-head "$h" \
+            "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" -t "$THREADS" --backend cpu --lm-head "$h" \
                 -o json --results-dir "$dir" 2>/dev/null >"$dir/trinity-$shape-$h.json"
             python3 scripts/llama-cpp-summary.py --table "$dir/trinity-$shape-$h.json"
         done

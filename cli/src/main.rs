@@ -17,6 +17,9 @@ mod serve_cmds;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads of the CPU backend (default: RAYON_NUM_THREADS, else every core), as llama-bench's `-t`.
+    #[arg(short = 't', long, global = true)]
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,8 +202,7 @@ fn open_device_why(choice: BackendChoice) -> Result<(Device, String)> {
     Ok((device, why))
 }
 
-fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Info => {
             let info = info::gather(0);
@@ -341,11 +343,13 @@ impl trinity_measure::run::Progress for BarProgress {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // The model commands run on a pool thread (`on_pool_thread`): give the
     // pool's threads the main thread's usual 8 MiB of stack. Building it can
     // only fail if something built it before, which leaves rayon's default.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
-    match run() {
+    let pool = rayon::ThreadPoolBuilder::new().stack_size(8 << 20);
+    let _ = pool.num_threads(cli.threads.map_or(0, |t| t.get())).build_global();
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain_once(&e));

@@ -379,6 +379,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         }
     }
     let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
+    // The pool every CPU op splits its work across (`--threads`), as llama-bench reports `n_threads`.
+    let cpu_threads = (device.kind() == trinity::BackendKind::Cpu).then(rayon::current_num_threads);
     let run_baseline = match a.f16_baseline {
         BaselineChoice::Auto => device.kind() == trinity::BackendKind::Cuda,
         BaselineChoice::On => true,
@@ -460,10 +462,11 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 energy: None,
             });
         }
-        let mut notes = vec![match a.depth {
+        let mut notes = cpu_threads.map(|t| format!("{t} CPU threads.")).into_iter().collect::<Vec<_>>();
+        notes.push(match a.depth {
             0 => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
             d => format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps),
-        }];
+        });
         notes.push(format!(
             "lm_head in {}; decode reads {decode_bytes} bytes of weights per token and {kv_bytes} bytes of KV cache at the test's mean context (both in its bound).",
             a.lm_head
@@ -510,8 +513,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             }
             println!();
             println!(
-                "{} repetitions; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head) and {:.3} GB of KV cache at the mean context; peak RSS {}",
+                "{} repetitions{}; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head) and {:.3} GB of KV cache at the mean context; peak RSS {}",
                 a.reps,
+                cpu_threads.map_or(String::new(), |t| format!(" on {t} CPU threads")),
                 decode_bytes as f64 / 1e9,
                 a.lm_head,
                 kv_bytes as f64 / 1e9,
@@ -572,7 +576,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         BenchFormat::Json => println!(
             "{}",
             serde_json::json!({
-                "model": name, "backend": backend, "reps": a.reps, "lm_head": a.lm_head.name(),
+                "model": name, "backend": backend, "threads": cpu_threads, "reps": a.reps, "lm_head": a.lm_head.name(),
                 "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac},
                 "tg": {"tokens": a.n_gen, "depth": a.depth, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
                 "pp_dense_f16": base.as_ref().map(|(m, sd, rates)| serde_json::json!({

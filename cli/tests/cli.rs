@@ -26,6 +26,19 @@ fn info_exits_zero_with_or_without_a_gpu() {
 }
 
 #[test]
+fn threads_sets_the_cpu_backends_pool() {
+    for args in [&["--threads", "1", "info"][..], &["info", "-t", "3"]] {
+        let (code, stdout, stderr) = trinity(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let want = format!("CPU, {} threads,", args.iter().find_map(|a| a.parse::<usize>().ok()).unwrap());
+        assert!(stdout.lines().any(|l| l.contains("CPU backend:") && l.contains(&want)), "{args:?}: {stdout}");
+    }
+    let (code, _, stderr) = trinity(&["info", "--threads", "0"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--threads"), "{stderr}");
+}
+
+#[test]
 fn verify_on_the_emulator_passes() {
     let (code, stdout, stderr) = trinity(&["verify", "--backend", "emu"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
