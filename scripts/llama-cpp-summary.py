@@ -76,6 +76,7 @@ def summary(out_dir):
         sys.exit(f"{out_dir}: no round-* directories (run scripts/llama-cpp-compare.sh first)")
     # (shape, engine) -> per round {'pp': [...], 'tg': [...]}; engines: ('llama', type) or ('trinity', head).
     runs, names, builds, bandwidth, fracs = {}, {}, set(), [], {}
+    threads = {"llama.cpp": set(), "Trinity": set()}
     for r, d in enumerate(rounds):
         for path in sorted(glob.glob(os.path.join(d, "*.json"))):
             base = os.path.basename(path)
@@ -87,9 +88,11 @@ def summary(out_dir):
             if tool == "llama-bench":
                 tests, n, build = llama_tests(data)
                 builds.add(build)
+                threads["llama.cpp"].update(t.get("n_threads") for t in data)
                 key = (shape, ("llama.cpp", variant))
             else:
                 tests, n = trinity_tests(data)
+                threads["Trinity"].add(data.get("threads"))
                 key = (shape, ("Trinity", variant))
                 bandwidth += data.get("bandwidth_samples") or []
                 if data["tg"].get("fraction_of_bound") is not None:
@@ -101,6 +104,9 @@ def summary(out_dir):
     print(f"# llama.cpp beside Trinity on the CPU: {len(rounds)} alternated rounds")
     print()
     print(f"llama.cpp build {', '.join(sorted(b for b in builds if b))}; every sample of every round pooled.")
+    # Threads as each engine's JSON reports them (Trinity's files before `-t` name none).
+    counts = {e: ", ".join(str(t) for t in sorted(ts - {None})) or "not reported" for e, ts in threads.items()}
+    print(f"Threads: llama.cpp {counts['llama.cpp']}, Trinity {counts['Trinity']}.")
     print()
     print(f"| shape | engine | {pp} tok/s | {tg} tok/s | {tg} of bound |")
     print("|---|---|---|---|---|")
