@@ -462,7 +462,10 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 energy: None,
             });
         }
-        let mut notes = cpu_threads.map(|t| format!("{t} CPU threads.")).into_iter().collect::<Vec<_>>();
+        let mut notes = Vec::new();
+        if let Some(t) = cpu_threads {
+            notes.push(format!("{t} CPU threads."));
+        }
         notes.push(match a.depth {
             0 => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
             d => format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps),

@@ -175,7 +175,7 @@ unsafe fn score_keys<const N: usize>(qt: &[f32], keys: &[f32], d: usize, acc: &m
 
 /// What one column group of the weighted sum reads (here and in the AVX2 block).
 pub(super) struct Cols<'a> {
-    /// `keys × QB` weights.
+    /// `keys × QB` weights (`QB`: the block's lanes, 16 here and 8 in the AVX2 block).
     pub scores: &'a [f32],
     /// `keys × d` values.
     pub values: &'a [f32],
