@@ -35,7 +35,7 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
-    /// Prompt tokens per batched step (bounds how long a new prompt stalls running sequences).
+    /// Prompt tokens per batched step (bounds how long a new prompt stalls running sequences); each prompt goes in pieces of this size.
     #[arg(long, default_value_t = 128)]
     pub prefill_chunk: usize,
     /// Bearer token required on /v1/* (default: none).

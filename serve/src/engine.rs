@@ -9,6 +9,7 @@
 //! 3. runs one batched step: the next token of every decoding sequence, plus
 //!    up to [`EngineConfig::prefill_chunk`] prompt tokens of sequences still
 //!    being prefilled (so a long prompt never stalls the others for long),
+//!    each prompt in pieces of that many tokens whatever else is prefilling,
 //! 4. samples each sequence whose prompt is in, streams the token, and frees
 //!    the slot of every sequence that finished.
 //!
@@ -36,7 +37,9 @@ pub struct EngineConfig {
     pub context: usize,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
-    /// Prompt tokens per batched step, over all sequences being prefilled.
+    /// Prompt tokens per batched step, over all sequences being prefilled;
+    /// each prompt goes in pieces of this many tokens (the last one shorter),
+    /// alone or among others.
     pub prefill_chunk: usize,
 }
 
@@ -250,15 +253,16 @@ impl Engine {
 
     /// One batched forward pass and what follows from it.
     fn step(&mut self) {
-        let mut budget = self.cfg.prefill_chunk.max(1);
+        let pieces = prompt_pieces(
+            self.running.iter().map(|s| (s.next.is_none(), s.req.prompt.len() - s.fed)),
+            self.cfg.prefill_chunk,
+        );
         let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(self.running.len());
-        for (i, s) in self.running.iter().enumerate() {
-            if let Some(t) = s.next {
-                rows.push((i, vec![t]));
-            } else if budget > 0 {
-                let n = (s.req.prompt.len() - s.fed).min(budget);
-                budget -= n;
-                rows.push((i, s.req.prompt[s.fed..s.fed + n].to_vec()));
+        for ((i, s), n) in self.running.iter().enumerate().zip(pieces) {
+            match (s.next, n) {
+                (Some(t), _) => rows.push((i, vec![t])),
+                (None, 0) => {} // its piece waits for the next step
+                (None, n) => rows.push((i, s.req.prompt[s.fed..s.fed + n].to_vec())),
             }
         }
         let chunks: Vec<SeqChunk> =
@@ -372,9 +376,49 @@ pub fn release_point(full: &str, stop: &[String], last: bool) -> (usize, bool) {
     (end, false)
 }
 
+/// The prompt tokens one step feeds each running sequence, given whether it
+/// is still prefilling and how much of its prompt is left: a prompt goes in
+/// pieces of `prefill_chunk` tokens (the last one shorter), in arrival order,
+/// while they fit in the step's `prefill_chunk`; a piece that does not fit
+/// waits for the next step (the first always fits). The pieces of a prompt
+/// are thus the same alone or among others, and so are its logits: the CPU's
+/// attention rounds a row by its own chunk (a long chunk takes the prefill
+/// blocks), so a prompt cut where another's ended could round differently.
+fn prompt_pieces(seqs: impl Iterator<Item = (bool, usize)>, prefill_chunk: usize) -> Vec<usize> {
+    let chunk = prefill_chunk.max(1);
+    let mut budget = chunk;
+    seqs.map(|(prefilling, left)| {
+        let n = if prefilling { left.min(chunk) } else { 0 };
+        if n > budget {
+            return 0;
+        }
+        budget -= n;
+        n
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_go_in_whole_pieces_whatever_else_prefills() {
+        // (prefilling, prompt left); chunk 4: a decoding sequence takes none,
+        // the first prompt its piece of 4, the next waits (the budget is spent).
+        assert_eq!(prompt_pieces([(false, 0), (true, 10), (true, 6)].into_iter(), 4), [0, 4, 0]);
+        // A last piece of 1 leaves 3: the next prompt's piece of 4 waits, not cut to 3;
+        // shorter ones behind it fit while the budget lasts.
+        assert_eq!(
+            prompt_pieces([(true, 1), (true, 6), (true, 2), (true, 1), (true, 1)].into_iter(), 4),
+            [1, 0, 2, 1, 0]
+        );
+        // Alone, every step: 4, 4, 2 for a prompt of 10.
+        assert_eq!(prompt_pieces([(true, 10)].into_iter(), 4), [4]);
+        assert_eq!(prompt_pieces([(true, 2)].into_iter(), 4), [2]);
+        // A chunk of 0 is taken as 1.
+        assert_eq!(prompt_pieces([(true, 3), (true, 3)].into_iter(), 0), [1, 0]);
+    }
 
     fn stops(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
