@@ -121,6 +121,8 @@ impl Plan {
                 (2, 4, 1, 32, 300),
                 (2, 2, 1, 124, 40),
                 (37, 2, 1, 16, 64),
+                // A prompt chunk past a CPU prefill block (16 rows) with grouped KV heads.
+                (18, 4, 2, 8, 40),
                 (20, 2, 2, 40, 100),
                 (3, 2, 1, 136, 33),
                 (2, 8, 1, 24, 50),

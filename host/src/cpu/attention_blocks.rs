@@ -72,14 +72,7 @@ pub(super) unsafe fn attention_block(
     qt.clear();
     qt.resize(d * QB, 0.0);
     for h in 0..heads {
-        let base = (kv.slot * kv.kv_heads + h / (heads / kv.kv_heads)) * kv.context * d;
-        let keys = &kv.k_cache[base..][..max_len * d];
-        let values = &kv.v_cache[base..][..max_len * d];
-        for i in 0..nb {
-            for (t, &x) in q[(i * heads + h) * d..][..d].iter().enumerate() {
-                qt[t * QB + i] = x;
-            }
-        }
+        let (keys, values) = head_inputs(q, qt, kv, h, nb, QB, max_len);
         // Scores, KEYS keys at a time, then one at a time (a fixed count, so
         // the FMA loop has no per-key branch).
         let mut j = 0;
@@ -151,6 +144,28 @@ pub(super) unsafe fn attention_block(
             }
         }
     }
+}
+
+/// Head `h`'s first `len` keys and values in the block's slot, with the
+/// block's `rows` queries of head `h` transposed into `qt` (`d × qb`: row `i`
+/// in lane `i`). Shared by this block and the AVX2 one (`qb` = 16 or 8).
+pub(super) fn head_inputs<'a>(
+    q: &[f32],
+    qt: &mut [f32],
+    kv: &Kv<'a>,
+    h: usize,
+    rows: usize,
+    qb: usize,
+    len: usize,
+) -> (&'a [f32], &'a [f32]) {
+    let d = kv.head_dim;
+    for i in 0..rows {
+        for (t, &x) in q[(i * kv.heads + h) * d..][..d].iter().enumerate() {
+            qt[t * qb + i] = x;
+        }
+    }
+    let base = (kv.slot * kv.kv_heads + h / (kv.heads / kv.kv_heads)) * kv.context * d;
+    (&kv.k_cache[base..][..len * d], &kv.v_cache[base..][..len * d])
 }
 
 /// `acc[u] = Σ_t qt[t] · keys[u][t]` for `N` keys (`N × d` of `keys`), the

@@ -23,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention_blocks::{Cols, Kv};
+use super::attention_blocks::{Cols, Kv, head_inputs};
 use super::vector_exp::exp_avx2;
 
 /// Query rows per block (the lanes of a vector).
@@ -66,14 +66,7 @@ pub(super) unsafe fn attention_block(
     qt.clear();
     qt.resize(d * QB, 0.0);
     for h in 0..heads {
-        let base = (kv.slot * kv.kv_heads + h / (heads / kv.kv_heads)) * kv.context * d;
-        let keys = &kv.k_cache[base..][..max_len * d];
-        let values = &kv.v_cache[base..][..max_len * d];
-        for i in 0..nb {
-            for (t, &x) in q[(i * heads + h) * d..][..d].iter().enumerate() {
-                qt[t * QB + i] = x;
-            }
-        }
+        let (keys, values) = head_inputs(q, qt, kv, h, nb, QB, max_len);
         // Scores, KEYS keys at a time, then one at a time.
         let mut j = 0;
         while j < max_len {
