@@ -5,8 +5,8 @@
 # vendor/llama.cpp; no other network), writes random-weight GGUFs of the
 # published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
 # quantizes them to TQ2_0 with llama-quantize, then, ROUNDS times over,
-#   llama-bench -p P -n N -r R -t THREADS     on each GGUF, and
-#   trinity bench-model --shape S -p P -n N -r R -t THREADS --backend cpu --lm-head H   for each head H
+#   llama-bench -p P -n N -d DEPTH -r R -t THREADS -ctk/-ctv LLAMA_KV     on each GGUF, and
+#   trinity bench-model --shape S -p P -n N -d DEPTH -r R -t THREADS --backend cpu --lm-head H   for each head H
 # and prints both tables each time. THREADS (default: every core) goes to
 # both engines. HEADS: Trinity's lm_head precisions
 # (the issue's bar is the 16-bit head, the int8 one reported beside it; llama.cpp's
@@ -20,9 +20,16 @@
 # scripts/llama-cpp-summary.py writes OUT_DIR/summary.md: every sample of all
 # rounds (mean ± sd) and the per-round Trinity / llama.cpp ratios.
 #
+# DEPTH > 0 runs the decode test after DEPTH tokens in the cache on both
+# engines (llama-bench's `-d`, bench-model's `-d`: tgN@dDEPTH), where the KV
+# cache's reads weigh beside the weights'. llama-bench then runs no prefill
+# test (its `-d` would put one at that depth too, and bench-model's prefill
+# starts from an empty cache). LLAMA_KV is llama.cpp's cache type (its own
+# default f16; f32 is Trinity's, for a like-for-like cache).
+#
 # Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
-#   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), LLAMA_CPP_PYTHON (0.3.36),
-#        TYPES ("TQ2_0"), HEADS ("f16 int8")
+#   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), DEPTH (0), LLAMA_KV (f16),
+#        LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"), HEADS ("f16 int8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/llama-cpp}
@@ -30,6 +37,9 @@ shift || true
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(bitnet_b1_58-large bitnet-b1.58-2B-4T)
 P=${P:-512}; N=${N:-128}; R=${R:-3}; ROUNDS=${ROUNDS:-3}; THREADS=${THREADS:-$(nproc)}
+DEPTH=${DEPTH:-0}; LLAMA_KV=${LLAMA_KV:-f16}
+llama_pp=$P
+[ "$DEPTH" -eq 0 ] || llama_pp=0
 version=${LLAMA_CPP_PYTHON:-0.3.36}
 types=${TYPES:-TQ2_0}
 heads=${HEADS:-f16 int8}
@@ -73,19 +83,22 @@ for shape in "${shapes[@]}"; do
     done
 done
 
+# The summary reads every round-* under OUT_DIR: a former run's rounds go
+# first (a longer run's round 3 would be summarized beside this run's).
+rm -rf "$out"/round-*
 for round in $(seq 1 "$ROUNDS"); do
     dir="$out/round-$round"
-    rm -rf "$dir" && mkdir -p "$dir"
+    mkdir -p "$dir"
     for shape in "${shapes[@]}"; do
         for t in $types; do
             echo "== round $round/$ROUNDS: llama.cpp $t, $shape"
-            "$bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$P" -n "$N" -r "$R" -t "$THREADS" -o json 2>/dev/null \
-                >"$dir/llama-bench-$shape-$t.json"
+            "$bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$llama_pp" -n "$N" -d "$DEPTH" -r "$R" -t "$THREADS" \
+                -ctk "$LLAMA_KV" -ctv "$LLAMA_KV" -o json 2>/dev/null >"$dir/llama-bench-$shape-$t.json"
             python3 scripts/llama-cpp-summary.py --table "$dir/llama-bench-$shape-$t.json"
         done
         for h in $heads; do
             echo "== round $round/$ROUNDS: Trinity, $shape, $h lm_head"
-            "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -r "$R" -t "$THREADS" --backend cpu --lm-head "$h" \
+            "$trinity" bench-model --shape "$shape" -p "$P" -n "$N" -d "$DEPTH" -r "$R" -t "$THREADS" --backend cpu --lm-head "$h" \
                 -o json --results-dir "$dir" 2>/dev/null >"$dir/trinity-$shape-$h.json"
             python3 scripts/llama-cpp-summary.py --table "$dir/trinity-$shape-$h.json"
         done

@@ -26,6 +26,8 @@ def mean_sd(xs):
 
 
 def fmt(xs):
+    if not xs:
+        return "–"
     m, sd = mean_sd(xs)
     return f"{m:.2f} ± {sd:.2f} ({len(xs)})"
 
@@ -41,14 +43,19 @@ def llama_tests(runs):
     for t in runs:
         kind = "pp" if t["n_gen"] == 0 else "tg"
         out[kind] = list(t["samples_ts"])
-        names[kind] = f"pp{t['n_prompt']}" if kind == "pp" else f"tg{t['n_gen']}"
+        names[kind] = (f"pp{t['n_prompt']}" if kind == "pp" else f"tg{t['n_gen']}") + depth(t.get("n_depth"))
         build = t.get("build_commit")
     return out, names, build
 
 
+def depth(d):
+    """A test name's depth suffix, as llama-bench and bench-model write it (none at depth 0)."""
+    return f"@d{d}" if d else ""
+
+
 def trinity_tests(run):
     out = {"pp": list(run["pp"]["samples"]), "tg": list(run["tg"]["samples"])}
-    names = {"pp": f"pp{run['pp']['tokens']}", "tg": f"tg{run['tg']['tokens']}"}
+    names = {"pp": f"pp{run['pp']['tokens']}", "tg": f"tg{run['tg']['tokens']}" + depth(run["tg"].get("depth"))}
     return out, names
 
 
@@ -77,6 +84,7 @@ def summary(out_dir):
     # (shape, engine) -> per round {'pp': [...], 'tg': [...]}; engines: ('llama', type) or ('trinity', head).
     runs, names, builds, bandwidth, fracs = {}, {}, set(), [], {}
     threads = {"llama.cpp": set(), "Trinity": set()}
+    kv_types = set()
     for r, d in enumerate(rounds):
         for path in sorted(glob.glob(os.path.join(d, "*.json"))):
             base = os.path.basename(path)
@@ -89,6 +97,7 @@ def summary(out_dir):
                 tests, n, build = llama_tests(data)
                 builds.add(build)
                 threads["llama.cpp"].update(t.get("n_threads") for t in data)
+                kv_types.update(f"K {t.get('type_k')}, V {t.get('type_v')}" for t in data)
                 key = (shape, ("llama.cpp", variant))
             else:
                 tests, n = trinity_tests(data)
@@ -107,6 +116,7 @@ def summary(out_dir):
     # Threads as each engine's JSON reports them (Trinity's files before `-t` name none).
     counts = {e: ", ".join(str(t) for t in sorted(ts - {None})) or "not reported" for e, ts in threads.items()}
     print(f"Threads: llama.cpp {counts['llama.cpp']}, Trinity {counts['Trinity']}.")
+    print(f"KV cache: llama.cpp {'; '.join(sorted(kv_types)) or 'not reported'}; Trinity f32.")
     print()
     print(f"| shape | engine | {pp} tok/s | {tg} tok/s | {tg} of bound |")
     print("|---|---|---|---|---|")

@@ -306,16 +306,15 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         p => Some(head_error(&mut model, p).with_context(|| format!("--lm-head {p}"))?),
     };
     let c = &model.config;
-    let context = (a.prompt + a.n_gen).max(a.depth + a.n_gen);
-    if context > c.max_position_embeddings {
-        bail!(
-            "-p {} + -n {} (or -d {} + -n) exceeds the context of {}",
-            a.prompt,
-            a.n_gen,
-            a.depth,
-            c.max_position_embeddings
-        );
+    let (max, n) = (c.max_position_embeddings, a.n_gen);
+    // Name the sum that is too long: the prefill test's, or the decode test's after its depth.
+    if a.prompt + n > max {
+        bail!("-p {} + -n {n} = {} tokens exceeds the model's context of {max}", a.prompt, a.prompt + n);
     }
+    if a.depth + n > max {
+        bail!("-d {} + -n {n} = {} tokens exceeds the model's context of {max}", a.depth, a.depth + n);
+    }
+    let context = (a.prompt + n).max(a.depth + n);
     let tokens: Vec<u32> = (0..a.prompt).map(|i| (i * 7919 % c.vocab) as u32).collect();
     let filler: Vec<u32> = (0..a.depth).map(|i| ((i * 104_729 + 3) % c.vocab) as u32).collect();
     let tg_name = match a.depth {

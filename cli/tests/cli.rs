@@ -235,6 +235,15 @@ mod model {
         let (code, _, stderr) = trinity(&["bench-model", "--shape", "gpt-5", "--backend", "cpu"]);
         assert_eq!(code, 1);
         assert!(stderr.contains("--shape gpt-5: unknown"), "{stderr}");
+        // A test longer than the context names its own sum: the decode test's after its depth.
+        let model = fixture("onebitllm-f16");
+        let (code, _, stderr) =
+            trinity(&["bench-model", "--model", &model, "-p", "4", "-n", "4", "-d", "30", "--backend", "cpu"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("-d 30 + -n 4 = 34 tokens exceeds the model's context of 32"), "{stderr}");
+        let (code, _, stderr) = trinity(&["bench-model", "--model", &model, "-p", "30", "-n", "4", "--backend", "cpu"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("-p 30 + -n 4 = 34 tokens exceeds the model's context of 32"), "{stderr}");
     }
 
     #[test]
