@@ -5,7 +5,7 @@
 # vendor/llama.cpp; no other network), writes random-weight GGUFs of the
 # published BitNet shapes with llama.cpp's own gguf-py (scripts/make-bitnet-gguf.py),
 # quantizes them to TQ2_0 with llama-quantize, then, ROUNDS times over,
-#   llama-bench -p P -n N -d DEPTH -r R -t THREADS -ctk/-ctv LLAMA_KV     on each GGUF, and
+#   llama-bench -p P -n N -d DEPTH -r R -t THREADS -ctk/-ctv LLAMA_KV -fa LLAMA_FA   on each GGUF, and
 #   trinity bench-model --shape S -p P -n N -d DEPTH -r R -t THREADS --backend cpu --lm-head H   for each head H
 # and prints both tables each time. THREADS (default: every core) goes to
 # both engines. HEADS: Trinity's lm_head precisions
@@ -25,10 +25,19 @@
 # cache's reads weigh beside the weights'. llama-bench then runs no prefill
 # test (its `-d` would put one at that depth too, and bench-model's prefill
 # starts from an empty cache). LLAMA_KV is llama.cpp's cache type (its own
-# default f16; f32 is Trinity's, for a like-for-like cache).
+# default f16; f32 is Trinity's, for a like-for-like cache), LLAMA_FA its
+# flash attention (on, off or its default auto, which takes it on the CPU:
+# at depth 1920 on the Zen 5 EPYC, off decoded b1.58-large at 30.5 tok/s and
+# on at 16.9, 2B-4T 23.8 and 19.1; at depth 0 alike, 2026-12-06).
+#
+# CPU_PATH=avx2 runs both engines on their AVX2 code, as on this project's
+# machines without AVX-512: llama.cpp built a second time without native
+# flags (GGML_NATIVE=OFF: AVX2, FMA, F16C, no AVX-512), Trinity under
+# TRINITY_CPU_PATH=avx2.
 #
 # Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
-#   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), DEPTH (0), LLAMA_KV (f16),
+#   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), DEPTH (0), LLAMA_KV (f16), LLAMA_FA (auto),
+#        CPU_PATH (native),
 #        LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"), HEADS ("f16 int8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +46,7 @@ shift || true
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(bitnet_b1_58-large bitnet-b1.58-2B-4T)
 P=${P:-512}; N=${N:-128}; R=${R:-3}; ROUNDS=${ROUNDS:-3}; THREADS=${THREADS:-$(nproc)}
-DEPTH=${DEPTH:-0}; LLAMA_KV=${LLAMA_KV:-f16}
+DEPTH=${DEPTH:-0}; LLAMA_KV=${LLAMA_KV:-f16}; LLAMA_FA=${LLAMA_FA:-auto}
 llama_pp=$P
 [ "$DEPTH" -eq 0 ] || llama_pp=0
 version=${LLAMA_CPP_PYTHON:-0.3.36}
@@ -57,13 +66,21 @@ if [ ! -d "$src" ]; then
 fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake
 
-bin="$src/build/bin"
+CPU_PATH=${CPU_PATH:-native}
+case "$CPU_PATH" in
+    native) build=build; native=ON; path_note="both engines on the best code for this CPU" ;;
+    avx2) build=build-avx2; native=OFF; export TRINITY_CPU_PATH=avx2
+        path_note="both engines on AVX2: llama.cpp built with GGML_NATIVE=OFF (AVX2, FMA, F16C, no AVX-512), Trinity under TRINITY_CPU_PATH=avx2" ;;
+    *) echo "CPU_PATH=$CPU_PATH: expected native or avx2"; exit 1 ;;
+esac
+bin="$src/$build/bin"
 if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ]; then
-    echo "== building llama.cpp (llama-bench, llama-quantize), native CPU flags"
-    cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
-    cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build.log" 2>&1 \
-        || { tail -30 "$out/build.log"; exit 1; }
+    echo "== building llama.cpp (llama-bench, llama-quantize) in $build, GGML_NATIVE=$native"
+    cmake -S "$src" -B "$src/$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="$native" -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$out/cmake-$build.log" 2>&1 \
+        || { tail -30 "$out/cmake-$build.log"; exit 1; }
+    cmake --build "$src/$build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build-$build.log" 2>&1 \
+        || { tail -30 "$out/build-$build.log"; exit 1; }
 fi
 # llama-bench's JSON names its build (`build_commit` 0c1e570 for llama-cpp-python 0.3.36).
 
@@ -93,7 +110,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for t in $types; do
             echo "== round $round/$ROUNDS: llama.cpp $t, $shape"
             "$bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$llama_pp" -n "$N" -d "$DEPTH" -r "$R" -t "$THREADS" \
-                -ctk "$LLAMA_KV" -ctv "$LLAMA_KV" -o json 2>/dev/null >"$dir/llama-bench-$shape-$t.json"
+                -ctk "$LLAMA_KV" -ctv "$LLAMA_KV" -fa "$LLAMA_FA" -o json 2>/dev/null >"$dir/llama-bench-$shape-$t.json"
             python3 scripts/llama-cpp-summary.py --table "$dir/llama-bench-$shape-$t.json"
         done
         for h in $heads; do
@@ -105,4 +122,8 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 scripts/llama-cpp-summary.py "$out" | tee "$out/summary.md"
+{
+    python3 scripts/llama-cpp-summary.py "$out"
+    echo
+    echo "CPU_PATH=$CPU_PATH: $path_note."
+} | tee "$out/summary.md"

@@ -53,6 +53,12 @@ def depth(d):
     return f"@d{d}" if d else ""
 
 
+def attention_setup(t):
+    """A llama-bench test's KV cache types and flash attention."""
+    fa = {1: "on", 0: "off", -1: "auto"}.get(t.get("flash_attn"), "not reported")
+    return f"K {t.get('type_k')}, V {t.get('type_v')}, flash attention {fa}"
+
+
 def trinity_tests(run):
     out = {"pp": list(run["pp"]["samples"]), "tg": list(run["tg"]["samples"])}
     names = {"pp": f"pp{run['pp']['tokens']}", "tg": f"tg{run['tg']['tokens']}" + depth(run["tg"].get("depth"))}
@@ -97,7 +103,7 @@ def summary(out_dir):
                 tests, n, build = llama_tests(data)
                 builds.add(build)
                 threads["llama.cpp"].update(t.get("n_threads") for t in data)
-                kv_types.update(f"K {t.get('type_k')}, V {t.get('type_v')}" for t in data)
+                kv_types.update(attention_setup(t) for t in data)
                 key = (shape, ("llama.cpp", variant))
             else:
                 tests, n = trinity_tests(data)
