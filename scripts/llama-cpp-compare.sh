@@ -30,15 +30,21 @@
 # at depth 1920 on the Zen 5 EPYC, off decoded b1.58-large at 30.5 tok/s and
 # on at 16.9, 2B-4T 23.8 and 19.1; at depth 0 alike, 2026-12-06).
 #
-# CPU_PATH=avx2 runs both engines on their AVX2 code, as on this project's
-# machines without AVX-512: llama.cpp built a second time without native
-# flags (GGML_NATIVE=OFF: AVX2, FMA, F16C, no AVX-512), Trinity under
-# TRINITY_CPU_PATH=avx2.
+# LLAMA_BUILDS: the llama.cpp builds to run, each beside Trinity in every
+# round: `native` (GGML_NATIVE=ON, the compiler's -march=native) and
+# `generic` (GGML_NATIVE=OFF: AVX2, FMA, F16C, no AVX-512). Both by default,
+# because the faster one depends on the machine: on the Zen 5 EPYC the
+# generic build ran b1.58-large's TQ2_0 pp512 / tg128 at 247–270 / 88 tok/s
+# and the native one at 195–207 / 73 (2026-12-06, alternated), so a
+# comparison with the native build alone flattered Trinity by a fifth.
+# Trinity takes the best path of this CPU unless TRINITY_CPU_PATH says
+# otherwise (e.g. TRINITY_CPU_PATH=avx2 LLAMA_BUILDS=generic: both engines on
+# AVX2, as on this project's machines without AVX-512); the summary names
+# the int8 instruction its prefill used.
 #
 # Usage: scripts/llama-cpp-compare.sh [OUT_DIR] [SHAPES...]
 #   env: P (512), N (128), R (3), ROUNDS (3), THREADS (nproc), DEPTH (0), LLAMA_KV (f16), LLAMA_FA (auto),
-#        CPU_PATH (native),
-#        LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"), HEADS ("f16 int8")
+#        LLAMA_BUILDS ("native generic"), LLAMA_CPP_PYTHON (0.3.36), TYPES ("TQ2_0"), HEADS ("f16 int8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/llama-cpp}
@@ -66,22 +72,25 @@ if [ ! -d "$src" ]; then
 fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake
 
-CPU_PATH=${CPU_PATH:-native}
-case "$CPU_PATH" in
-    native) build=build; native=ON; path_note="both engines on the best code for this CPU" ;;
-    avx2) build=build-avx2; native=OFF; export TRINITY_CPU_PATH=avx2
-        path_note="both engines on AVX2: llama.cpp built with GGML_NATIVE=OFF (AVX2, FMA, F16C, no AVX-512), Trinity under TRINITY_CPU_PATH=avx2" ;;
-    *) echo "CPU_PATH=$CPU_PATH: expected native or avx2"; exit 1 ;;
-esac
-bin="$src/$build/bin"
-if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ]; then
-    echo "== building llama.cpp (llama-bench, llama-quantize) in $build, GGML_NATIVE=$native"
-    cmake -S "$src" -B "$src/$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="$native" -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$out/cmake-$build.log" 2>&1 \
-        || { tail -30 "$out/cmake-$build.log"; exit 1; }
-    cmake --build "$src/$build" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build-$build.log" 2>&1 \
-        || { tail -30 "$out/build-$build.log"; exit 1; }
-fi
+builds=${LLAMA_BUILDS:-native generic}
+for b in $builds; do
+    case "$b" in
+        native) native=ON ;;
+        generic) native=OFF ;;
+        *) echo "LLAMA_BUILDS: unknown build $b (native or generic)"; exit 1 ;;
+    esac
+    dir="$src/build-$b"
+    if [ ! -x "$dir/bin/llama-bench" ] || [ ! -x "$dir/bin/llama-quantize" ]; then
+        echo "== building llama.cpp (llama-bench, llama-quantize) in build-$b, GGML_NATIVE=$native"
+        cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="$native" -DLLAMA_CURL=OFF \
+            -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$out/cmake-$b.log" 2>&1 \
+            || { tail -30 "$out/cmake-$b.log"; exit 1; }
+        cmake --build "$dir" -j"$(nproc)" --target llama-bench llama-quantize >"$out/build-$b.log" 2>&1 \
+            || { tail -30 "$out/build-$b.log"; exit 1; }
+    fi
+done
+# The GGUFs are written by the first build's tools (the files do not depend on the build).
+bin="$src/build-${builds%% *}/bin"
 # llama-bench's JSON names its build (`build_commit` 0c1e570 for llama-cpp-python 0.3.36).
 
 cargo build --release -q -p trinity-cli
@@ -108,10 +117,13 @@ for round in $(seq 1 "$ROUNDS"); do
     mkdir -p "$dir"
     for shape in "${shapes[@]}"; do
         for t in $types; do
-            echo "== round $round/$ROUNDS: llama.cpp $t, $shape"
-            "$bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$llama_pp" -n "$N" -d "$DEPTH" -r "$R" -t "$THREADS" \
-                -ctk "$LLAMA_KV" -ctv "$LLAMA_KV" -fa "$LLAMA_FA" -o json 2>/dev/null >"$dir/llama-bench-$shape-$t.json"
-            python3 scripts/llama-cpp-summary.py --table "$dir/llama-bench-$shape-$t.json"
+            for b in $builds; do
+                echo "== round $round/$ROUNDS: llama.cpp $t ($b build), $shape"
+                json="$dir/llama-bench-$shape-$t+$b.json"
+                "$src/build-$b/bin/llama-bench" -m "$out/$shape-$t.gguf" -p "$llama_pp" -n "$N" -d "$DEPTH" -r "$R" \
+                    -t "$THREADS" -ctk "$LLAMA_KV" -ctv "$LLAMA_KV" -fa "$LLAMA_FA" -o json 2>/dev/null >"$json"
+                python3 scripts/llama-cpp-summary.py --table "$json"
+            done
         done
         for h in $heads; do
             echo "== round $round/$ROUNDS: Trinity, $shape, $h lm_head"
@@ -122,8 +134,4 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-{
-    python3 scripts/llama-cpp-summary.py "$out"
-    echo
-    echo "CPU_PATH=$CPU_PATH: $path_note."
-} | tee "$out/summary.md"
+python3 scripts/llama-cpp-summary.py "$out" | tee "$out/summary.md"

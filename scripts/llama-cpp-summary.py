@@ -90,7 +90,7 @@ def summary(out_dir):
     # (shape, engine) -> per round {'pp': [...], 'tg': [...]}; engines: ('llama', type) or ('trinity', head).
     runs, names, builds, bandwidth, fracs = {}, {}, set(), [], {}
     threads = {"llama.cpp": set(), "Trinity": set()}
-    kv_types = set()
+    kv_types, instructions = set(), set()
     for r, d in enumerate(rounds):
         for path in sorted(glob.glob(os.path.join(d, "*.json"))):
             base = os.path.basename(path)
@@ -108,6 +108,7 @@ def summary(out_dir):
             else:
                 tests, n = trinity_tests(data)
                 threads["Trinity"].add(data.get("threads"))
+                instructions.add(data.get("int8_peak_instruction"))
                 key = (shape, ("Trinity", variant))
                 bandwidth += data.get("bandwidth_samples") or []
                 if data["tg"].get("fraction_of_bound") is not None:
@@ -123,6 +124,11 @@ def summary(out_dir):
     counts = {e: ", ".join(str(t) for t in sorted(ts - {None})) or "not reported" for e, ts in threads.items()}
     print(f"Threads: llama.cpp {counts['llama.cpp']}, Trinity {counts['Trinity']}.")
     print(f"KV cache: llama.cpp {'; '.join(sorted(kv_types)) or 'not reported'}; Trinity f32.")
+    # llama.cpp's variants are `TYPE+BUILD` (scripts/llama-cpp-compare.sh's LLAMA_BUILDS).
+    print(
+        "llama.cpp builds: native = GGML_NATIVE=ON (-march=native), generic = GGML_NATIVE=OFF (AVX2, FMA, F16C); "
+        f"Trinity's prefill instruction: {', '.join(sorted(i for i in instructions if i)) or 'not reported'}."
+    )
     print()
     print(f"| shape | engine | {pp} tok/s | {tg} tok/s | {tg} of bound |")
     print("|---|---|---|---|---|")
