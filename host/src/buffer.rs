@@ -33,6 +33,15 @@ pub trait OutputElem: Elem + Send + Sync {
     fn to_f32(self) -> f32;
     /// From an f32 result (round to nearest even for f16).
     fn from_f32(v: f32) -> Self;
+    /// `dst = ` the first `dst.len()` (at most 16) lanes of `v`, each as
+    /// [`from_f32`](Self::from_f32) converts it, straight from the register
+    /// (the AVX-512 GEMM's epilogue: a copy through an array cost it a
+    /// store-forwarding stall per 16 outputs).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store_lanes(dst: &mut [Self], v: std::arch::x86_64::__m512);
 }
 
 impl OutputElem for f32 {
@@ -46,6 +55,13 @@ impl OutputElem for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store_lanes(dst: &mut [f32], v: std::arch::x86_64::__m512) {
+        assert!(dst.len() <= 16, "{} lanes", dst.len());
+        // SAFETY: the mask limits the store to `dst`; AVX-512 F (the caller's contract).
+        unsafe { std::arch::x86_64::_mm512_mask_storeu_ps(dst.as_mut_ptr(), crate::cpu::first_lanes(dst.len()), v) }
+    }
 }
 
 impl OutputElem for f16 {
@@ -58,6 +74,27 @@ impl OutputElem for f16 {
     }
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store_lanes(dst: &mut [f16], v: std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        match <&mut [f16; 16]>::try_from(&mut *dst) {
+            // SAFETY: 16 halves (32 bytes) into `dst`; AVX-512 F (the caller's contract).
+            // Round to nearest even, as `f16::from_f32`.
+            Ok(whole) => unsafe {
+                let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                _mm256_storeu_si256(whole.as_mut_ptr().cast(), h)
+            },
+            Err(_) => {
+                let mut lanes = [0f32; 16];
+                // SAFETY: 16 lanes into 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                for (o, &x) in dst.iter_mut().zip(&lanes) {
+                    *o = f16::from_f32(x);
+                }
+            }
+        }
     }
 }
 

@@ -96,6 +96,19 @@ impl<'a, O> OutputColumns<'a, O> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + c), len) }
     }
 
+    /// `y[r][c ..][..len]` = the first `len` lanes of `v`, converted to the output element.
+    ///
+    /// # Safety
+    /// As [`segment`](Self::segment); `len ≤ 16`; the CPU has AVX-512 F.
+    #[inline(always)]
+    unsafe fn store_lanes(&self, r: usize, c: usize, len: usize, v: std::arch::x86_64::__m512)
+    where
+        O: OutputElem,
+    {
+        // SAFETY: the caller's contract.
+        unsafe { O::store_lanes(self.segment(r, c, len), v) }
+    }
+
     /// `y[r][c ..][..len] = vals[..len]`, converted to the output element.
     ///
     /// # Safety

@@ -128,14 +128,10 @@ unsafe fn block<const R: usize, O: OutputElem>(
             if c0 >= rows_here {
                 break;
             }
-            let mut vals = [0f32; LANES];
-            // SAFETY: 16 f32 lanes into a 16-element array.
-            unsafe {
-                _mm512_storeu_ps(vals.as_mut_ptr(), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, sum)), scale))
-            };
+            let vals = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, sum)), scale);
             // SAFETY: columns `first_row + c0 ..` are this task's (the
-            // contract), and no other segment is held.
-            unsafe { out.store16(r, first_row + c0, LANES.min(rows_here - c0), &vals) };
+            // contract), and no other segment is held; AVX-512 F is enabled here.
+            unsafe { out.store_lanes(r, first_row + c0, LANES.min(rows_here - c0), vals) };
         }
     }
 }
