@@ -346,6 +346,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let (mut pp_cache, mut tg_cache) = (model.new_cache(context)?, model.new_cache(context)?);
     eprintln!("warm-up: pp{} …", a.prompt);
     model.forward(&tokens, &mut pp_cache, false)?;
+    // The decode test's cache pages too: a prefill over the positions it fills.
+    let span: Vec<u32> = (0..a.depth + a.n_gen).map(|i| ((i * 7919 + 1) % c.vocab) as u32).collect();
+    model.forward(&span, &mut tg_cache, false)?;
     for rep in 0..a.reps {
         eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
         let cache = &mut pp_cache;
