@@ -748,6 +748,10 @@ pub fn attention(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let loose: Vec<usize> = (0..rows).collect();
+    if loose.is_empty() {
+        // Every row went to the blocks (a prompt chunk alone): no parallel pass over no rows.
+        return;
+    }
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
     {
