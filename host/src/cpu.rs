@@ -105,24 +105,81 @@ pub fn rms_norm_quantize(
     let cols = w.len();
     let rows = x.len() / cols;
     let values: &mut [i8] = bytemuck::cast_slice_mut(words);
-    let one_row = |buf: &mut Vec<f32>, (q, row): (&mut [i8], &[f32])| {
-        buf.clear();
-        buf.extend_from_slice(row);
-        rms_norm(buf, w, eps);
-        q[cols..].fill(0);
-        quantize_row(buf, &mut q[..cols])
+    let (values, scales, sums) = (&mut values[..rows * k_pad], &mut scales[..rows], &mut sums[..rows]);
+    let one_row = |buf: &mut Vec<f32>, (((q, row), scale), sum): NormRow<'_, &[f32]>| {
+        (*scale, *sum) = norm_quantize_row(row, w, eps, buf, q);
     };
     // A decode step's row or two: handing them to the thread pool costs more than the work.
-    let per_row: Vec<(f32, i32)> = if rows <= 2 {
-        let mut buf = Vec::with_capacity(cols);
-        values[..rows * k_pad].chunks_mut(k_pad).zip(x.chunks(cols)).map(|r| one_row(&mut buf, r)).collect()
+    if rows <= 2 {
+        let mut buf = Vec::new();
+        let rows = values.chunks_mut(k_pad).zip(x.chunks(cols)).zip(scales.iter_mut()).zip(sums.iter_mut());
+        rows.for_each(|r| one_row(&mut buf, r));
     } else {
-        values[..rows * k_pad].par_chunks_mut(k_pad).zip(x.par_chunks(cols)).map_init(Vec::new, one_row).collect()
-    };
-    for (r, (scale, sum)) in per_row.into_iter().enumerate() {
-        scales[r] = scale;
-        sums[r] = sum;
+        let rows = values.par_chunks_mut(k_pad).zip(x.par_chunks(cols)).zip(scales.par_iter_mut());
+        rows.zip(sums.par_iter_mut()).for_each_init(Vec::new, one_row);
     }
+}
+
+/// One row's share of a fused norm: its int8 row, its input `X`, its scale and its sum.
+type NormRow<'r, X> = (((&'r mut [i8], X), &'r mut f32), &'r mut i32);
+
+/// What the fused norms of a BitNet layer do to a row before normalizing it.
+#[derive(Debug, Clone, Copy)]
+pub enum RowUpdate<'a> {
+    /// `x ← x + delta` (the residual connection), `delta` shaped as `x`.
+    Add(&'a [f32]),
+    /// `x ← act(x) · up` ([`gated`]), `up` shaped as `x`.
+    Gated(&'a [f32], u32),
+}
+
+/// [`rms_norm_quantize`] of `x` after `update` changed it in place, row by
+/// row: each row is updated, normalized and quantized while it is in the L1,
+/// in one parallel pass (as two ops, a prefill's rows went through the caches
+/// twice, and the add ran on one thread). The same values as the update over
+/// all of `x` followed by [`rms_norm_quantize`].
+#[allow(clippy::too_many_arguments)]
+pub fn update_rms_norm_quantize(
+    update: RowUpdate<'_>,
+    x: &mut [f32],
+    w: &[f32],
+    eps: f32,
+    k_pad: usize,
+    words: &mut [u32],
+    scales: &mut [f32],
+    sums: &mut [i32],
+) {
+    let cols = w.len();
+    let rows = x.len() / cols;
+    let (RowUpdate::Add(other) | RowUpdate::Gated(other, _)) = update;
+    assert_eq!(other.len(), x.len(), "the update's operand is shaped as x (checked by the op)");
+    let values: &mut [i8] = bytemuck::cast_slice_mut(words);
+    let (values, scales, sums) = (&mut values[..rows * k_pad], &mut scales[..rows], &mut sums[..rows]);
+    let one_row = |buf: &mut Vec<f32>, (((q, (row, other)), scale), sum): NormRow<'_, (&mut [f32], &[f32])>| {
+        match update {
+            RowUpdate::Add(_) => row.iter_mut().zip(other).for_each(|(a, b)| *a += b),
+            RowUpdate::Gated(_, act) => gated_run(row, other, act),
+        }
+        (*scale, *sum) = norm_quantize_row(row, w, eps, buf, q);
+    };
+    if rows <= 2 {
+        let mut buf = Vec::new();
+        let rows = values.chunks_mut(k_pad).zip(x.chunks_mut(cols).zip(other.chunks(cols)));
+        rows.zip(scales.iter_mut()).zip(sums.iter_mut()).for_each(|r| one_row(&mut buf, r));
+    } else {
+        let rows = values.par_chunks_mut(k_pad).zip(x.par_chunks_mut(cols).zip(other.par_chunks(cols)));
+        rows.zip(scales.par_iter_mut()).zip(sums.par_iter_mut()).for_each_init(Vec::new, one_row);
+    }
+}
+
+/// One row of [`rms_norm_quantize`]: `row` normalized into `buf` (as
+/// [`rms_norm`] does it), then quantized into `q` (its first `row.len()`
+/// bytes; the padding past them zeroed); returns (scale, sum).
+fn norm_quantize_row(row: &[f32], w: &[f32], eps: f32, buf: &mut Vec<f32>, q: &mut [i8]) -> (f32, i32) {
+    let cols = row.len();
+    buf.resize(cols, 0.0);
+    rms_norm_row(row, w, eps, buf);
+    q[cols..].fill(0);
+    quantize_row(buf, &mut q[..cols])
 }
 
 /// One row of the quantizer with the kernels' scale and rounding functions;
@@ -611,19 +668,52 @@ fn dot_fma<E: RowElem>(a: &[f32], b: &[E]) -> f32 {
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
     for row in x.chunks_mut(n) {
-        let ms = sum_of_squares(row) / n as f64;
-        let inv = 1.0 / ((ms as f32) + eps).sqrt();
+        let inv = rms_inverse(row, eps);
         for (v, &g) in row.iter_mut().zip(w) {
             *v = g * (*v * inv);
         }
     }
 }
 
-/// `Σ x²` in f64 over 8 independent partial sums (so it vectorizes and
-/// does not wait on one long chain of additions).
+/// [`rms_norm`] of one row into `out` (as long as the row), the row left as it is.
+fn rms_norm_row(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if uses_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
+        return unsafe { rms_norm_row_avx512(row, w, eps, out) };
+    }
+    rms_norm_row_generic(row, w, eps, out)
+}
+
+#[inline(always)]
+fn rms_norm_row_generic(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let inv = rms_inverse(row, eps);
+    for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
+        *o = g * (v * inv);
+    }
+}
+
+/// The same code compiled for AVX-512 (16 lanes, and the f64 sums 8 a vector):
+/// the same IEEE operations in the same order, so the same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rms_norm_row_avx512(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm_row_generic(row, w, eps, out)
+}
+
+/// `1 / sqrt(mean(row²) + eps)`, the mean accumulated in f64.
+#[inline(always)]
+fn rms_inverse(row: &[f32], eps: f32) -> f32 {
+    let ms = sum_of_squares(row) / row.len() as f64;
+    1.0 / ((ms as f32) + eps).sqrt()
+}
+
+/// `Σ x²` in f64 over 16 independent partial sums (so it vectorizes, two
+/// AVX-512 vectors, and does not wait on one long chain of additions).
+#[inline(always)]
 fn sum_of_squares(x: &[f32]) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = x.chunks_exact(8);
+    let mut acc = [0f64; 16];
+    let chunks = x.chunks_exact(16);
     let tail: f64 = chunks.remainder().iter().map(|&v| v as f64 * v as f64).sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
@@ -1042,24 +1132,26 @@ const GATED_CHUNK: usize = 16 * 1024;
 /// `act(gate) · up`, elementwise, into `gate` (`act`: `kernels_gpu::kernels::ACT_RELU2` or `ACT_SILU`).
 /// SiLU takes a vector `exp` (within 2 ulp of `f32::exp`) where the CPU has AVX-512 F.
 pub fn gated(gate: &mut [f32], up: &[f32], act: u32) {
-    let run = |(g, u): (&mut [f32], &[f32])| {
-        #[cfg(target_arch = "x86_64")]
-        if uses_avx512f() {
-            // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
-            return unsafe { gated_avx512(g, u, act) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if uses_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked by `uses_fma`).
-            return unsafe { gated_avx2(g, u, act) };
-        }
-        gated_scalar(g, u, act)
-    };
     if gate.len() <= GATED_CHUNK {
-        run((gate, up));
+        gated_run(gate, up, act);
     } else {
-        gate.par_chunks_mut(GATED_CHUNK).zip(up.par_chunks(GATED_CHUNK)).for_each(run);
+        gate.par_chunks_mut(GATED_CHUNK).zip(up.par_chunks(GATED_CHUNK)).for_each(|(g, u)| gated_run(g, u, act));
     }
+}
+
+/// [`gated`] on this thread, in the widest SIMD this CPU has.
+fn gated_run(gate: &mut [f32], up: &[f32], act: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if uses_avx512f() {
+        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
+        return unsafe { gated_avx512(gate, up, act) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `uses_fma`).
+        return unsafe { gated_avx2(gate, up, act) };
+    }
+    gated_scalar(gate, up, act)
 }
 
 fn gated_scalar(gate: &mut [f32], up: &[f32], act: u32) {

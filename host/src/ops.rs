@@ -1080,12 +1080,21 @@ impl Device {
         }
         quantized_out_check(kernel, x.len(), out)?;
         kernels_gpu::launch::check_len(other_name, other.len(), x.len()).map_err(shape_err(kernel, &shape))?;
-        if matches!(self, Device::Cpu) {
-            match pre {
-                PreNorm::Add => self.add(x, other)?,
-                PreNorm::Gated(act) => self.gated(x, other, act)?,
-            }
-            return self.rms_norm_quantize(x, w, eps, out);
+        let outs = (&mut out.words, &mut out.scales, &mut out.sums);
+        if let (
+            Device::Cpu,
+            Buffer::Host(xh),
+            Buffer::Host(o),
+            Buffer::Host(w),
+            (Buffer::Host(q), Buffer::Host(s), Buffer::Host(u)),
+        ) = (self, &mut *x, other, w, outs)
+        {
+            let update = match pre {
+                PreNorm::Add => crate::cpu::RowUpdate::Add(o),
+                PreNorm::Gated(act) => crate::cpu::RowUpdate::Gated(o, act),
+            };
+            crate::cpu::update_rms_norm_quantize(update, xh, w, eps, k_pad, q, s, u);
+            return Ok(());
         }
         let cfg = kernels::rms_norm_quantize_geometry(rows, QUANTIZE_MAX_BLOCKS);
         let (r, c, kp) = (rows as u32, cols as u32, k_pad as u32);
