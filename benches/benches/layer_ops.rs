@@ -80,6 +80,15 @@ fn bench_device(c: &mut Criterion, device: &Device, label: &str) {
     time(&mut g, BenchmarkId::new("attention_prefill", format!("m{m}")), &mut || {
         device.attention(&qp, &k, &v, &mut op, &chunk, HEADS, KV_HEADS, HEAD_DIM, context, &mut scratch).unwrap()
     });
+    // The same at bitnet_b1_58-large's heads: 16 × 96, no grouped queries.
+    let (heads_l, dim_l) = (16, 96);
+    let qp = filled(device, m * heads_l * dim_l, 0.1);
+    let (kl, vl) = (filled(device, heads_l * context * dim_l, 0.1), filled(device, heads_l * context * dim_l, 1.0));
+    let mut op = device.alloc::<f32>(m * heads_l * dim_l).unwrap();
+    g.throughput(Throughput::Elements((heads_l * m * (m + 1) / 2) as u64));
+    time(&mut g, BenchmarkId::new("attention_prefill", format!("large-m{m}")), &mut || {
+        device.attention(&qp, &kl, &vl, &mut op, &chunk, heads_l, heads_l, dim_l, context, &mut scratch).unwrap()
+    });
     // The same over 30 layers' caches (157 MB, as a 2B-4T decode step at
     // context 1024 reads them): the caches come from memory, not the L3.
     const LAYERS: usize = 30;
