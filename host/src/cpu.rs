@@ -744,17 +744,42 @@ pub fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> (Vec<f32>, 
 /// Rotate-half RoPE on `rows × heads × head_dim` (row `r` at position `positions[r]`), in place.
 pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    for (row, &pos) in x.chunks_mut(heads * head_dim).zip(positions) {
+    let one_row = |(row, &pos): (&mut [f32], &u32)| {
         let (c, s) = (&cos[pos as usize * half..][..half], &sin[pos as usize * half..][..half]);
-        for head in row.chunks_mut(head_dim) {
-            let (a, b) = head.split_at_mut(half);
-            for i in 0..half {
-                let (x1, x2) = (a[i], b[i]);
-                a[i] = x1 * c[i] - x2 * s[i];
-                b[i] = x2 * c[i] + x1 * s[i];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if uses_avx512f() {
+            // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
+            return unsafe { rope_row_avx512(row, head_dim, c, s) };
+        }
+        rope_row(row, head_dim, c, s)
+    };
+    // A decode step's row or two: handing them to the thread pool costs more than the work.
+    if positions.len() <= 2 {
+        x.chunks_mut(heads * head_dim).zip(positions).for_each(one_row);
+    } else {
+        x.par_chunks_mut(heads * head_dim).zip(positions).for_each(one_row);
+    }
+}
+
+/// [`rope`] of one row's heads at the position of the table rows `c` and `s`.
+#[inline(always)]
+fn rope_row(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
+    let half = head_dim / 2;
+    for head in row.chunks_mut(head_dim) {
+        let (a, b) = head.split_at_mut(half);
+        for i in 0..half {
+            let (x1, x2) = (a[i], b[i]);
+            a[i] = x1 * c[i] - x2 * s[i];
+            b[i] = x2 * c[i] + x1 * s[i];
         }
     }
+}
+
+/// The same code compiled for AVX-512: the same IEEE operations, so the same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rope_row_avx512(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
+    rope_row(row, head_dim, c, s)
 }
 
 /// Causal attention for new query rows, row `r` at position `positions[r]` of
@@ -1225,12 +1250,24 @@ pub fn kv_write(
     head_dim: usize,
     context: usize,
 ) {
-    for ((row, &slot), &pos) in x.chunks(kv_heads * head_dim).zip(slots).zip(positions) {
-        for (kh, src) in row.chunks(head_dim).enumerate() {
-            let dst = ((slot as usize * kv_heads + kh) * context + pos as usize) * head_dim;
-            cache[dst..dst + head_dim].copy_from_slice(src);
+    let row_head = |r: usize, kh: usize| &x[(r * kv_heads + kh) * head_dim..][..head_dim];
+    if positions.len() <= 2 {
+        for (r, (&slot, &pos)) in slots.iter().zip(positions).enumerate() {
+            for kh in 0..kv_heads {
+                let dst = ((slot as usize * kv_heads + kh) * context + pos as usize) * head_dim;
+                cache[dst..dst + head_dim].copy_from_slice(row_head(r, kh));
+            }
         }
+        return;
     }
+    // A prompt chunk: each (slot, KV head)'s region of the cache is a task,
+    // which copies in the rows of its slot.
+    cache.par_chunks_mut(context * head_dim).enumerate().for_each(|(region, dst)| {
+        let (slot, kh) = (region / kv_heads, region % kv_heads);
+        for (r, (_, &pos)) in slots.iter().zip(positions).enumerate().filter(|(_, (s, _))| **s as usize == slot) {
+            dst[pos as usize * head_dim..][..head_dim].copy_from_slice(row_head(r, kh));
+        }
+    });
 }
 
 /// Rows of `table` (`· × hidden`) for `ids`.
