@@ -811,17 +811,20 @@ pub fn attention(
     #[cfg(target_arch = "x86_64")]
     let loose: Vec<usize> = {
         type Block = unsafe fn(&[f32], &mut [f32], &[usize], &attention_blocks::Kv<'_>, &mut Vec<f32>, &mut Vec<f32>);
-        let block: Option<(usize, Block)> = match float_path() {
-            FloatPath::Avx512 => Some((attention_blocks::QB, attention_blocks::attention_block)),
+        // (rows per block, the fewest rows of a chunk that takes blocks, the block's code)
+        let block: Option<(usize, usize, Block)> = match float_path() {
+            FloatPath::Avx512 => {
+                Some((attention_blocks::QB, attention_blocks::MIN_ROWS, attention_blocks::attention_block))
+            }
             // AVX2 has no lane masks: whole 8-value chunks only.
             FloatPath::Avx2Fma if head_dim.is_multiple_of(8) => {
-                Some((attention_blocks_avx2::QB, attention_blocks_avx2::attention_block))
+                Some((attention_blocks_avx2::QB, attention_blocks_avx2::QB, attention_blocks_avx2::attention_block))
             }
             _ => None,
         };
-        match block.filter(|&(qb, _)| rows >= qb) {
+        match block.filter(|&(_, min_rows, _)| rows >= min_rows) {
             None => (0..rows).collect(),
-            Some((qb, run)) => {
+            Some((qb, min_rows, run)) => {
                 let row_len = heads * head_dim;
                 let (mut blocks, mut loose) = (Vec::new(), Vec::new());
                 let mut rest = &mut out[..rows * row_len];
@@ -830,7 +833,7 @@ pub fn attention(
                     let e = s + slots[s..].iter().take_while(|&&slot| slot == slots[s]).count();
                     let (chunk, tail) = rest.split_at_mut((e - s) * row_len);
                     rest = tail;
-                    if e - s < qb {
+                    if e - s < min_rows {
                         loose.extend(s..e);
                     } else {
                         // Blocks of up to `qb` rows, the last one short.
@@ -839,7 +842,8 @@ pub fn attention(
                     }
                     s = e;
                 }
-                blocks.into_par_iter().for_each_init(
+                // Longest rows first: the blocks left for the last steals are the short ones.
+                blocks.into_par_iter().rev().for_each_init(
                     || (Vec::new(), Vec::new()),
                     |(scores, qt), (s, e, o)| {
                         let lens: Vec<usize> = positions[s..e].iter().map(|&p| p as usize + 1).collect();
@@ -1320,7 +1324,7 @@ mod tests {
 
     /// A row's attention output is bit for bit the same alone and in a batch:
     /// a decode row long enough to be split, a prompt chunk long enough for
-    /// the prefill blocks (16 rows and a tail on AVX-512, 8 under AVX2), and a
+    /// the prefill blocks (one block of both halves on AVX-512, two and a tail under AVX2), and a
     /// short chunk, each alone, then all three together in two orders and beside
     /// more decode rows.
     #[test]

@@ -121,9 +121,11 @@ impl Plan {
                 (2, 4, 1, 32, 300),
                 (2, 2, 1, 124, 40),
                 (37, 2, 1, 16, 64),
-                // A prompt chunk past a CPU prefill block (16 rows) with grouped KV heads.
+                // A prompt chunk past a CPU prefill block's half (16 rows) with grouped KV heads.
                 (18, 4, 2, 8, 40),
                 (20, 2, 2, 40, 100),
+                // A chunk of a whole 32-row CPU prefill block and a one-row block, 96-wide heads.
+                (33, 2, 1, 96, 40),
                 (3, 2, 1, 136, 33),
                 (2, 8, 1, 24, 50),
                 // One decode row over a long context, few KV heads: the CPU splits its positions.

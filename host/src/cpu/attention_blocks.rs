@@ -1,19 +1,21 @@
-//! # Prefill attention on AVX-512: sixteen query rows at a time
+//! # Prefill attention on AVX-512: thirty-two query rows at a time
 //!
 //! The rows of a prompt chunk share their slot, so they read the same keys
 //! and values. A block of up to [`QB`] of them takes one head at a time and
-//! keeps its queries transposed, one 16-lane vector per head dimension: the
-//! scores of one key for all the block's queries are `head_dim` FMAs with the
-//! key's elements broadcast. No horizontal sum per score, and each key is
-//! read once per block instead of once per row.
+//! keeps its queries transposed, two 16-lane vectors (the block's two halves)
+//! per head dimension: the scores of one key for all the block's queries are
+//! `2 · head_dim` FMAs with the key's elements broadcast. No horizontal sum
+//! per score, and each key is read once per block instead of once per row.
 //!
-//! - **Scores**: eight keys at a time (eight independent FMA chains), times
-//!   `1/√head_dim`, into `scores[key][row]`.
-//! - **Softmax**: along the keys with the rows in the lanes (a vector `exp`,
-//!   tested against `f32::exp`); row `i` sees
-//!   keys `0 .. lens[i]` (causal), its later scores become zero weights.
+//! - **Scores**: eight keys at a time for both halves (sixteen independent
+//!   FMA chains; each broadcast key element feeds two of them, where a
+//!   16-row block spent a load on every FMA), times `1/√head_dim`, into
+//!   `scores[key][row]`. A block of at most 16 rows scores one half.
+//! - **Softmax**: along the keys with the rows in the lanes, half by half (a
+//!   vector `exp`, tested against `f32::exp`); row `i` sees keys
+//!   `0 .. lens[i]` (causal), its later scores become zero weights.
 //!   The weights are left unnormalized; the output is divided by their sum.
-//! - **Weighted sum**: four rows at a time over column groups of up to 64
+//! - **Weighted sum**: four rows at a time over column groups of up to 96
 //!   values, so each value row is loaded once for the four.
 //!
 //! The sums run in another order than the row-at-a-time path's, within the
@@ -23,9 +25,13 @@ use std::arch::x86_64::*;
 
 use super::vector_exp::exp;
 
-/// Query rows per block (the lanes of a vector).
-pub(super) const QB: usize = 16;
-/// Keys scored at once (independent FMA chains).
+/// Query rows per block: two vectors of [`LANES`].
+pub(super) const QB: usize = 2 * LANES;
+/// The fewest rows a chunk takes blocks for: one vector's worth.
+pub(super) const MIN_ROWS: usize = LANES;
+/// Rows per vector.
+const LANES: usize = 16;
+/// Keys scored at once (independent FMA chains per half).
 const KEYS: usize = 8;
 /// Rows sharing each value load in the weighted sum.
 const ROWS: usize = 4;
@@ -60,15 +66,21 @@ pub(super) unsafe fn attention_block(
     let (nb, d, heads) = (lens.len(), kv.head_dim, kv.heads);
     assert!((1..=QB).contains(&nb) && lens.iter().all(|l| (1..=kv.context).contains(l)), "block rows and lengths");
     let max_len = lens.iter().copied().max().unwrap_or(1);
+    let halves = nb.div_ceil(LANES);
+    // The keys each half's rows see (its longest row's).
+    let half_len: [usize; 2] =
+        std::array::from_fn(|hf| lens.iter().skip(hf * LANES).take(LANES).max().copied().unwrap_or(0));
     let scale = _mm512_set1_ps((d as f32).powf(-0.5));
-    let mut lens16 = [0i32; QB];
-    for (l, &n) in lens16.iter_mut().zip(lens) {
+    let mut lens32 = [0i32; QB];
+    for (l, &n) in lens32.iter_mut().zip(lens) {
         *l = n as i32;
     }
-    // SAFETY: 16 i32 from a 16-element array.
-    let lens_v = unsafe { _mm512_loadu_si512(lens16.as_ptr().cast()) };
+    // SAFETY: 16 i32 from each half of a 32-element array.
+    let lens_v: [__m512i; 2] =
+        std::array::from_fn(|hf| unsafe { _mm512_loadu_si512(lens32.as_ptr().add(hf * LANES).cast()) });
     scores.clear();
     scores.resize(max_len * QB, 0.0);
+    // Zeros past the block's rows: the second half's lanes of a short block score to 0.
     qt.clear();
     qt.resize(d * QB, 0.0);
     for h in 0..heads {
@@ -78,44 +90,52 @@ pub(super) unsafe fn attention_block(
         let mut j = 0;
         while j < max_len {
             let n = if max_len - j >= KEYS { KEYS } else { 1 };
-            let mut acc = [_mm512_setzero_ps(); KEYS];
-            // SAFETY: keys `j .. j + n ≤ max_len` of `keys` (max_len × d) and `qt` (d × 16).
+            let mut acc = [[_mm512_setzero_ps(); 2]; KEYS];
+            // SAFETY: keys `j .. j + n ≤ max_len` of `keys` (max_len × d) and `qt` (d × QB).
             unsafe {
-                if n == KEYS {
-                    score_keys::<KEYS>(qt, &keys[j * d..][..KEYS * d], d, &mut acc);
-                } else {
-                    score_keys::<1>(qt, &keys[j * d..][..d], d, &mut acc);
+                match (n == KEYS, halves) {
+                    (true, 2) => score_keys::<KEYS, 2>(qt, &keys[j * d..][..KEYS * d], d, &mut acc),
+                    (true, _) => score_keys::<KEYS, 1>(qt, &keys[j * d..][..KEYS * d], d, &mut acc),
+                    (false, 2) => score_keys::<1, 2>(qt, &keys[j * d..][..d], d, &mut acc),
+                    (false, _) => score_keys::<1, 1>(qt, &keys[j * d..][..d], d, &mut acc),
                 }
             }
             for (u, a) in acc.iter().enumerate().take(n) {
-                // SAFETY: row `j + u < max_len` of `scores` (max_len × 16).
-                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add((j + u) * QB), _mm512_mul_ps(*a, scale)) };
+                for (hf, &a) in a.iter().enumerate().take(halves) {
+                    // SAFETY: row `j + u < max_len` of `scores` (max_len × QB), half `hf`.
+                    unsafe {
+                        _mm512_storeu_ps(scores.as_mut_ptr().add((j + u) * QB + hf * LANES), _mm512_mul_ps(a, scale))
+                    };
+                }
             }
             j += n;
         }
-        // Softmax along the keys, one row per lane.
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for j in 0..max_len {
-            let seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32(j as i32), lens_v);
-            // SAFETY: row `j` of `scores`.
-            let s = unsafe { _mm512_loadu_ps(scores.as_ptr().add(j * QB)) };
-            max = _mm512_mask_max_ps(max, seen, max, s);
-        }
-        let mut total = _mm512_setzero_ps();
-        for j in 0..max_len {
-            let seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32(j as i32), lens_v);
-            let at = scores[j * QB..][..QB].as_mut_ptr();
-            // SAFETY: row `j` of `scores`, 16 lanes.
-            let s = unsafe { _mm512_loadu_ps(at) };
-            let p = _mm512_maskz_mov_ps(seen, exp(_mm512_sub_ps(s, max)));
-            total = _mm512_add_ps(total, p);
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(at, p) };
-        }
+        // Softmax along the keys, one row per lane, half by half.
         let mut totals = [0f32; QB];
-        // SAFETY: 16 lanes into a 16-element array.
-        unsafe { _mm512_storeu_ps(totals.as_mut_ptr(), total) };
-        // The weighted sum, ROWS rows at a time, column groups of up to 64.
+        for hf in 0..halves {
+            let len = half_len[hf];
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for j in 0..len {
+                let seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32(j as i32), lens_v[hf]);
+                // SAFETY: row `j` of `scores`, half `hf`.
+                let s = unsafe { _mm512_loadu_ps(scores.as_ptr().add(j * QB + hf * LANES)) };
+                max = _mm512_mask_max_ps(max, seen, max, s);
+            }
+            let mut total = _mm512_setzero_ps();
+            for j in 0..len {
+                let seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32(j as i32), lens_v[hf]);
+                let at = scores[j * QB + hf * LANES..][..LANES].as_mut_ptr();
+                // SAFETY: row `j` of `scores`, 16 lanes of half `hf`.
+                let s = unsafe { _mm512_loadu_ps(at) };
+                let p = _mm512_maskz_mov_ps(seen, exp(_mm512_sub_ps(s, max)));
+                total = _mm512_add_ps(total, p);
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(at, p) };
+            }
+            // SAFETY: 16 lanes into half `hf` of a 32-element array.
+            unsafe { _mm512_storeu_ps(totals.as_mut_ptr().add(hf * LANES), total) };
+        }
+        // The weighted sum, ROWS rows at a time, column groups of up to 96.
         for i0 in (0..nb).step_by(ROWS) {
             let rows = (nb - i0).min(ROWS);
             let len = lens[i0..i0 + rows].iter().copied().max().unwrap_or(1);
@@ -127,7 +147,12 @@ pub(super) unsafe fn attention_block(
                 // SAFETY: AVX-512 F (this function's contract); each group
                 // reads and writes columns `c .. c + width ≤ d`.
                 unsafe {
-                    if left >= 64 {
+                    if (96..128).contains(&left) {
+                        // Six vectors in one pass (a 96-wide head, as bitnet_b1_58-large's):
+                        // each weight broadcast once for all of them.
+                        weighted_group::<6>(&cols, [!0; 6], out, &outs, rows, &totals[i0..]);
+                        c += 96;
+                    } else if left >= 64 {
                         weighted_group::<4>(&cols, [!0; 4], out, &outs, rows, &totals[i0..]);
                         c += 64;
                     } else if left >= 32 {
@@ -148,7 +173,7 @@ pub(super) unsafe fn attention_block(
 
 /// Head `h`'s first `len` keys and values in the block's slot, with the
 /// block's `rows` queries of head `h` transposed into `qt` (`d × qb`: row `i`
-/// in lane `i`). Shared by this block and the AVX2 one (`qb` = 16 or 8).
+/// in column `i`). Shared by this block and the AVX2 one (`qb` = 32 or 8).
 pub(super) fn head_inputs<'a>(
     q: &[f32],
     qt: &mut [f32],
@@ -168,21 +193,29 @@ pub(super) fn head_inputs<'a>(
     (&kv.k_cache[base..][..len * d], &kv.v_cache[base..][..len * d])
 }
 
-/// `acc[u] = Σ_t qt[t] · keys[u][t]` for `N` keys (`N × d` of `keys`), the
-/// block's rows in the lanes.
+/// `acc[u][hf] = Σ_t qt[t][hf] · keys[u][t]` for `N` keys (`N × d` of
+/// `keys`) and the first `HV` halves of the block, its rows in the lanes.
 ///
 /// # Safety
-/// The CPU has AVX-512 F; `qt` holds `d × 16` floats and `keys` `N × d`.
+/// The CPU has AVX-512 F; `qt` holds `d × QB` floats and `keys` `N × d`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn score_keys<const N: usize>(qt: &[f32], keys: &[f32], d: usize, acc: &mut [__m512; KEYS]) {
-    assert!(N <= KEYS && qt.len() >= d * QB && keys.len() >= N * d);
+unsafe fn score_keys<const N: usize, const HV: usize>(
+    qt: &[f32],
+    keys: &[f32],
+    d: usize,
+    acc: &mut [[__m512; 2]; KEYS],
+) {
+    assert!(N <= KEYS && HV <= 2 && qt.len() >= d * QB && keys.len() >= N * d);
     for t in 0..d {
-        // SAFETY: `t < d`: 16 lanes of `qt` and element `t` of each key (checked above).
+        // SAFETY: `t < d`: the halves of `qt`'s row `t` and element `t` of each key (checked above).
         unsafe {
-            let qv = _mm512_loadu_ps(qt.as_ptr().add(t * QB));
+            let qv: [__m512; HV] = std::array::from_fn(|hf| _mm512_loadu_ps(qt.as_ptr().add(t * QB + hf * LANES)));
             for (u, a) in acc.iter_mut().enumerate().take(N) {
-                *a = _mm512_fmadd_ps(qv, _mm512_set1_ps(*keys.get_unchecked(u * d + t)), *a);
+                let k = _mm512_set1_ps(*keys.get_unchecked(u * d + t));
+                for (x, &qv) in a.iter_mut().zip(&qv) {
+                    *x = _mm512_fmadd_ps(qv, k, *x);
+                }
             }
         }
     }
@@ -190,7 +223,7 @@ unsafe fn score_keys<const N: usize>(qt: &[f32], keys: &[f32], d: usize, acc: &m
 
 /// What one column group of the weighted sum reads (here and in the AVX2 block).
 pub(super) struct Cols<'a> {
-    /// `keys × QB` weights (`QB`: the block's lanes, 16 here and 8 in the AVX2 block).
+    /// `keys × QB` weights (`QB`: the block's rows, 32 here and 8 in the AVX2 block).
     pub scores: &'a [f32],
     /// `keys × d` values.
     pub values: &'a [f32],
