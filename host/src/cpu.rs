@@ -682,6 +682,11 @@ fn rms_norm_row(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
         return unsafe { rms_norm_row_avx512(row, w, eps, out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if uses_fma() {
+        // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
+        return unsafe { rms_norm_row_avx2(row, w, eps, out) };
+    }
     rms_norm_row_generic(row, w, eps, out)
 }
 
@@ -693,11 +698,17 @@ fn rms_norm_row_generic(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// The same code compiled for AVX-512 (16 lanes, and the f64 sums 8 a vector):
-/// the same IEEE operations in the same order, so the same values.
+/// The same code compiled for AVX-512 (16 lanes, and the f64 sums 8 a vector)
+/// and for AVX2: the same IEEE operations in the same order, so the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn rms_norm_row_avx512(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm_row_generic(row, w, eps, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rms_norm_row_avx2(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     rms_norm_row_generic(row, w, eps, out)
 }
 
@@ -751,6 +762,11 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos
             // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
             return unsafe { rope_row_avx512(row, head_dim, c, s) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if uses_fma() {
+            // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
+            return unsafe { rope_row_avx2(row, head_dim, c, s) };
+        }
         rope_row(row, head_dim, c, s)
     };
     // A decode step's row or two: handing them to the thread pool costs more than the work.
@@ -775,10 +791,17 @@ fn rope_row(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
     }
 }
 
-/// The same code compiled for AVX-512: the same IEEE operations, so the same values.
+/// The same code compiled for AVX-512 and for AVX2: the same IEEE
+/// operations, so the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn rope_row_avx512(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
+    rope_row(row, head_dim, c, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rope_row_avx2(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
     rope_row(row, head_dim, c, s)
 }
 
