@@ -355,6 +355,23 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     }
     // Decode takes a prefetching GEMV: AVX-512 VNNI on levels 2 and 3, AVX2 on level 1.
     let gemv = simd >= 1 && small && has_avx2();
+    #[cfg(target_arch = "x86_64")]
+    if gemv && m == 1 {
+        // One activation row: the transposed output is the output itself, so
+        // the tasks write it in place (no scratch output and no copy per call).
+        let tasks: Vec<(usize, usize, &mut [O])> = ys
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, y)| {
+                let chunks = y.chunks_mut(GEMV_ROWS_PER_TASK).enumerate();
+                chunks.map(move |(t, chunk)| (i, t * GEMV_ROWS_PER_TASK, chunk))
+            })
+            .collect();
+        tasks
+            .into_par_iter()
+            .for_each(|(i, first_row, chunk)| gemv_task(x, &ws[i], (act, stride), first_row, chunk, simd));
+        return;
+    }
     let rows_per_task = match (simd, small) {
         _ if gemv => GEMV_ROWS_PER_TASK,
         _ => ROWS_PER_TASK,
@@ -371,20 +388,8 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
-        if gemv && simd >= 2 {
-            let wpr = w.words_per_row();
-            vnni_gemv::prefetch_task_start(&w.words()[first_row * wpr..][..chunk.len() / m * wpr]);
-            // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; `gemv_task`
-            // checks that the permuted activation rows cover the weight rows.
-            gemv_task(x, w, (act, stride), first_row, chunk, |rows, acts| unsafe {
-                vnni_gemv::group_dots(rows, acts, m)
-            });
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
         if gemv {
-            // SAFETY: `gemv` needs `has_avx2`; the activation rows as above.
-            gemv_task(x, w, (act, stride), first_row, chunk, |rows, acts| unsafe { avx2::group_dots(rows, acts, m) });
+            gemv_task(x, w, (act, stride), first_row, chunk, simd);
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -405,17 +410,41 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
 const GEMV_GROUP: usize = 4;
 
 /// The SIMD decode GEMVs' task: weight rows `first_row ..` (`chunk.len() / m`
-/// of them) in groups of [`GEMV_GROUP`] consecutive rows (a last, short group
-/// repeats its last row), each group's sums from `group_dots(rows, acts)`
-/// against the `m` (1 or 2) permuted activation rows, dequantized into the
-/// transposed output `chunk` (`rows × m`).
+/// of them) against the `m` (1 or 2) permuted activation rows, into the
+/// transposed output `chunk` (`rows × m`), by the GEMV of level `simd`
+/// (AVX-512 VNNI on 2 and 3, AVX2 on 1; the caller checked `has_avx2`).
 #[cfg(target_arch = "x86_64")]
-fn gemv_task(
+fn gemv_task<O: OutputElem>(
+    x: &QuantizedRef<'_>,
+    w: &TernaryRef<'_>,
+    act: (&[i8], usize),
+    first_row: usize,
+    chunk: &mut [O],
+    simd: u8,
+) {
+    let m = x.rows;
+    if simd >= 2 {
+        let wpr = w.words_per_row();
+        vnni_gemv::prefetch_task_start(&w.words()[first_row * wpr..][..chunk.len() / m * wpr]);
+        // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; `gemv_groups`
+        // checks that the permuted activation rows cover the weight rows.
+        gemv_groups(x, w, act, first_row, chunk, |rows, acts| unsafe { vnni_gemv::group_dots(rows, acts, m) });
+    } else {
+        // SAFETY: the caller checked `has_avx2`; the activation rows as above.
+        gemv_groups(x, w, act, first_row, chunk, |rows, acts| unsafe { avx2::group_dots(rows, acts, m) });
+    }
+}
+
+/// Weight rows `first_row ..` of a [`gemv_task`] in groups of [`GEMV_GROUP`]
+/// consecutive rows (a last, short group repeats its last row), each group's
+/// sums from `group_dots(rows, acts)`, dequantized into `chunk`.
+#[cfg(target_arch = "x86_64")]
+fn gemv_groups<O: OutputElem>(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
     first_row: usize,
-    chunk: &mut [f32],
+    chunk: &mut [O],
     group_dots: impl Fn(&[&[u32]; GEMV_GROUP], &[&[i8]; 2]) -> [[i32; 2]; GEMV_GROUP],
 ) {
     let (m, wpr) = (x.rows, w.words_per_row());
@@ -429,7 +458,7 @@ fn gemv_task(
             std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
         for (i, d) in group_dots(&rows, &acts).iter().enumerate().take(nr) {
             for r in 0..m {
-                chunk[(r0 + i) * m + r] = dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]);
+                chunk[(r0 + i) * m + r] = O::from_f32(dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]));
             }
         }
     }
