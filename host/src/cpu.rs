@@ -897,6 +897,7 @@ pub fn attention(
     let group = heads / kv_heads;
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         type Group = unsafe fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [(f32, f32)], &mut Vec<f32>);
         let run: Option<Group> = match (float_path(), group) {
             (FloatPath::Avx512, 1) => Some(attention_groups::attention_group::<1, 8>),
@@ -927,9 +928,18 @@ pub fn attention(
                 let qg = &q[(r * heads + kvh * group) * head_dim..][..gd];
                 let len = keys.len();
                 let (k, v) = (&k_cache[base + keys.start * head_dim..], &v_cache[base + keys.start * head_dim..]);
+                let (k, v) = (&k[..len * head_dim], &v[..len * head_dim]);
+                // The loops prefetch a fixed distance ahead of their reads: the
+                // lines before that distance are asked for here, all at once.
+                for rows in [k, v] {
+                    for line in rows[..rows.len().min(ATTENTION_PREFETCH_BYTES / 4)].chunks(16) {
+                        // SAFETY: prefetch is a hint and never faults.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+                    }
+                }
                 // SAFETY: `float_path` picked the group's code: the CPU has AVX-512 F,
                 // or AVX2 and FMA.
-                unsafe { run(qg, &k[..len * head_dim], &v[..len * head_dim], len, o, p, scores) };
+                unsafe { run(qg, k, v, len, o, p, scores) };
             });
             // Each (row, KV head)'s parts are consecutive tasks: rescale each to the
             // largest max, then divide by the total (flash-decoding's combine).
