@@ -1,5 +1,6 @@
 //! The float ops of a BitNet layer (RMSNorm, RMSNorm fused with the
-//! quantizer, RoPE, attention, gate, the f16 / int8 lm_head, argmax) at the 2B-4T shapes, and the whole bitnet_b1_58-large
+//! quantizer, RoPE, attention, gate, the f16 / int8 lm_head, argmax) at the 2B-4T shapes (prefill
+//! attention at bitnet_b1_58-large's heads too), and the whole bitnet_b1_58-large
 //! shape with random weights (a decode step per lm_head precision, a batched
 //! step, a prefill): CPU always, CUDA when present.
 
