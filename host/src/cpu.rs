@@ -677,39 +677,43 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
 
 /// [`rms_norm`] of one row into `out` (as long as the row), the row left as it is.
 fn rms_norm_row(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if uses_avx512f() {
-        // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
-        return unsafe { rms_norm_row_avx512(row, w, eps, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if uses_fma() {
-        // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
-        return unsafe { rms_norm_row_avx2(row, w, eps, out) };
-    }
-    rms_norm_row_generic(row, w, eps, out)
+    widest_simd(
+        #[inline(always)]
+        || {
+            let inv = rms_inverse(row, eps);
+            for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
+                *o = g * (v * inv);
+            }
+        },
+    )
 }
 
+/// `f()` compiled for the widest vectors the float path allows (AVX-512 F,
+/// AVX2, or the target's own), for plain code that the compiler vectorizes:
+/// the same IEEE operations in the same order at every width (Rust never
+/// contracts a product and a sum into an FMA), so the same values.
 #[inline(always)]
-fn rms_norm_row_generic(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let inv = rms_inverse(row, eps);
-    for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
-        *o = g * (v * inv);
+fn widest_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if uses_avx512f() {
+            // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
+            return unsafe { avx512(f) };
+        }
+        if uses_fma() {
+            // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
+            return unsafe { avx2(f) };
+        }
     }
-}
-
-/// The same code compiled for AVX-512 (16 lanes, and the f64 sums 8 a vector)
-/// and for AVX2: the same IEEE operations in the same order, so the same values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn rms_norm_row_avx512(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    rms_norm_row_generic(row, w, eps, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rms_norm_row_avx2(row: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    rms_norm_row_generic(row, w, eps, out)
+    f()
 }
 
 /// `1 / sqrt(mean(row²) + eps)`, the mean accumulated in f64.
@@ -757,17 +761,10 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos
     let half = head_dim / 2;
     let one_row = |(row, &pos): (&mut [f32], &u32)| {
         let (c, s) = (&cos[pos as usize * half..][..half], &sin[pos as usize * half..][..half]);
-        #[cfg(target_arch = "x86_64")]
-        if uses_avx512f() {
-            // SAFETY: the CPU has AVX-512 F (checked by `uses_avx512f`).
-            return unsafe { rope_row_avx512(row, head_dim, c, s) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if uses_fma() {
-            // SAFETY: the CPU has AVX2 (checked by `uses_fma`).
-            return unsafe { rope_row_avx2(row, head_dim, c, s) };
-        }
-        rope_row(row, head_dim, c, s)
+        widest_simd(
+            #[inline(always)]
+            || rope_row(row, head_dim, c, s),
+        )
     };
     // A decode step's row or two: handing them to the thread pool costs more than the work.
     if positions.len() <= 2 {
@@ -789,20 +786,6 @@ fn rope_row(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
             b[i] = x2 * c[i] + x1 * s[i];
         }
     }
-}
-
-/// The same code compiled for AVX-512 and for AVX2: the same IEEE
-/// operations, so the same values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn rope_row_avx512(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
-    rope_row(row, head_dim, c, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rope_row_avx2(row: &mut [f32], head_dim: usize, c: &[f32], s: &[f32]) {
-    rope_row(row, head_dim, c, s)
 }
 
 /// Causal attention for new query rows, row `r` at position `positions[r]` of
