@@ -367,9 +367,10 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
                 chunks.map(move |(t, chunk)| (i, t * GEMV_ROWS_PER_TASK, chunk))
             })
             .collect();
-        tasks
-            .into_par_iter()
-            .for_each(|(i, first_row, chunk)| gemv_task(x, &ws[i], (act, stride), first_row, chunk, simd));
+        tasks.into_par_iter().for_each(|(i, first_row, chunk)| {
+            // SAFETY: `gemv` needs `has_avx2`, and levels 2 and 3 are chosen only where `has_vnni`.
+            unsafe { gemv_task(x, &ws[i], (act, stride), first_row, chunk, simd) }
+        });
         return;
     }
     let rows_per_task = match (simd, small) {
@@ -389,7 +390,8 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
         if gemv {
-            gemv_task(x, w, (act, stride), first_row, chunk, simd);
+            // SAFETY: `gemv` needs `has_avx2`; levels 2 and 3 only where `has_vnni`.
+            unsafe { gemv_task(x, w, (act, stride), first_row, chunk, simd) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -412,9 +414,12 @@ const GEMV_GROUP: usize = 4;
 /// The SIMD decode GEMVs' task: weight rows `first_row ..` (`chunk.len() / m`
 /// of them) against the `m` (1 or 2) permuted activation rows, into the
 /// transposed output `chunk` (`rows × m`), by the GEMV of level `simd`
-/// (AVX-512 VNNI on 2 and 3, AVX2 on 1; the caller checked `has_avx2`).
+/// (AVX-512 VNNI on 2 and 3, AVX2 on 1).
+///
+/// # Safety
+/// The CPU has AVX2, and AVX-512 F/BW/VNNI where `simd ≥ 2`.
 #[cfg(target_arch = "x86_64")]
-fn gemv_task<O: OutputElem>(
+unsafe fn gemv_task<O: OutputElem>(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     act: (&[i8], usize),
@@ -426,11 +431,11 @@ fn gemv_task<O: OutputElem>(
     if simd >= 2 {
         let wpr = w.words_per_row();
         vnni_gemv::prefetch_task_start(&w.words()[first_row * wpr..][..chunk.len() / m * wpr]);
-        // SAFETY: levels 2 and 3 are chosen only where `has_vnni`; `gemv_groups`
-        // checks that the permuted activation rows cover the weight rows.
+        // SAFETY: the CPU has AVX-512 VNNI (the contract); `gemv_groups` checks
+        // that the permuted activation rows cover the weight rows.
         gemv_groups(x, w, act, first_row, chunk, |rows, acts| unsafe { vnni_gemv::group_dots(rows, acts, m) });
     } else {
-        // SAFETY: the caller checked `has_avx2`; the activation rows as above.
+        // SAFETY: the CPU has AVX2 (the contract); the activation rows as above.
         gemv_groups(x, w, act, first_row, chunk, |rows, acts| unsafe { avx2::group_dots(rows, acts, m) });
     }
 }
