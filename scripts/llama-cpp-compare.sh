@@ -71,6 +71,8 @@ if [ ! -d "$src" ]; then
     tar -xzf "$out/llama-cpp-python.tar.gz" -C "$out"
 fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake
+# gguf-py, which writes the GGUFs, needs numpy.
+python3 -c "import numpy" 2>/dev/null || python3 -m pip install -q numpy
 
 builds=${LLAMA_BUILDS:-native generic}
 for b in $builds; do
