@@ -339,6 +339,18 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         (x.values(), x.k_pad)
     };
     #[cfg(target_arch = "x86_64")]
+    if simd == 1 && !small {
+        let outs: Vec<OutputColumns<'_, O>> =
+            ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
+        column_tasks(ws, ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+            // SAFETY: level 1 is chosen only where `has_avx2`; `act` holds the
+            // permuted rows, whole blocks covering every weight row; each task
+            // writes only its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+            unsafe { avx2::gemm_task(x, &ws[i], (act, stride), first_row, &outs[i], panel) };
+        });
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd == 3 && !small {
         // AMX writes each task's columns of the outputs in place (no transposed copy).
         let tiles = amx::act_panel(act, m, stride);
@@ -386,7 +398,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
             yt.chunks_mut(rows_per_task * m).enumerate().map(move |(t, chunk)| (i, t * rows_per_task, chunk))
         })
         .collect();
-    tasks.into_par_iter().for_each_init(Vec::new, |panel, (i, first_row, chunk)| {
+    tasks.into_par_iter().for_each(|(i, first_row, chunk)| {
         let w = &ws[i];
         #[cfg(target_arch = "x86_64")]
         if gemv {
@@ -394,12 +406,6 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
             unsafe { gemv_task(x, w, (act, stride), first_row, chunk, simd) };
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if simd == 1 {
-            avx2::gemm_task(x, w, (act, stride), first_row, chunk, panel);
-            return;
-        }
-        let _ = (&panel, gemv);
         task_rows(x, w, (act, stride), first_row, chunk);
     });
     for ((yt, y), w) in yts.iter().zip(ys.iter_mut()).zip(ws) {

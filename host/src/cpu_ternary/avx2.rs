@@ -28,8 +28,9 @@
 
 use std::arch::x86_64::*;
 
-use super::BLOCK;
-use crate::matmul::{QuantizedRef, dequantize};
+use super::{BLOCK, OutputColumns, ROWS_PER_TASK};
+use crate::buffer::OutputElem;
+use crate::matmul::QuantizedRef;
 use crate::ternary::TernaryRef;
 
 /// How far ahead of the current read each weight row prefetches, in words
@@ -180,39 +181,58 @@ unsafe fn gemv_rows<const R: usize>(rows: &[&[u32]; GEMV_ROWS], acts: &[&[i8]; R
     std::array::from_fn(|i| std::array::from_fn(|r| sums[2 * i + r]))
 }
 
-/// Prefill: weight rows `first_row ..` of this task against every activation
-/// row, into the transposed output `chunk` (`rows × m`); `panel` is the
-/// thread's scratch for the decoded codes.
-pub(super) fn gemm_task(
+/// Prefill: weight rows `first_row ..` of this task (at most
+/// [`ROWS_PER_TASK`]) against every activation row, into columns
+/// `first_row ..` of `out`; `panel` is the thread's scratch for the decoded codes.
+///
+/// # Safety
+/// The CPU has AVX2; `act` holds `x.rows` permuted rows of `stride` bytes, a
+/// whole number of blocks holding at least `16 · w.words_per_row()`; no other
+/// task writes these columns of `out`.
+pub(super) unsafe fn gemm_task<O: OutputElem>(
     x: &QuantizedRef<'_>,
     w: &TernaryRef<'_>,
     (act, stride): (&[i8], usize),
     first_row: usize,
-    chunk: &mut [f32],
+    out: &OutputColumns<'_, O>,
     panel: &mut Vec<u8>,
 ) {
     let (m, wpr) = (x.rows, w.words_per_row());
-    let rows_here = chunk.len() / m;
+    let rows_here = (w.rows() - first_row).min(ROWS_PER_TASK);
     // Every row is written whole below, so the scratch is not cleared; the
     // padding row of an odd count is read but its results are dropped.
     panel.resize(rows_here.next_multiple_of(GEMM_ROWS) * stride, 0);
-    for (i, out) in panel.chunks_exact_mut(stride).take(rows_here).enumerate() {
-        // SAFETY: AVX2 is present (the caller's `simd == 1`); `out` holds
-        // `stride ≥ 16 · wpr` bytes rounded up to whole blocks.
-        unsafe { decode_row(&w.words()[(first_row + i) * wpr..][..wpr], out) };
+    for (i, codes) in panel.chunks_exact_mut(stride).take(rows_here).enumerate() {
+        // SAFETY: AVX2 is present (the contract); `codes` holds `stride ≥ 16 · wpr`
+        // bytes rounded up to whole blocks.
+        unsafe { decode_row(&w.words()[(first_row + i) * wpr..][..wpr], codes) };
     }
     let panel = &panel[..];
     for m0 in (0..m).step_by(GEMM_ACTS) {
         let ma = (m - m0).min(GEMM_ACTS);
         let acts: [&[i8]; GEMM_ACTS] = std::array::from_fn(|r| &act[(m0 + r.min(ma - 1)) * stride..][..stride]);
+        // `dequantize`'s factor, one division per activation row and task
+        // (a division per output was a tenth of the task's time).
+        let scales: [f32; GEMM_ACTS] = std::array::from_fn(|r| w.scale() / x.scales[m0 + r.min(ma - 1)]);
+        let sums: [i32; GEMM_ACTS] = std::array::from_fn(|r| x.sums[m0 + r.min(ma - 1)]);
+        // Each activation row's outputs of the task, gathered to be written as one run.
+        let mut tile = [[0f32; ROWS_PER_TASK]; GEMM_ACTS];
         for r0 in (0..rows_here).step_by(GEMM_ROWS) {
             let codes: [&[u8]; GEMM_ROWS] = std::array::from_fn(|i| &panel[(r0 + i) * stride..][..stride]);
             // SAFETY: AVX2 is present; every row here is `stride` bytes, a multiple of 32.
             let dots = unsafe { gemm_micro(&codes, &acts) };
-            for (i, d) in dots.iter().enumerate().take((rows_here - r0).min(GEMM_ROWS)) {
-                for r in 0..ma {
-                    chunk[(r0 + i) * m + m0 + r] = dequantize(d[r] - x.sums[m0 + r], w.scale(), x.scales[m0 + r]);
+            for (i, d) in dots.iter().enumerate() {
+                for r in 0..GEMM_ACTS {
+                    // The arithmetic of `dequantize`, in its order.
+                    tile[r][r0 + i] = (d[r] - sums[r]) as f32 * scales[r];
                 }
+            }
+        }
+        for (r, vals) in tile.iter().enumerate().take(ma) {
+            // SAFETY: these columns are this task's (the contract); no other segment is held.
+            let seg = unsafe { out.segment(m0 + r, first_row, rows_here) };
+            for (o, &v) in seg.iter_mut().zip(vals) {
+                *o = O::from_f32(v);
             }
         }
     }
