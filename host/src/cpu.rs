@@ -341,7 +341,16 @@ pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usiz
     for m0 in (0..m).step_by(SGEMM_GEMV_MAX_M) {
         let mm = (m - m0).min(SGEMM_GEMV_MAX_M);
         let a = &a[m0 * k..][..mm * k];
-        let mut ct = vec![0f32; n * mm];
+        // Outputs transposed (n × mm), so each task owns whole rows of the head;
+        // one row of A (decode) is its own transpose and is written in place.
+        let mut scratch = Vec::new();
+        let ct = match mm {
+            1 => &mut c[m0 * n..][..n],
+            _ => {
+                scratch.resize(n * mm, 0f32);
+                &mut scratch[..]
+            }
+        };
         ct.par_chunks_mut(HEAD_ROWS_PER_TASK * mm).enumerate().for_each(|(blk, out)| {
             for (jj, o) in out.chunks_mut(mm).enumerate() {
                 let j = blk * HEAD_ROWS_PER_TASK + jj;
@@ -354,9 +363,11 @@ pub fn head_gemm(a: &[f32], b: HeadWeights<'_>, c: &mut [f32], m: usize, n: usiz
                 }
             }
         });
-        for i in 0..mm {
-            for j in 0..n {
-                c[(m0 + i) * n + j] = ct[j * mm + i];
+        if mm > 1 {
+            for i in 0..mm {
+                for j in 0..n {
+                    c[(m0 + i) * n + j] = scratch[j * mm + i];
+                }
             }
         }
     }

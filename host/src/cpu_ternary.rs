@@ -463,13 +463,17 @@ fn gemv_groups<O: OutputElem>(
     assert!(stride >= wpr.next_multiple_of(BLOCK / 16) * 16, "activation rows of {stride} bytes for {wpr} words");
     let rows_here = chunk.len() / m;
     let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
-    for r0 in (0..rows_here).step_by(GEMV_GROUP) {
-        let nr = (rows_here - r0).min(GEMV_GROUP);
+    // `dequantize`'s factor `w_scale / x_scale`, divided once per activation
+    // row and task rather than once per output (the same value: one division).
+    let factors: [f32; 2] = std::array::from_fn(|r| w.scale() / x.scales[r.min(m - 1)]);
+    let sums: [i32; 2] = std::array::from_fn(|r| x.sums[r.min(m - 1)]);
+    for (r0, outs) in (0..rows_here).step_by(GEMV_GROUP).zip(chunk.chunks_mut(GEMV_GROUP * m)) {
+        let nr = outs.len() / m;
         let rows: [&[u32]; GEMV_GROUP] =
             std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
-        for (i, d) in group_dots(&rows, &acts).iter().enumerate().take(nr) {
-            for r in 0..m {
-                chunk[(r0 + i) * m + r] = O::from_f32(dequantize(d[r] - x.sums[r], w.scale(), x.scales[r]));
+        for (d, out) in group_dots(&rows, &acts).iter().zip(outs.chunks_exact_mut(m)) {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = O::from_f32((d[r] - sums[r]) as f32 * factors[r]);
             }
         }
     }
