@@ -77,10 +77,15 @@ pub struct Plan {
 ///
 /// `(3, 5, 2112)` takes the GEMV's second load of its chunk loop (K > 2048),
 /// `(8, 3, 8256)` its second pass (K > 8192) and more than 48 KB of shared
-/// memory (8 × 8256 bytes of activations: the opt-in path).
+/// memory (8 × 8256 bytes of activations: the opt-in path). `(1, 130, 300)`
+/// and `(2, 67, 1100)` are decode on the CPU: one and two activation rows,
+/// N past its 64-row GEMV tasks (so a task's first row is checked), K not a
+/// whole number of 256-weight blocks.
 pub const MATMUL_SHAPES_SMALL: &[(usize, usize, usize)] = &[
     (1, 1, 16),
     (1, 7, 33),
+    (1, 130, 300),
+    (2, 67, 1100),
     (3, 64, 256),
     (8, 5, 100),
     (17, 33, 130),
