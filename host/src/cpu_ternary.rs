@@ -313,24 +313,46 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     // itself: every rayon call from outside the pool is a hand-off and a wake-up.
     let small = m <= 2;
     #[cfg(target_arch = "x86_64")]
-    if simd == 2 && !small {
-        // The VNNI GEMM reads the activations as they are and writes each
-        // task's columns of the outputs in place.
+    if simd >= 1 && !small {
+        // The SIMD GEMMs write each task's columns of the outputs in place.
         let outs: Vec<OutputColumns<'_, O>> =
             ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
-        let tasks = column_tasks(ws, vnni::ROWS_PER_TASK);
-        // Every task reads all the activation rows it is given: in chunks, so
-        // those rows stay in the caches while all the tasks pass over them.
-        for rows in (0..m).step_by(vnni::ACT_ROWS_PER_PASS).map(|r| r..(r + vnni::ACT_ROWS_PER_PASS).min(m)) {
-            tasks.par_iter().for_each_init(Vec::new, |panel, &(i, first_row)| {
-                // SAFETY: level 2 is chosen only where `has_vnni`; each task writes only
-                // its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
-                unsafe { vnni::gemm_task(x, &ws[i], first_row, rows.clone(), &outs[i], panel) };
+        if simd == 2 {
+            // The VNNI GEMM reads the activations as they are.
+            let tasks = column_tasks(ws, vnni::ROWS_PER_TASK);
+            // Every task reads all the activation rows it is given: in chunks, so
+            // those rows stay in the caches while all the tasks pass over them.
+            for rows in (0..m).step_by(vnni::ACT_ROWS_PER_PASS).map(|r| r..(r + vnni::ACT_ROWS_PER_PASS).min(m)) {
+                tasks.par_iter().for_each_init(Vec::new, |panel, &(i, first_row)| {
+                    // SAFETY: level 2 is chosen only where `has_vnni`; each task writes only
+                    // its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+                    unsafe { vnni::gemm_task(x, &ws[i], first_row, rows.clone(), &outs[i], panel) };
+                });
+            }
+            return;
+        }
+        // AVX2 and AMX read them permuted.
+        let (act, stride) = permute_blocks(x, false);
+        if simd == 1 {
+            column_tasks(ws, ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+                // SAFETY: level 1 is chosen only where `has_avx2`; `act` holds the
+                // permuted rows, whole blocks covering every weight row; each task
+                // writes only its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+                unsafe { avx2::gemm_task(x, &ws[i], (&act, stride), first_row, &outs[i], panel) };
+            });
+        } else {
+            let tiles = amx::act_panel(&act, m, stride);
+            column_tasks(ws, amx::ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
+                // SAFETY: level 3 is chosen only where `amx::available()`; `tiles` is
+                // the tile panel of this call's permuted activations, whose rows hold
+                // whole blocks covering every weight row; each task writes only its
+                // own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
+                unsafe { amx::gemm_task(x, &ws[i], (&tiles, stride), first_row, &outs[i], panel) };
             });
         }
         return;
     }
-    // The other SIMD paths read the activations permuted; the portable one reads them as they are.
+    // Decode's GEMVs read the activations permuted; the portable path reads them as they are.
     let permuted;
     let (act, stride): (&[i8], usize) = if simd > 0 {
         permuted = permute_blocks(x, small);
@@ -338,33 +360,6 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
     } else {
         (x.values(), x.k_pad)
     };
-    #[cfg(target_arch = "x86_64")]
-    if simd == 1 && !small {
-        let outs: Vec<OutputColumns<'_, O>> =
-            ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
-        column_tasks(ws, ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
-            // SAFETY: level 1 is chosen only where `has_avx2`; `act` holds the
-            // permuted rows, whole blocks covering every weight row; each task
-            // writes only its own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
-            unsafe { avx2::gemm_task(x, &ws[i], (act, stride), first_row, &outs[i], panel) };
-        });
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if simd == 3 && !small {
-        // AMX writes each task's columns of the outputs in place (no transposed copy).
-        let tiles = amx::act_panel(act, m, stride);
-        let outs: Vec<OutputColumns<'_, O>> =
-            ys.iter_mut().zip(ws).map(|(y, w)| OutputColumns::new(y, m, w.rows())).collect();
-        column_tasks(ws, amx::ROWS_PER_TASK).into_par_iter().for_each_init(Vec::new, |panel, (i, first_row)| {
-            // SAFETY: level 3 is chosen only where `amx::available()`; `tiles` is
-            // the tile panel of this call's permuted activations, whose rows hold
-            // whole blocks covering every weight row; each task writes only its
-            // own columns `first_row .. first_row + ROWS_PER_TASK` of `outs[i]`.
-            unsafe { amx::gemm_task(x, &ws[i], (&tiles, stride), first_row, &outs[i], panel) };
-        });
-        return;
-    }
     // Decode takes a prefetching GEMV: AVX-512 VNNI on levels 2 and 3, AVX2 on level 1.
     let gemv = simd >= 1 && small && has_avx2();
     #[cfg(target_arch = "x86_64")]
@@ -385,10 +380,7 @@ fn ternary_matmul_many_at<O: OutputElem>(x: QuantizedRef<'_>, ws: &[TernaryRef<'
         });
         return;
     }
-    let rows_per_task = match (simd, small) {
-        _ if gemv => GEMV_ROWS_PER_TASK,
-        _ => ROWS_PER_TASK,
-    };
+    let rows_per_task = if gemv { GEMV_ROWS_PER_TASK } else { ROWS_PER_TASK };
     // Outputs transposed (n × m), so each parallel task owns whole weight rows.
     let mut yts: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.rows() * m]).collect();
     let tasks: Vec<(usize, usize, &mut [f32])> = yts
