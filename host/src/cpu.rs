@@ -22,6 +22,10 @@ use rayon::prelude::*;
 use crate::buffer::ActivationElem;
 use kernels_gpu::format;
 
+/// Rows (a decode step's one or two) up to which an op runs on the calling
+/// thread: handing them to the thread pool costs more than the work.
+const SERIAL_ROWS: usize = 2;
+
 /// Runs `f` on a thread of rayon's global pool (directly when the caller is
 /// already one) and returns its result.
 ///
@@ -109,8 +113,7 @@ pub fn rms_norm_quantize(
     let one_row = |buf: &mut Vec<f32>, (((q, row), scale), sum): NormRow<'_, &[f32]>| {
         (*scale, *sum) = norm_quantize_row(row, w, eps, buf, q);
     };
-    // A decode step's row or two: handing them to the thread pool costs more than the work.
-    if rows <= 2 {
+    if rows <= SERIAL_ROWS {
         let mut buf = Vec::new();
         let rows = values.chunks_mut(k_pad).zip(x.chunks(cols)).zip(scales.iter_mut()).zip(sums.iter_mut());
         rows.for_each(|r| one_row(&mut buf, r));
@@ -161,7 +164,7 @@ pub fn update_rms_norm_quantize(
         }
         (*scale, *sum) = norm_quantize_row(row, w, eps, buf, q);
     };
-    if rows <= 2 {
+    if rows <= SERIAL_ROWS {
         let mut buf = Vec::new();
         let rows = values.chunks_mut(k_pad).zip(x.chunks_mut(cols).zip(other.chunks(cols)));
         rows.zip(scales.iter_mut()).zip(sums.iter_mut()).for_each(|r| one_row(&mut buf, r));
@@ -777,8 +780,7 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], cos
             || rope_row(row, head_dim, c, s),
         )
     };
-    // A decode step's row or two: handing them to the thread pool costs more than the work.
-    if positions.len() <= 2 {
+    if positions.len() <= SERIAL_ROWS {
         x.chunks_mut(heads * head_dim).zip(positions).for_each(one_row);
     } else {
         x.par_chunks_mut(heads * head_dim).zip(positions).for_each(one_row);
@@ -1298,7 +1300,7 @@ pub fn kv_write(
     context: usize,
 ) {
     let row_head = |r: usize, kh: usize| &x[(r * kv_heads + kh) * head_dim..][..head_dim];
-    if positions.len() <= 2 {
+    if positions.len() <= SERIAL_ROWS {
         for (r, (&slot, &pos)) in slots.iter().zip(positions).enumerate() {
             for kh in 0..kv_heads {
                 let dst = ((slot as usize * kv_heads + kh) * context + pos as usize) * head_dim;
