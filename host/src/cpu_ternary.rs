@@ -40,7 +40,7 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use crate::buffer::OutputElem;
-use crate::matmul::{Precision, QuantizedActivations, QuantizedRef, dequantize};
+use crate::matmul::{Precision, QuantizedActivations, QuantizedRef, dequantize, dequantize_by, dequantize_factor};
 use crate::ternary::{DeviceTernary, TernaryRef};
 use kernels_gpu::format::device_layout::codes;
 
@@ -455,9 +455,8 @@ fn gemv_groups<O: OutputElem>(
     assert!(stride >= wpr.next_multiple_of(BLOCK / 16) * 16, "activation rows of {stride} bytes for {wpr} words");
     let rows_here = chunk.len() / m;
     let acts: [&[i8]; 2] = std::array::from_fn(|r| &act[r.min(m - 1) * stride..][..stride]);
-    // `dequantize`'s factor `w_scale / x_scale`, divided once per activation
-    // row and task rather than once per output (the same value: one division).
-    let factors: [f32; 2] = std::array::from_fn(|r| w.scale() / x.scales[r.min(m - 1)]);
+    // One division per activation row and task rather than one per output.
+    let factors: [f32; 2] = std::array::from_fn(|r| dequantize_factor(w.scale(), x.scales[r.min(m - 1)]));
     let sums: [i32; 2] = std::array::from_fn(|r| x.sums[r.min(m - 1)]);
     for (r0, outs) in (0..rows_here).step_by(GEMV_GROUP).zip(chunk.chunks_mut(GEMV_GROUP * m)) {
         let nr = outs.len() / m;
@@ -465,7 +464,7 @@ fn gemv_groups<O: OutputElem>(
             std::array::from_fn(|i| &w.words()[(first_row + r0 + i.min(nr - 1)) * wpr..][..wpr]);
         for (d, out) in group_dots(&rows, &acts).iter().zip(outs.chunks_exact_mut(m)) {
             for (r, o) in out.iter_mut().enumerate() {
-                *o = O::from_f32((d[r] - sums[r]) as f32 * factors[r]);
+                *o = O::from_f32(dequantize_by(d[r] - sums[r], factors[r]));
             }
         }
     }

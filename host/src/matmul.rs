@@ -14,7 +14,7 @@
 //! are the types; the scalar references are in [`crate::reference`].
 
 use half::f16;
-pub use kernels_gpu::format::device_layout::{dequantize, padded_k};
+pub use kernels_gpu::format::device_layout::{dequantize, dequantize_by, dequantize_factor, padded_k};
 
 /// Activations handed to the quantizer.
 #[derive(Debug, Clone, Copy)]

@@ -328,7 +328,7 @@ mod tests {
     //! The helpers the kernels and the CPU paths share, pinned by known values.
     use super::argmax_reference;
     use kernels_gpu::device::round_ties_even;
-    use kernels_gpu::format::device_layout::dequantize;
+    use kernels_gpu::format::device_layout::{dequantize, dequantize_by, dequantize_factor};
     use kernels_gpu::matmul::{activation_scale, quantize_value};
 
     #[test]
@@ -413,6 +413,8 @@ mod tests {
             (i32::MAX, 1.0, 1.0, 2147483648.0),
         ] {
             assert_eq!(dequantize(acc, w, x).to_bits(), want.to_bits(), "dequantize({acc}, {w}, {x})");
+            let by_factor = dequantize_by(acc, dequantize_factor(w, x));
+            assert_eq!(by_factor.to_bits(), want.to_bits(), "dequantize_by({acc}, dequantize_factor({w}, {x}))");
         }
     }
 

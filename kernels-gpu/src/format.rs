@@ -117,6 +117,22 @@ pub mod device_layout {
     /// multiplication, in this order, so every backend agrees to the bit.
     #[inline(always)]
     pub fn dequantize(acc: i32, w_scale: f32, x_scale: f32) -> f32 {
-        acc as f32 * (w_scale / x_scale)
+        dequantize_by(acc, dequantize_factor(w_scale, x_scale))
+    }
+
+    /// The first half of [`dequantize`]: its factor `w_scale / x_scale`. An
+    /// epilogue that writes many outputs of one activation row computes it once
+    /// and applies it with [`dequantize_by`] (or its vector form, the same two
+    /// operations); the result is the same to the bit.
+    #[inline(always)]
+    pub fn dequantize_factor(w_scale: f32, x_scale: f32) -> f32 {
+        w_scale / x_scale
+    }
+
+    /// The second half of [`dequantize`]: `acc` in real units, given the factor
+    /// from [`dequantize_factor`].
+    #[inline(always)]
+    pub fn dequantize_by(acc: i32, factor: f32) -> f32 {
+        acc as f32 * factor
     }
 }

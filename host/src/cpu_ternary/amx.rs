@@ -39,7 +39,7 @@ use std::sync::OnceLock;
 
 use super::OutputColumns;
 use crate::buffer::OutputElem;
-use crate::matmul::QuantizedRef;
+use crate::matmul::{QuantizedRef, dequantize_factor};
 use crate::ternary::TernaryRef;
 
 /// Rows of a tile, and activation rows per B tile.
@@ -218,7 +218,7 @@ fn tile_column(
     // SAFETY: indices 16 i + j < 256 for i, j < 16: inside the tile.
     let acc = unsafe { _mm512_i32gather_epi32::<4>(idx, tile.as_ptr().cast()) };
     let acc = _mm512_sub_epi32(acc, _mm512_set1_epi32(sum));
-    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(w_scale / x_scale));
+    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(dequantize_factor(w_scale, x_scale)));
     let mut out = [0f32; TILE_ROWS];
     // SAFETY: 16 f32 lanes into a 16-element array.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };

@@ -30,7 +30,7 @@ use std::arch::x86_64::*;
 
 use super::OutputColumns;
 use crate::buffer::OutputElem;
-use crate::matmul::QuantizedRef;
+use crate::matmul::{QuantizedRef, dequantize_factor};
 use crate::ternary::TernaryRef;
 
 /// Weight rows per 512-bit accumulator (its i32 lanes).
@@ -121,8 +121,8 @@ unsafe fn block<const R: usize, O: OutputElem>(
     for (i, row) in acc.iter().enumerate() {
         let r = m0 + i;
         let sum = _mm512_set1_epi32(x.sums[r]);
-        // The arithmetic of `dequantize`, in the same order: (acc − Σa) as f32 · (w_scale / x_scale).
-        let scale = _mm512_set1_ps(w_scale / x.scales[r]);
+        // `dequantize_by` 16 lanes at a time: (acc − Σa) as f32 · factor.
+        let scale = _mm512_set1_ps(dequantize_factor(w_scale, x.scales[r]));
         for (v, &a) in row.iter().enumerate() {
             let c0 = v * LANES;
             if c0 >= rows_here {
