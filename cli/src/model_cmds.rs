@@ -224,10 +224,10 @@ pub struct BenchArgs {
     /// A published shape with random weights: bitnet-b1.58-2B-4T, bitnet_b1_58-large, bitnet_b1_58-3B.
     #[arg(long)]
     pub shape: Option<String>,
-    /// Prompt tokens of the prefill test (ppN).
+    /// Prompt tokens of the prefill test (ppN); 0 skips it (as llama-bench's `-p 0`).
     #[arg(short = 'p', long, default_value_t = 512)]
     pub prompt: usize,
-    /// Generated tokens of the decode test (tgN).
+    /// Generated tokens of the decode test (tgN); 0 skips it (as llama-bench's `-n 0`).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
     /// Repetitions.
@@ -296,8 +296,19 @@ pub fn model_or_shape(model: Option<&str>, shape: Option<&str>, device: &Device)
 
 /// `trinity bench-model`: llama-bench-style prefill and decode tokens/s with their spread.
 pub fn bench_model(a: &BenchArgs) -> Result<()> {
-    if a.reps == 0 || a.prompt == 0 || a.n_gen == 0 {
-        bail!("-p, -n and -r must be at least 1");
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    // As llama-bench: a test of 0 tokens is skipped.
+    let (run_pp, run_tg) = (a.prompt > 0, a.n_gen > 0);
+    if !run_pp && !run_tg {
+        bail!("-p 0 and -n 0 leave no test to run");
+    }
+    if !run_tg && a.depth > 0 {
+        bail!("-d {} sets the decode test's depth, and -n 0 skips that test", a.depth);
+    }
+    if !run_pp && a.f16_baseline == BaselineChoice::On {
+        bail!("--f16-baseline on times the prefill test, and -p 0 skips it");
     }
     let (device, why): (Device, String) = crate::open_device_why(a.backend)?;
     let (mut model, name) = model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
@@ -344,53 +355,61 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     // timing. One untimed prefill first (llama-bench's warm-up run): module
     // loading, those page faults and allocator growth stay out of the figures.
     let (mut pp_cache, mut tg_cache) = (model.new_cache(context)?, model.new_cache(context)?);
-    eprintln!("warm-up: pp{} …", a.prompt);
-    model.forward(&tokens, &mut pp_cache, false)?;
-    // The decode test's cache pages too: a prefill over the positions it fills.
-    let span: Vec<u32> = (0..a.depth + a.n_gen).map(|i| ((i * 7919 + 1) % c.vocab) as u32).collect();
-    model.forward(&span, &mut tg_cache, false)?;
+    if run_pp {
+        eprintln!("warm-up: pp{} …", a.prompt);
+        model.forward(&tokens, &mut pp_cache, false)?;
+    }
+    if run_tg {
+        // The decode test's cache pages too: a prefill over the positions it fills.
+        let span: Vec<u32> = (0..a.depth + a.n_gen).map(|i| ((i * 7919 + 1) % c.vocab) as u32).collect();
+        model.forward(&span, &mut tg_cache, false)?;
+    }
     for rep in 0..a.reps {
-        eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
-        let cache = &mut pp_cache;
-        cache.clear(0);
-        let e0 = energy_mj();
-        let t = Instant::now();
-        // The logits come back to the host: the work is done when it returns.
-        model.forward(&tokens, cache, false)?;
-        let secs = t.elapsed().as_secs_f64();
-        pp_energy.add(e0, energy_mj(), secs, a.prompt);
-        pp_secs.push(secs);
-        pp.push(a.prompt as f64 / secs);
-        eprintln!("rep {}/{}: {tg_name} …", rep + 1, a.reps);
-        // tg: decode steps from an empty cache (or one holding `depth` tokens,
-        // prefilled untimed), as llama-bench's tgN (tgN @ dD).
-        let cache = &mut tg_cache;
-        cache.clear(0);
-        if !filler.is_empty() {
-            model.forward(&filler, cache, false)?;
+        if run_pp {
+            eprintln!("rep {}/{}: pp{} …", rep + 1, a.reps, a.prompt);
+            let cache = &mut pp_cache;
+            cache.clear(0);
+            let e0 = energy_mj();
+            let t = Instant::now();
+            // The logits come back to the host: the work is done when it returns.
+            model.forward(&tokens, cache, false)?;
+            let secs = t.elapsed().as_secs_f64();
+            pp_energy.add(e0, energy_mj(), secs, a.prompt);
+            pp_secs.push(secs);
+            pp.push(a.prompt as f64 / secs);
         }
-        let e0 = energy_mj();
-        let t = Instant::now();
-        let mut next = 1u32;
-        for _ in 0..a.n_gen {
-            // Greedy on the device, as `generate` and `serve` decode.
-            let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
-            next = model.step(cache, &[chunk], false)?.greedy[0];
-        }
-        let secs = t.elapsed().as_secs_f64();
-        tg_energy.add(e0, energy_mj(), secs, a.n_gen);
-        tg_secs.push(secs);
-        tg.push(a.n_gen as f64 / secs);
-        if let Some((bw, what)) = bandwidth_ceiling(&device)? {
-            tg_bandwidth.push(bw);
-            bandwidth_what = Some(what);
+        if run_tg {
+            eprintln!("rep {}/{}: {tg_name} …", rep + 1, a.reps);
+            // tg: decode steps from an empty cache (or one holding `depth` tokens,
+            // prefilled untimed), as llama-bench's tgN (tgN @ dD).
+            let cache = &mut tg_cache;
+            cache.clear(0);
+            if !filler.is_empty() {
+                model.forward(&filler, cache, false)?;
+            }
+            let e0 = energy_mj();
+            let t = Instant::now();
+            let mut next = 1u32;
+            for _ in 0..a.n_gen {
+                // Greedy on the device, as `generate` and `serve` decode.
+                let chunk = trinity_model::SeqChunk { slot: 0, tokens: &[next] };
+                next = model.step(cache, &[chunk], false)?.greedy[0];
+            }
+            let secs = t.elapsed().as_secs_f64();
+            tg_energy.add(e0, energy_mj(), secs, a.n_gen);
+            tg_secs.push(secs);
+            tg.push(a.n_gen as f64 / secs);
+            if let Some((bw, what)) = bandwidth_ceiling(&device)? {
+                tg_bandwidth.push(bw);
+                bandwidth_what = Some(what);
+            }
         }
     }
     let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
     // The pool every CPU op splits its work across (`--threads`), as llama-bench reports `n_threads`.
     let cpu_threads = (device.kind() == trinity::BackendKind::Cpu).then(rayon::current_num_threads);
     let run_baseline = match a.f16_baseline {
-        BaselineChoice::Auto => device.kind() == trinity::BackendKind::Cuda,
+        BaselineChoice::Auto => run_pp && device.kind() == trinity::BackendKind::Cuda,
         BaselineChoice::On => true,
         BaselineChoice::Off => false,
     };
@@ -419,9 +438,17 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     let backend = device.kind().name();
     // Bytes a decode step reads: the weights, and the KV cache at the test's mean context.
     let decode_bytes = model.decode_bytes();
-    let kv_bytes = (model.kv_bytes_per_position() as f64 * (a.depth as f64 + (a.n_gen as f64 + 1.0) / 2.0)) as usize;
-    eprintln!("ceiling: int8 peak …");
-    let int8_macs = int8_ceiling(&device);
+    let kv_bytes = match run_tg {
+        true => (model.kv_bytes_per_position() as f64 * (a.depth as f64 + (a.n_gen as f64 + 1.0) / 2.0)) as usize,
+        false => 0,
+    };
+    let int8_macs = match run_pp {
+        true => {
+            eprintln!("ceiling: int8 peak …");
+            int8_ceiling(&device)
+        }
+        false => None,
+    };
     // Fractions of the bounds: decode reads every weight once per token (each
     // repetition against the bandwidth measured right after it, then the
     // mean); prefill does one int8 multiply-add per ternary weight per token.
@@ -440,16 +467,19 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
     if !a.no_results {
         use trinity_measure::model_bench::{ModelTest, model_bench_results};
         use trinity_measure::results::Ratio;
-        let mut tests = vec![
-            ModelTest {
+        let mut tests = Vec::new();
+        if run_pp {
+            tests.push(ModelTest {
                 test: format!("pp{}", a.prompt),
                 mode: "prefill",
                 tokens: a.prompt,
                 seconds: pp_secs,
                 of_bound: pp_frac.map(|value| Ratio { to: "int8 multiply-add peak (same run)".into(), value }),
                 energy: pp_energy,
-            },
-            ModelTest {
+            });
+        }
+        if run_tg {
+            tests.push(ModelTest {
                 test: tg_name.clone(),
                 mode: "decode",
                 tokens: a.n_gen,
@@ -458,8 +488,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                     .zip(bandwidth)
                     .map(|(value, (_, what))| Ratio { to: format!("{what} (after each repetition)"), value }),
                 energy: tg_energy,
-            },
-        ];
+            });
+        }
         if let Some(secs) = &baseline {
             tests.push(ModelTest {
                 test: format!("pp{}-dense-f16", a.prompt),
@@ -474,9 +504,12 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         if let Some(t) = cpu_threads {
             notes.push(format!("{t} CPU threads."));
         }
-        notes.push(match a.depth {
-            0 => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
-            d => format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps),
+        notes.push(match (run_tg, a.depth) {
+            (false, _) => format!("{} repetitions; no decode test (-n 0).", a.reps),
+            (true, 0) => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
+            (true, d) => {
+                format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps)
+            }
         });
         notes.push(format!(
             "lm_head in {}; decode reads {decode_bytes} bytes of weights per token and {kv_bytes} bytes of KV cache at the test's mean context (both in its bound).",
@@ -509,13 +542,21 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         BenchFormat::Md => {
             println!("| model | backend | lm_head | test | tokens/s | of bound |");
             println!("|---|---|---|---|---|---|");
-            println!(
-                "| {name} | {backend} | {} | pp{} | {pp_m:.2} ± {pp_s:.2} | {} |",
-                a.lm_head,
-                a.prompt,
-                pct(pp_frac)
-            );
-            println!("| {name} | {backend} | {} | {tg_name} | {tg_m:.2} ± {tg_s:.2} | {} |", a.lm_head, pct(tg_frac));
+            if run_pp {
+                println!(
+                    "| {name} | {backend} | {} | pp{} | {pp_m:.2} ± {pp_s:.2} | {} |",
+                    a.lm_head,
+                    a.prompt,
+                    pct(pp_frac)
+                );
+            }
+            if run_tg {
+                println!(
+                    "| {name} | {backend} | {} | {tg_name} | {tg_m:.2} ± {tg_s:.2} | {} |",
+                    a.lm_head,
+                    pct(tg_frac)
+                );
+            }
             if let Some((m, sd, _)) = &base {
                 println!(
                     "| {name} | {backend} | {} | pp{} ({base_name}) | {m:.2} ± {sd:.2} | – |",
@@ -542,7 +583,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                         hi / 1e9
                     )
                 }
-                None => println!("decode bound: no bandwidth ceiling on this backend"),
+                None if run_tg => println!("decode bound: no bandwidth ceiling on this backend"),
+                None => {}
             }
             match int8_macs {
                 Some(p) => println!(
@@ -557,7 +599,8 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                     },
                     model.linear_weights()
                 ),
-                None => println!("prefill bound: no int8 peak measured on this backend"),
+                None if run_pp => println!("prefill bound: no int8 peak measured on this backend"),
+                None => {}
             }
             if let Some(r) = speedup {
                 println!(
@@ -588,8 +631,13 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "model": name, "backend": backend, "threads": cpu_threads, "reps": a.reps, "lm_head": a.lm_head.name(),
-                "pp": {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac},
-                "tg": {"tokens": a.n_gen, "depth": a.depth, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac},
+                // A skipped test (-p 0, -n 0) is null.
+                "pp": run_pp.then(|| serde_json::json!(
+                    {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac}
+                )),
+                "tg": run_tg.then(|| serde_json::json!(
+                    {"tokens": a.n_gen, "depth": a.depth, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac}
+                )),
                 "pp_dense_f16": base.as_ref().map(|(m, sd, rates)| serde_json::json!({
                     "linears": base_name, "tokens_per_s": m, "sd": sd, "samples": rates, "ternary_speedup": speedup,
                 })),
@@ -602,7 +650,7 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
                 "int8_macs_per_s": int8_macs,
                 "int8_peak_instruction": match device.kind() {
                     trinity::BackendKind::Cuda => int8_macs.map(|_| "cuBLASLt INT8 GEMM"),
-                    _ => trinity::ceilings::int8_peak_instruction(),
+                    _ => int8_macs.and(trinity::ceilings::int8_peak_instruction()),
                 },
                 "peak_rss_bytes": rss,
                 "gpu_memory_used_bytes": gpu_memory,
@@ -618,8 +666,12 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let r = rss.map_or(String::new(), |b| b.to_string());
             let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
             let h = a.lm_head;
-            println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
-            println!("{name},{backend},{h},{tg_name},{tg_m},{tg_s},{},{},{r}", a.reps, f(tg_frac));
+            if run_pp {
+                println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
+            }
+            if run_tg {
+                println!("{name},{backend},{h},{tg_name},{tg_m},{tg_s},{},{},{r}", a.reps, f(tg_frac));
+            }
             if let Some((m, sd, _)) = &base {
                 println!("{name},{backend},{h},pp{}-dense-f16,{m},{sd},{},,{r}", a.prompt, a.reps);
             }

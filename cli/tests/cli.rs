@@ -340,4 +340,47 @@ mod model {
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains("bf16") && stderr.contains("f32, f16 or int8"), "{stderr}");
     }
+
+    #[test]
+    fn bench_model_skips_a_test_of_zero_tokens_as_llama_bench() {
+        let model = fixture("onebitllm-f16");
+        let bench = |extra: &[&str]| {
+            let mut args = vec!["bench-model", "--no-results", "--model", &model, "-r", "2", "--backend", "cpu"];
+            args.extend_from_slice(extra);
+            trinity(&args)
+        };
+        // Decode only: the prefill test is null, and no int8 peak is measured for it.
+        let (code, stdout, stderr) = bench(&["-p", "0", "-n", "3", "-d", "2", "-o", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(
+            v["pp"].is_null() && v["int8_macs_per_s"].is_null() && v["int8_peak_instruction"].is_null(),
+            "{stdout}"
+        );
+        assert_eq!(v["tg"]["samples"].as_array().map(Vec::len), Some(2), "{stdout}");
+        assert_eq!(v["tg"]["depth"], 2, "{stdout}");
+        // Prefill only: one CSV row, the prefill's; no KV cache in a bound.
+        let (code, stdout, stderr) = bench(&["-p", "5", "-n", "0", "-o", "csv"]);
+        assert_eq!(code, 0, "{stderr}");
+        let rows: Vec<&str> = stdout.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "{stdout}");
+        assert!(rows[0].contains(",pp5,"), "{stdout}");
+        let (code, stdout, _) = bench(&["-p", "5", "-n", "0"]);
+        assert_eq!(code, 0);
+        assert!(stdout.contains("| pp5 |") && !stdout.contains("| tg") && !stdout.contains("decode bound"), "{stdout}");
+        // Nothing left to run, or an option for the skipped test: a clear error before any timing.
+        for (extra, want) in [
+            (&["-p", "0", "-n", "0"][..], "-p 0 and -n 0 leave no test to run"),
+            (&["-p", "4", "-n", "0", "-d", "3"][..], "-d 3 sets the decode test's depth, and -n 0 skips that test"),
+            (&["-p", "0", "-n", "2", "--f16-baseline", "on"][..], "--f16-baseline on times the prefill test"),
+        ] {
+            let (code, _, stderr) = bench(extra);
+            assert_eq!(code, 1, "{extra:?}: {stderr}");
+            assert!(stderr.contains(want) && !stderr.contains("rep 1/"), "{extra:?}: {stderr}");
+        }
+        let (code, _, stderr) =
+            trinity(&["bench-model", "--no-results", "--model", &model, "-r", "0", "--backend", "cpu"]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("-r must be at least 1"), "{stderr}");
+    }
 }
