@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
-use trinity_measure::model_bench::EnergyTally;
+use trinity_measure::model_bench::{self, DenseBaseline, EnergyTally, HeadError, ModelBench, TestFigures, mean_sd};
 use trinity_model::generate::{Sampling, Tokenizer, generate};
 use trinity_model::{BitNet, HeadPrecision, Linears, config};
 
@@ -262,13 +262,6 @@ pub struct BenchArgs {
     pub f16_baseline: BaselineChoice,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
-}
-
 /// Peak resident set size of this process, bytes (Linux), when known.
 pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -332,7 +325,6 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         0 => format!("tg{}", a.n_gen),
         d => format!("tg{}@d{d}", a.n_gen),
     };
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let (mut pp_secs, mut tg_secs) = (Vec::new(), Vec::new());
     // The bandwidth ceiling right after each decode repetition: on a shared
     // machine it moves by half within minutes, so each repetition is divided
@@ -376,7 +368,6 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let secs = t.elapsed().as_secs_f64();
             pp_energy.add(e0, energy_mj(), secs, a.prompt);
             pp_secs.push(secs);
-            pp.push(a.prompt as f64 / secs);
         }
         if run_tg {
             eprintln!("rep {}/{}: {tg_name} …", rep + 1, a.reps);
@@ -398,16 +389,14 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             let secs = t.elapsed().as_secs_f64();
             tg_energy.add(e0, energy_mj(), secs, a.n_gen);
             tg_secs.push(secs);
-            tg.push(a.n_gen as f64 / secs);
             if let Some((bw, what)) = bandwidth_ceiling(&device)? {
                 tg_bandwidth.push(bw);
                 bandwidth_what = Some(what);
             }
         }
     }
-    let (pp_energy, tg_energy) = (pp_energy.window(), tg_energy.window());
     // The pool every CPU op splits its work across (`--threads`), as llama-bench reports `n_threads`.
-    let cpu_threads = (device.kind() == trinity::BackendKind::Cpu).then(rayon::current_num_threads);
+    let threads = (device.kind() == trinity::BackendKind::Cpu).then(rayon::current_num_threads);
     let run_baseline = match a.f16_baseline {
         BaselineChoice::Auto => run_pp && device.kind() == trinity::BackendKind::Cuda,
         BaselineChoice::On => true,
@@ -426,16 +415,6 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
             }
         },
     };
-    let base = baseline.as_ref().map(|secs| {
-        let rates: Vec<f64> = secs.iter().map(|s| a.prompt as f64 / s).collect();
-        let (m, sd) = mean_sd(&rates);
-        (m, sd, rates)
-    });
-    let gpu_memory = device.cuda().and_then(|g| trinity_measure::sensor::gpu_memory_used(g.uuid()));
-    let (pp_m, pp_s) = mean_sd(&pp);
-    let (tg_m, tg_s) = mean_sd(&tg);
-    let rss = peak_rss();
-    let backend = device.kind().name();
     // Bytes a decode step reads: the weights, and the KV cache at the test's mean context.
     let decode_bytes = model.decode_bytes();
     let kv_bytes = match run_tg {
@@ -449,233 +428,68 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         }
         false => None,
     };
-    // Fractions of the bounds: decode reads every weight once per token (each
-    // repetition against the bandwidth measured right after it, then the
-    // mean); prefill does one int8 multiply-add per ternary weight per token.
-    let tg_frac = bandwidth_what.map(|_| {
-        let fracs: Vec<f64> =
-            tg.iter().zip(&tg_bandwidth).map(|(t, bw)| t * (decode_bytes + kv_bytes) as f64 / bw).collect();
-        mean_sd(&fracs).0
+    let pp = run_pp.then(|| {
+        let mut f = TestFigures::new(format!("pp{}", a.prompt), a.prompt, pp_secs, pp_energy.window());
+        // Prefill does one int8 multiply-add per ternary weight per token.
+        f.fraction_of_bound = int8_macs.map(|(p, _)| f.tokens_per_s * model.linear_weights() as f64 / p);
+        f
     });
-    let bandwidth = bandwidth_what.map(|what| (mean_sd(&tg_bandwidth).0, what));
-    let pp_frac = int8_macs.map(|p| pp_m * model.linear_weights() as f64 / p);
-    let speedup = base.as_ref().map(|b| pp_m / b.0);
-    let base_name = match device.kind() {
-        trinity::BackendKind::Cuda => "cuBLAS FP16 linears",
-        _ => "dense f16 linears",
+    let tg = run_tg.then(|| {
+        let mut f = TestFigures::new(tg_name, a.n_gen, tg_secs, tg_energy.window());
+        f.depth = Some(a.depth);
+        // Decode reads every weight once per token: each repetition against
+        // the bandwidth measured right after it, then the mean.
+        let fracs: Vec<f64> =
+            f.samples.iter().zip(&tg_bandwidth).map(|(t, bw)| t * (decode_bytes + kv_bytes) as f64 / bw).collect();
+        f.fraction_of_bound = (!fracs.is_empty()).then(|| mean_sd(&fracs).0);
+        f
+    });
+    let pp_dense_f16 = baseline.zip(pp.as_ref()).map(|(secs, ternary)| {
+        let figures = TestFigures::new(format!("pp{}-dense-f16", a.prompt), a.prompt, secs, None);
+        DenseBaseline {
+            linears: match device.kind() {
+                trinity::BackendKind::Cuda => "cuBLAS FP16 linears",
+                _ => "dense f16 linears",
+            }
+            .into(),
+            ternary_speedup: ternary.tokens_per_s / figures.tokens_per_s,
+            figures,
+        }
+    });
+    let report = ModelBench {
+        model: name,
+        random_weights: a.shape.is_some(),
+        backend: device.kind(),
+        threads,
+        reps: a.reps,
+        lm_head: a.lm_head.name().into(),
+        pp,
+        tg,
+        pp_dense_f16,
+        decode_bytes_per_token: decode_bytes,
+        kv_bytes_per_token: kv_bytes,
+        linear_weights: model.linear_weights(),
+        bandwidth_bytes_per_s: bandwidth_what.map(|_| mean_sd(&tg_bandwidth).0),
+        bandwidth_ceiling: bandwidth_what.map(str::to_owned),
+        bandwidth_samples: bandwidth_what.map(|_| tg_bandwidth),
+        int8_macs_per_s: int8_macs.map(|(p, _)| p),
+        int8_peak_instruction: int8_macs.map(|(_, instruction)| instruction.to_owned()),
+        int8_ceiling: int8_macs.map(|(_, instruction)| match device.kind() {
+            trinity::BackendKind::Cuda => format!("{instruction} at 8192³"),
+            _ => format!("{instruction} peak, all threads"),
+        }),
+        peak_rss_bytes: peak_rss(),
+        gpu_memory_used_bytes: device.cuda().and_then(|g| trinity_measure::sensor::gpu_memory_used(g.uuid())),
+        head_error,
     };
     if !a.no_results {
-        use trinity_measure::model_bench::{ModelTest, model_bench_results};
-        use trinity_measure::results::Ratio;
-        let mut tests = Vec::new();
-        if run_pp {
-            tests.push(ModelTest {
-                test: format!("pp{}", a.prompt),
-                mode: "prefill",
-                tokens: a.prompt,
-                seconds: pp_secs,
-                of_bound: pp_frac.map(|value| Ratio { to: "int8 multiply-add peak (same run)".into(), value }),
-                energy: pp_energy,
-            });
-        }
-        if run_tg {
-            tests.push(ModelTest {
-                test: tg_name.clone(),
-                mode: "decode",
-                tokens: a.n_gen,
-                seconds: tg_secs,
-                of_bound: tg_frac
-                    .zip(bandwidth)
-                    .map(|(value, (_, what))| Ratio { to: format!("{what} (after each repetition)"), value }),
-                energy: tg_energy,
-            });
-        }
-        if let Some(secs) = &baseline {
-            tests.push(ModelTest {
-                test: format!("pp{}-dense-f16", a.prompt),
-                mode: "prefill",
-                tokens: a.prompt,
-                seconds: secs.clone(),
-                of_bound: None,
-                energy: None,
-            });
-        }
-        let mut notes = Vec::new();
-        if let Some(t) = cpu_threads {
-            notes.push(format!("{t} CPU threads."));
-        }
-        notes.push(match (run_tg, a.depth) {
-            (false, _) => format!("{} repetitions; no decode test (-n 0).", a.reps),
-            (true, 0) => format!("{} repetitions; tg from an empty cache, as llama-bench's tgN.", a.reps),
-            (true, d) => {
-                format!("{} repetitions; tg after {d} tokens prefilled untimed, as llama-bench's tgN @ d{d}.", a.reps)
-            }
-        });
-        notes.push(format!(
-            "lm_head in {}; decode reads {decode_bytes} bytes of weights per token and {kv_bytes} bytes of KV cache at the test's mean context (both in its bound).",
-            a.lm_head
-        ));
-        if let Some(e) = &head_error {
-            notes.push(format!(
-                "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}.",
-                a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
-            ));
-        }
-        if let Some(r) = speedup {
-            notes.push(format!(
-                "pp{p}-dense-f16: the same model with {base_name} (weights trit·scale in f16, activations rounded to f16; norms, attention and head the same kernels), timed after the ternary runs; ternary pp{p} is {r:.2}× it.",
-                p = a.prompt
-            ));
-        }
-        if a.shape.is_some() {
-            notes.push("Random weights of the published shape (--shape).".into());
-        }
-        if let Some(b) = gpu_memory {
-            notes.push(format!("GPU memory in use after the runs (NVML, whole device): {b} bytes."));
-        }
-        let results = model_bench_results(&device, &why, &name, &tests, notes);
-        let path = results.write_new(&a.results_dir)?;
+        let path = report.results_file(&device, &why).write_new(&a.results_dir)?;
         eprintln!("results: {}", path.display());
     }
-    let pct = |f: Option<f64>| f.map_or("–".to_owned(), |f| format!("{:.1} %", 100.0 * f));
     match a.output {
-        BenchFormat::Md => {
-            println!("| model | backend | lm_head | test | tokens/s | of bound |");
-            println!("|---|---|---|---|---|---|");
-            if run_pp {
-                println!(
-                    "| {name} | {backend} | {} | pp{} | {pp_m:.2} ± {pp_s:.2} | {} |",
-                    a.lm_head,
-                    a.prompt,
-                    pct(pp_frac)
-                );
-            }
-            if run_tg {
-                println!(
-                    "| {name} | {backend} | {} | {tg_name} | {tg_m:.2} ± {tg_s:.2} | {} |",
-                    a.lm_head,
-                    pct(tg_frac)
-                );
-            }
-            if let Some((m, sd, _)) = &base {
-                println!(
-                    "| {name} | {backend} | {} | pp{} ({base_name}) | {m:.2} ± {sd:.2} | – |",
-                    a.lm_head, a.prompt
-                );
-            }
-            println!();
-            println!(
-                "{} repetitions{}; decode reads {:.3} GB of weights per token (2-bit linears + {} lm_head) and {:.3} GB of KV cache at the mean context; peak RSS {}",
-                a.reps,
-                cpu_threads.map_or(String::new(), |t| format!(" on {t} CPU threads")),
-                decode_bytes as f64 / 1e9,
-                a.lm_head,
-                kv_bytes as f64 / 1e9,
-                rss.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / 1e9))
-            );
-            match bandwidth {
-                Some((bw, what)) => {
-                    let (lo, hi) = tg_bandwidth.iter().fold((f64::INFINITY, 0f64), |(l, h), &b| (l.min(b), h.max(b)));
-                    println!(
-                        "decode bound: {what} {:.1} GB/s (mean; {:.1}–{:.1}), measured after each repetition",
-                        bw / 1e9,
-                        lo / 1e9,
-                        hi / 1e9
-                    )
-                }
-                None if run_tg => println!("decode bound: no bandwidth ceiling on this backend"),
-                None => {}
-            }
-            match int8_macs {
-                Some(p) => println!(
-                    "prefill bound: {:.1} G int8 multiply-adds/s ({}) over {} ternary weights per token",
-                    p / 1e9,
-                    match device.kind() {
-                        trinity::BackendKind::Cuda => "cuBLASLt INT8 GEMM at 8192³".to_string(),
-                        _ => format!(
-                            "{} peak, all threads",
-                            trinity::ceilings::int8_peak_instruction().unwrap_or("byte dot product")
-                        ),
-                    },
-                    model.linear_weights()
-                ),
-                None if run_pp => println!("prefill bound: no int8 peak measured on this backend"),
-                None => {}
-            }
-            if let Some(r) = speedup {
-                println!(
-                    "prefill vs the same model with {base_name}: {r:.2}× (ternary pp{p} / dense pp{p}, same run)",
-                    p = a.prompt
-                );
-            }
-            if let Some(e) = &head_error {
-                println!(
-                    "{} lm_head vs f32 over {} positions: max |Δlogit| {:.4} (logits' sd {:.3}), same top-1 at {}/{}",
-                    a.lm_head, e.positions, e.max_abs, e.logit_sd, e.same_top1, e.positions
-                );
-            }
-            for (test, e) in [(format!("pp{}", a.prompt), pp_energy), (tg_name.clone(), tg_energy)] {
-                if let Some(e) = e {
-                    println!(
-                        "energy {test}: {:.4} J/token at {:.0} W mean (board counter over the timed runs)",
-                        e.joules_per_iteration(),
-                        e.mean_power_w()
-                    );
-                }
-            }
-            if let Some(b) = gpu_memory {
-                println!("GPU memory in use after the runs: {:.2} GB (NVML, whole device)", b as f64 / 1e9);
-            }
-        }
-        BenchFormat::Json => println!(
-            "{}",
-            serde_json::json!({
-                "model": name, "backend": backend, "threads": cpu_threads, "reps": a.reps, "lm_head": a.lm_head.name(),
-                // A skipped test (-p 0, -n 0) is null.
-                "pp": run_pp.then(|| serde_json::json!(
-                    {"tokens": a.prompt, "tokens_per_s": pp_m, "sd": pp_s, "samples": pp, "fraction_of_bound": pp_frac}
-                )),
-                "tg": run_tg.then(|| serde_json::json!(
-                    {"tokens": a.n_gen, "depth": a.depth, "tokens_per_s": tg_m, "sd": tg_s, "samples": tg, "fraction_of_bound": tg_frac}
-                )),
-                "pp_dense_f16": base.as_ref().map(|(m, sd, rates)| serde_json::json!({
-                    "linears": base_name, "tokens_per_s": m, "sd": sd, "samples": rates, "ternary_speedup": speedup,
-                })),
-                "decode_bytes_per_token": decode_bytes,
-                "kv_bytes_per_token": kv_bytes,
-                "linear_weights": model.linear_weights(),
-                "bandwidth_bytes_per_s": bandwidth.map(|b| b.0),
-                "bandwidth_samples": bandwidth.map(|_| &tg_bandwidth),
-                "bandwidth_ceiling": bandwidth.map(|b| b.1),
-                "int8_macs_per_s": int8_macs,
-                "int8_peak_instruction": match device.kind() {
-                    trinity::BackendKind::Cuda => int8_macs.map(|_| "cuBLASLt INT8 GEMM"),
-                    _ => int8_macs.and(trinity::ceilings::int8_peak_instruction()),
-                },
-                "peak_rss_bytes": rss,
-                "gpu_memory_used_bytes": gpu_memory,
-                "pp_joules_per_token": pp_energy.map(|e| e.joules_per_iteration()),
-                "tg_joules_per_token": tg_energy.map(|e| e.joules_per_iteration()),
-                "head_error": head_error.as_ref().map(|e| serde_json::json!({
-                    "positions": e.positions, "max_abs_logit_diff": e.max_abs, "logit_sd": e.logit_sd, "same_top1": e.same_top1,
-                })),
-            })
-        ),
-        BenchFormat::Csv => {
-            println!("model,backend,lm_head,test,tokens_per_s,sd,reps,fraction_of_bound,peak_rss_bytes");
-            let r = rss.map_or(String::new(), |b| b.to_string());
-            let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
-            let h = a.lm_head;
-            if run_pp {
-                println!("{name},{backend},{h},pp{},{pp_m},{pp_s},{},{},{r}", a.prompt, a.reps, f(pp_frac));
-            }
-            if run_tg {
-                println!("{name},{backend},{h},{tg_name},{tg_m},{tg_s},{},{},{r}", a.reps, f(tg_frac));
-            }
-            if let Some((m, sd, _)) = &base {
-                println!("{name},{backend},{h},pp{}-dense-f16,{m},{sd},{},,{r}", a.prompt, a.reps);
-            }
-        }
+        BenchFormat::Md => print!("{}", model_bench::markdown::render(&report)),
+        BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        BenchFormat::Csv => print!("{}", model_bench::csv::render(&report)),
     }
     Ok(())
 }
@@ -717,14 +531,17 @@ fn bandwidth_ceiling(device: &Device) -> Result<Option<(f64, &'static str)>> {
     })
 }
 
-/// Prefill's compute ceiling, int8 multiply-adds per second: the CPU's byte
-/// dot-product peak, or cuBLASLt's INT8 tensor-core GEMM at 8192³ on a GPU.
-fn int8_ceiling(device: &Device) -> Option<f64> {
+/// Prefill's compute ceiling, int8 multiply-adds per second, and what it is
+/// the peak of: the CPU's byte dot-product instruction, or cuBLASLt's INT8
+/// tensor-core GEMM at 8192³ on a GPU.
+fn int8_ceiling(device: &Device) -> Option<(f64, &'static str)> {
     match device.kind() {
-        trinity::BackendKind::Cpu => trinity::ceilings::int8_macs_per_s(5),
+        trinity::BackendKind::Cpu => {
+            trinity::ceilings::int8_macs_per_s(5).zip(trinity::ceilings::int8_peak_instruction())
+        }
         trinity::BackendKind::Cuda => {
             device.cuda().and_then(|g| match trinity::ceilings::gpu_int8_macs_per_s(g, 8192, 5) {
-                Ok(p) => Some(p),
+                Ok(p) => Some((p, "cuBLASLt INT8 GEMM")),
                 Err(e) => {
                     eprintln!("warning: no int8 tensor-core ceiling: {e}");
                     None
@@ -733,14 +550,6 @@ fn int8_ceiling(device: &Device) -> Option<f64> {
         }
         trinity::BackendKind::Emu => None,
     }
-}
-
-/// How far a reduced lm_head's logits are from the f32 head's.
-struct HeadError {
-    positions: usize,
-    max_abs: f32,
-    logit_sd: f32,
-    same_top1: usize,
 }
 
 /// Switches `model`'s head to `precision` and measures its logits against
@@ -753,10 +562,10 @@ fn head_error(model: &mut BitNet, precision: HeadPrecision) -> Result<HeadError>
     model.set_head_precision(precision)?;
     let mut cache = model.new_cache(prompt.len())?;
     let got = model.forward(&prompt, &mut cache, true)?;
-    let mut e = HeadError { positions: want.len(), max_abs: 0.0, logit_sd: 0.0, same_top1: 0 };
+    let mut e = HeadError { positions: want.len(), max_abs_logit_diff: 0.0, logit_sd: 0.0, same_top1: 0 };
     let mut sd_sum = 0.0f64;
     for (w, g) in want.iter().zip(&got) {
-        e.max_abs = w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(e.max_abs, f32::max);
+        e.max_abs_logit_diff = w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(e.max_abs_logit_diff, f32::max);
         let mean = w.iter().map(|&x| x as f64).sum::<f64>() / w.len() as f64;
         sd_sum += (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
         e.same_top1 += usize::from(trinity_model::generate::argmax(w) == trinity_model::generate::argmax(g));
