@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use trinity::BackendChoice;
+use trinity_measure::serve_bench::{self, Level, RequestTiming, ServeBench};
 use trinity_model::BitNet;
 use trinity_model::generate::Tokenizer;
 use trinity_serve::{ServeOptions, Server};
@@ -107,42 +108,6 @@ pub struct BenchServeArgs {
     pub output: BenchFormat,
 }
 
-/// One concurrency level's figures.
-#[derive(Debug, serde::Serialize)]
-struct Level {
-    /// Clients sending at once.
-    concurrency: usize,
-    /// Requests completed.
-    requests: usize,
-    /// Generated tokens over all requests / wall time of the level.
-    aggregate_tokens_per_s: f64,
-    /// Mean over requests of (tokens − 1) / (last token − first token).
-    per_stream_decode_tokens_per_s: f64,
-    /// Time to first token, seconds: median and 90th percentile.
-    ttft_p50_s: f64,
-    ttft_p90_s: f64,
-    /// Gaps between a stream's tokens, seconds: median, 90th and 99th percentile.
-    token_latency_p50_s: f64,
-    token_latency_p90_s: f64,
-    token_latency_p99_s: f64,
-}
-
-/// What one streamed request saw.
-struct Timing {
-    ttft: f64,
-    gaps: Vec<f64>,
-    tokens: usize,
-    decode_span: f64,
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 /// `trinity bench-serve`: starts the server in this process on a free port and
 /// drives it with streaming clients at each concurrency level.
 pub fn bench_serve(a: &BenchServeArgs) -> Result<()> {
@@ -157,14 +122,13 @@ pub fn bench_serve(a: &BenchServeArgs) -> Result<()> {
     let device = crate::open_device(a.backend)?;
     let (model, name) = crate::model_cmds::model_or_shape(a.model.as_deref(), a.shape.as_deref(), &device)?;
     let vocab = model.config.vocab;
-    let backend = device.kind().name();
     let mut opts = ServeOptions::new(name.clone());
     opts.port = 0;
     opts.max_batch = levels.iter().copied().max().unwrap_or(1);
     opts.context = a.prompt + a.n_gen + 1;
     opts.max_queue = 1024;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let results: Vec<Level> = rt.block_on(async {
+    let levels: Vec<Level> = rt.block_on(async {
         let server = Server::start(model, None, opts).await?;
         let url = format!("http://{}/v1/completions", server.local_addr());
         tokio::spawn(server.run());
@@ -192,85 +156,22 @@ pub fn bench_serve(a: &BenchServeArgs) -> Result<()> {
                 timings.extend(t.await.context("a client task panicked")??);
             }
             let wall = t0.elapsed().as_secs_f64();
-            let tokens: usize = timings.iter().map(|t| t.tokens).sum();
-            let mut ttft: Vec<f64> = timings.iter().map(|t| t.ttft).collect();
-            let mut gaps: Vec<f64> = timings.iter().flat_map(|t| t.gaps.iter().copied()).collect();
-            let streams: Vec<f64> = timings
-                .iter()
-                .filter(|t| t.tokens > 1 && t.decode_span > 0.0)
-                .map(|t| (t.tokens - 1) as f64 / t.decode_span)
-                .collect();
-            out.push(Level {
-                concurrency: c,
-                requests: timings.len(),
-                aggregate_tokens_per_s: tokens as f64 / wall,
-                per_stream_decode_tokens_per_s: streams.iter().sum::<f64>() / streams.len().max(1) as f64,
-                ttft_p50_s: percentile(&mut ttft, 0.5),
-                ttft_p90_s: percentile(&mut ttft, 0.9),
-                token_latency_p50_s: percentile(&mut gaps, 0.5),
-                token_latency_p90_s: percentile(&mut gaps, 0.9),
-                token_latency_p99_s: percentile(&mut gaps, 0.99),
-            });
+            out.push(Level::of(c, wall, &timings).context("a level with no request or an empty stream")?);
         }
         anyhow::Ok(out)
     })?;
-    let single = results.iter().find(|l| l.concurrency == 1).map(|l| l.aggregate_tokens_per_s);
+    let report =
+        ServeBench { model: name, backend: device.kind(), prompt_tokens: a.prompt, generated_tokens: a.n_gen, levels };
     match a.output {
-        BenchFormat::Md => {
-            println!(
-                "| model | backend | concurrency | requests | aggregate tok/s | vs 1 stream | per-stream decode tok/s | TTFT p50 / p90 ms | token latency p50 / p90 / p99 ms |"
-            );
-            println!("|---|---|---|---|---|---|---|---|---|");
-            for l in &results {
-                let ratio = single.map_or("–".into(), |s| format!("{:.2}×", l.aggregate_tokens_per_s / s));
-                println!(
-                    "| {name} | {backend} | {} | {} | {:.2} | {ratio} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} / {:.1} |",
-                    l.concurrency,
-                    l.requests,
-                    l.aggregate_tokens_per_s,
-                    l.per_stream_decode_tokens_per_s,
-                    l.ttft_p50_s * 1e3,
-                    l.ttft_p90_s * 1e3,
-                    l.token_latency_p50_s * 1e3,
-                    l.token_latency_p90_s * 1e3,
-                    l.token_latency_p99_s * 1e3
-                );
-            }
-            println!();
-            println!(
-                "prompt {} tokens, {} generated per request, greedy, streamed; server and clients in one process",
-                a.prompt, a.n_gen
-            );
-        }
-        BenchFormat::Json => println!(
-            "{}",
-            serde_json::json!({"model": name, "backend": backend, "prompt_tokens": a.prompt, "generated_tokens": a.n_gen, "levels": results})
-        ),
-        BenchFormat::Csv => {
-            println!(
-                "model,backend,concurrency,requests,aggregate_tokens_per_s,per_stream_decode_tokens_per_s,ttft_p50_s,ttft_p90_s,token_latency_p50_s,token_latency_p90_s,token_latency_p99_s"
-            );
-            for l in &results {
-                println!(
-                    "{name},{backend},{},{},{},{},{},{},{},{},{}",
-                    l.concurrency,
-                    l.requests,
-                    l.aggregate_tokens_per_s,
-                    l.per_stream_decode_tokens_per_s,
-                    l.ttft_p50_s,
-                    l.ttft_p90_s,
-                    l.token_latency_p50_s,
-                    l.token_latency_p90_s,
-                    l.token_latency_p99_s
-                );
-            }
-        }
+        BenchFormat::Md => print!("{}", serve_bench::markdown::render(&report)),
+        BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        BenchFormat::Csv => print!("{}", serve_bench::csv::render(&report)),
     }
     Ok(())
 }
 
 /// One streamed greedy completion of `prompt`, timed token by token.
-async fn one_request(client: &reqwest::Client, url: &str, prompt: &[u32], n: usize) -> Result<Timing> {
+async fn one_request(client: &reqwest::Client, url: &str, prompt: &[u32], n: usize) -> Result<RequestTiming> {
     use futures_util::StreamExt;
     let body = serde_json::json!({
         "prompt": prompt, "max_tokens": n, "temperature": 0, "stream": true, "return_token_ids": true
@@ -300,6 +201,5 @@ async fn one_request(client: &reqwest::Client, url: &str, prompt: &[u32], n: usi
     if stamps.is_empty() {
         bail!("the stream carried no tokens");
     }
-    let gaps = stamps.windows(2).map(|w| w[1] - w[0]).collect();
-    Ok(Timing { ttft: stamps[0], gaps, tokens: stamps.len(), decode_span: stamps[stamps.len() - 1] - stamps[0] })
+    Ok(RequestTiming { token_times: stamps })
 }

@@ -383,4 +383,38 @@ mod model {
         assert_eq!(code, 1, "{stderr}");
         assert!(stderr.contains("-r must be at least 1"), "{stderr}");
     }
+
+    #[test]
+    fn bench_serve_drives_the_server_at_each_concurrency() {
+        let model = fixture("onebitllm-f16");
+        let bench = |extra: &[&str]| {
+            let mut args = vec!["bench-serve", "--model", &model, "--backend", "cpu", "-p", "3", "-n", "4"];
+            args.extend_from_slice(extra);
+            trinity(&args)
+        };
+        let (code, stdout, stderr) = bench(&["--concurrency", "1,3", "--requests-per-client", "2", "-o", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!((&v["backend"], &v["prompt_tokens"], &v["generated_tokens"]), (&"cpu".into(), &3.into(), &4.into()));
+        let levels = v["levels"].as_array().unwrap();
+        assert_eq!(levels.len(), 2, "{stdout}");
+        for (l, (c, requests)) in levels.iter().zip([(1, 2), (3, 6)]) {
+            assert_eq!((&l["concurrency"], &l["requests"]), (&c.into(), &requests.into()), "{stdout}");
+            // Every request streamed its 4 tokens: a decode rate, a first token, gaps between the rest.
+            assert!(l["aggregate_tokens_per_s"].as_f64().unwrap() > 0.0, "{stdout}");
+            assert!(l["per_stream_decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{stdout}");
+            let (p50, p90) = (l["ttft_p50_s"].as_f64().unwrap(), l["ttft_p90_s"].as_f64().unwrap());
+            assert!(0.0 < p50 && p50 <= p90, "{stdout}");
+            assert!(l["token_latency_p99_s"].as_f64().unwrap() >= l["token_latency_p50_s"].as_f64().unwrap());
+        }
+        let (code, stdout, stderr) = bench(&["--concurrency", "2", "--requests-per-client", "1"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(" | cpu | 2 | 2 | ") && stdout.contains("prompt 3 tokens, 4 generated"), "{stdout}");
+        let (code, _, stderr) = bench(&["--concurrency", "1,0"]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("--concurrency levels, -p, -n and --requests-per-client must be at least 1"),
+            "{stderr}"
+        );
+    }
 }

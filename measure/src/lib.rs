@@ -16,6 +16,8 @@
 //! - [`noise`] and [`models`]: the noise-robustness curves and the BitNet
 //!   linear-stack shapes.
 //! - [`run`]: `trinity run`, the whole report in one command.
+//! - [`model_bench`] and [`serve_bench`]: the figures of `trinity bench-model`
+//!   and `trinity bench-serve`, one struct each, with an export module per format.
 
 pub mod model_bench;
 pub mod models;
@@ -24,5 +26,6 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod sensor;
+pub mod serve_bench;
 pub mod stats;
 pub mod timing;

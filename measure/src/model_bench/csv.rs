@@ -30,7 +30,7 @@ pub fn render(r: &ModelBench) -> String {
 
 /// A field as RFC 4180 wants it: quoted, its quotes doubled, when it holds a
 /// comma, a quote or a line break (a model path may).
-fn quote(field: &str) -> String {
+pub fn quote(field: &str) -> String {
     match field.contains([',', '"', '\n', '\r']) {
         true => format!("\"{}\"", field.replace('"', "\"\"")),
         false => field.to_owned(),
