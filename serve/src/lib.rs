@@ -162,11 +162,43 @@ impl Server {
 
     /// Serves until the process ends.
     pub async fn run(self) -> Result<(), ServeError> {
-        axum::serve(self.listener, self.router).await.map_err(ServeError::Io)
+        axum::serve(no_delay(self.listener), self.router).await.map_err(ServeError::Io)
     }
 
     /// Serves until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Io)
+        axum::serve(no_delay(self.listener), self.router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Io)
+    }
+}
+
+/// The listener with Nagle's algorithm off on every connection it accepts: a
+/// streamed token is a small write, and with Nagle on it waits for the ACK of
+/// the write before it (the response head), which the client's delayed ACK
+/// holds back ~40 ms, so every stream's first token came ~40 ms late.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        // Not fatal: the connection still works, only with Nagle's delays.
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("warning: TCP_NODELAY not set on a connection: {e}");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::no_delay(listener);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (server_side, _) = listener.accept().await;
+        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY is off on an accepted connection");
+        client.await.unwrap().unwrap();
     }
 }
