@@ -236,22 +236,22 @@ impl HeadError {
     }
 }
 
-/// One whole-model test (`pp512`, `tg128`): seconds per repetition.
+/// One whole-model test (`pp512`, `tg128`) as the results file takes it: seconds per repetition.
 #[derive(Debug, Clone)]
-pub struct ModelTest {
+struct ModelTest {
     /// `pp512`, `tg128`, ...
-    pub test: String,
+    test: String,
     /// `prefill` or `decode`.
-    pub mode: &'static str,
+    mode: &'static str,
     /// Tokens per repetition.
-    pub tokens: usize,
+    tokens: usize,
     /// Seconds of each repetition.
-    pub seconds: Vec<f64>,
+    seconds: Vec<f64>,
     /// Its fraction of a bound measured in the same run (bandwidth for decode,
     /// the int8 peak for prefill), and what that bound is.
-    pub of_bound: Option<Ratio>,
+    of_bound: Option<Ratio>,
     /// The board's energy over the timed repetitions (a GPU with an energy counter).
-    pub energy: Option<EnergyWindow>,
+    energy: Option<EnergyWindow>,
 }
 
 /// The board's energy counter read around each timed repetition of a test,
@@ -287,13 +287,7 @@ impl EnergyTally {
 }
 
 /// A results file for `model`'s tests on `device` (`why`: how the backend was chosen).
-pub fn model_bench_results(
-    device: &Device,
-    why: &str,
-    model: &str,
-    tests: &[ModelTest],
-    notes: Vec<String>,
-) -> RunResults {
+fn model_bench_results(device: &Device, why: &str, model: &str, tests: &[ModelTest], notes: Vec<String>) -> RunResults {
     let benchmarks = tests
         .iter()
         .filter_map(|t| {
