@@ -124,6 +124,23 @@ mod run_compare_report {
         let noise = results.noise_robustness.as_ref().unwrap();
         assert_eq!(noise.trit_replacement.len(), 7);
         assert!(results.benchmarks.iter().all(|b| b.time.samples >= 3 && b.throughput > 0.0));
+        // A CPU's decode ceiling is its read bandwidth, one of the run's
+        // benchmarks (half a memcpy, its old ceiling, is not one): the decode
+        // GEMV and every linear stack's decode fraction are ratios to it.
+        let read = results.headline.read_bandwidth_gb_s.expect("a CPU run measures its read bandwidth") * 1e9;
+        let read_bench = results.benchmarks.iter().find(|b| b.name == "read/host-memory").expect("the read benchmark");
+        assert_eq!(read_bench.throughput, read);
+        let gemv = results.benchmarks.iter().find(|b| b.name.starts_with("ternary_gemv/") && b.name.ends_with("/cold"));
+        let gemv = gemv.expect("the cold GEMV");
+        let to_read = gemv.ratio.as_ref().expect("the GEMV's ratio");
+        assert_eq!(to_read.to, "read/host-memory");
+        assert!((to_read.value - gemv.throughput / read).abs() <= 1e-12 * to_read.value);
+        assert!(!results.models.is_empty());
+        for m in &results.models {
+            let want = m.weight_bytes as f64 * m.decode_tokens_per_s / read;
+            let got = m.decode_fraction_of_bandwidth_bound.expect("a decode fraction");
+            assert!((got - want).abs() <= 1e-12 * want, "{}: {got} against {want}", m.model);
+        }
 
         // The same file twice: SAME everywhere, exit 0.
         let j = json.to_str().unwrap();

@@ -31,11 +31,17 @@ pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        let x = buf.par_chunks(64 * 1024).map(xor_fold).reduce(|| 0, |a, b| a ^ b);
-        std::hint::black_box(x);
+        std::hint::black_box(read_pass(&buf));
         best = best.min(t.elapsed().as_secs_f64());
     }
     (words * 8) as f64 / best
+}
+
+/// One pass of [`read_bandwidth`]: all threads read `buf` once; returns a
+/// checksum so nothing is optimized away. For a caller that times the passes
+/// itself (`trinity run` times them as one of its benchmarks).
+pub fn read_pass(buf: &[u64]) -> u64 {
+    buf.par_chunks(64 * 1024).map(xor_fold).reduce(|| 0, |a, b| a ^ b)
 }
 
 /// How far ahead of its loads [`xor_fold`] prefetches (16 KiB, as the lm_head

@@ -97,7 +97,12 @@ pub fn run_markdown(r: &RunResults) -> String {
         (
             "Copy bandwidth",
             opt(h.copy_bandwidth_gb_s, |v| format!("{v:.1} GB/s")),
-            "device-to-device copy, read + write (the ceiling)",
+            "device-to-device copy, read + write (a GPU's decode ceiling: half of it)",
+        ),
+        (
+            "Read bandwidth",
+            opt(h.read_bandwidth_gb_s, |v| format!("{v:.1} GB/s")),
+            "all CPU threads reading host memory (the CPU's decode ceiling)",
         ),
         ("Unpack bandwidth", opt(h.unpack_bandwidth_gb_s, |v| format!("{v:.1} GB/s")), "packed → int8, read + write"),
         (

@@ -146,7 +146,8 @@ pub struct ModelThroughput {
     pub decode_tokens_per_s: f64,
     /// Packed weight bytes of the linear stack.
     pub weight_bytes: u64,
-    /// Decode time bound from reading every packed weight once at the measured copy bandwidth, over the measured time.
+    /// Decode time bound from reading every packed weight once at the measured
+    /// read ceiling ([`Headline::decode_ceiling`]), over the measured time.
     pub decode_fraction_of_bandwidth_bound: Option<f64>,
     /// The whole model (embedding, norms, RoPE, attention, lm_head included),
     /// random weights of these shapes: prompt tokens of the prefill measured.
@@ -190,6 +191,11 @@ pub struct Headline {
     pub gemv_bandwidth_gb_s: Option<f64>,
     /// Device-to-device copy bandwidth (read + write), GB/s.
     pub copy_bandwidth_gb_s: Option<f64>,
+    /// All threads reading host memory, GB/s: the CPU's decode ceiling
+    /// (CPU runs only; a CPU's memcpy is no read ceiling). Absent from files
+    /// before 2026-12-07, whose CPU decode fractions used half the copy.
+    #[serde(default)]
+    pub read_bandwidth_gb_s: Option<f64>,
     /// Unpack-to-int8 bandwidth (read + write), GB/s.
     pub unpack_bandwidth_gb_s: Option<f64>,
     /// TriHash (Curl-P-81) proof-of-work hash rate, MH/s.
@@ -212,6 +218,14 @@ pub struct Headline {
     pub cost_per_run: Option<f64>,
     /// Cost per million ternary tokens at the measured rate.
     pub cost_per_million_tokens: Option<f64>,
+}
+
+impl Headline {
+    /// Bytes per second that bound decode, which only reads: the CPU's read
+    /// bandwidth, else (a GPU) half the device copy's read + write.
+    pub fn decode_ceiling(&self) -> Option<f64> {
+        self.read_bandwidth_gb_s.or(self.copy_bandwidth_gb_s.map(|c| c / 2.0)).map(|gb| gb * 1e9)
+    }
 }
 
 /// One `trinity run`.
