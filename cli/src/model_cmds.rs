@@ -182,12 +182,15 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
             })
         ),
     }
+    let decode = match g.decode_tokens_per_s {
+        Some(rate) => format!("at {rate:.1} tok/s"),
+        None => "(no decode step)".to_owned(),
+    };
     eprintln!(
-        "{} prompt tokens at {:.1} tok/s, {} new at {:.1} tok/s (stop: {})",
+        "{} prompt tokens at {:.1} tok/s, {} new {decode} (stop: {})",
         prompt_ids.len(),
         g.prefill_tokens_per_s,
         g.new_ids.len(),
-        g.decode_tokens_per_s,
         g.stop
     );
     Ok(())

@@ -110,8 +110,9 @@ pub struct Generation {
     pub stop: &'static str,
     /// Prompt tokens per second of the prefill.
     pub prefill_tokens_per_s: f64,
-    /// Generated tokens per second of the decode steps.
-    pub decode_tokens_per_s: f64,
+    /// Generated tokens per second of the decode steps; `None` when none ran
+    /// (at most one new token: the first comes from the prefill).
+    pub decode_tokens_per_s: Option<f64>,
 }
 
 /// Generates up to `max_tokens` after `prompt`; `on_token` sees each new id as it comes.
@@ -163,12 +164,13 @@ pub fn generate(
         next = next_after(&[next], &mut cache)?;
     };
     let decode = t1.elapsed().as_secs_f64();
-    let decode_steps = new_ids.len().saturating_sub(1).max(1);
+    // Every new token after the first took one decode step.
+    let decode_steps = new_ids.len().saturating_sub(1);
     Ok(Generation {
         new_ids,
         stop,
         prefill_tokens_per_s: prompt.len() as f64 / prefill.max(1e-9),
-        decode_tokens_per_s: decode_steps as f64 / decode.max(1e-9),
+        decode_tokens_per_s: (decode_steps > 0).then(|| decode_steps as f64 / decode.max(1e-9)),
     })
 }
 

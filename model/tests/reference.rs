@@ -280,6 +280,19 @@ fn batching_changes_nothing_on_emu() {
 }
 
 #[test]
+fn generation_reports_a_decode_rate_only_when_a_decode_step_ran() {
+    // The first new token comes from the prefill: with at most one there is
+    // no decode step to time (a rate of 1 step over nothing was printed once).
+    let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
+    for (max_tokens, new, rate) in [(0, 0, false), (1, 1, false), (3, 3, true)] {
+        let out = generate(&model, &[1, 2], max_tokens, Sampling::default(), &[], |_| {}).unwrap();
+        assert_eq!(out.new_ids.len(), new, "max_tokens {max_tokens}");
+        assert_eq!(out.decode_tokens_per_s.is_some(), rate, "max_tokens {max_tokens}");
+        assert!(out.decode_tokens_per_s.is_none_or(|r| r > 0.0 && r.is_finite()));
+    }
+}
+
+#[test]
 fn bad_requests_are_clear_errors() {
     let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
     let mut cache = model.new_cache(32).unwrap();
