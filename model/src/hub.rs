@@ -37,7 +37,7 @@ pub fn resolve(model: &str) -> ModelResult<PathBuf> {
         Ok(dir) => Ok(dir),
         Err(cached) => {
             let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-            if offline || !model.contains('/') {
+            if offline || hub_id(model).is_none() {
                 return Err(cached);
             }
             let endpoint = std::env::var("HF_ENDPOINT").ok();
@@ -76,10 +76,19 @@ pub fn fetch(model: &str, cache: &Path, endpoint: Option<&str>) -> Result<PathBu
     dir.ok_or_else(|| format!("the hub client put {model}/config.json nowhere"))
 }
 
+/// `(org, name)` when `model` has the form of a hub id: one slash, and
+/// neither part empty or starting with a dot. A path that is not there
+/// (`/models/x`, `./x`, `../x/y`) is not one, and is not asked of the hub.
+fn hub_id(model: &str) -> Option<(&str, &str)> {
+    let (org, name) = model.split_once('/')?;
+    let part = |p: &str| !p.is_empty() && !p.starts_with('.') && !p.contains(['/', '\\']);
+    (part(org) && part(name)).then_some((org, name))
+}
+
 /// Resolves model id `org/name` in hub cache `cache`.
 pub fn resolve_in(model: &str, cache: &Path) -> ModelResult<PathBuf> {
     let not_found = |why: String| ModelError::NotFound(format!("{model}: not a directory, {why}"));
-    let Some((org, name)) = model.split_once('/') else {
+    let Some((org, name)) = hub_id(model) else {
         return Err(not_found("nor a Hugging Face model id (org/name)".into()));
     };
     let repo = cache.join(format!("models--{org}--{name}"));
@@ -121,8 +130,13 @@ mod tests {
         assert_eq!(got, repo.join("snapshots/abc123"));
         let err = resolve_in("microsoft/other", &cache).unwrap_err().to_string();
         assert!(err.contains("not in the Hugging Face cache"), "{err}");
-        let err = resolve_in("nonsense", &cache).unwrap_err().to_string();
-        assert!(err.contains("org/name"), "{err}");
+        for path in ["nonsense", "/models/bitnet", "./bitnet/x", "../x", "models/bitnet/", "a/b/c", "/"] {
+            let err = resolve_in(path, &cache).unwrap_err().to_string();
+            assert!(err.contains("nor a Hugging Face model id (org/name)"), "{path}: {err}");
+        }
+        // A path that is not there is not asked of the hub (it was, as the id "/models/bitnet").
+        let err = resolve("/nonexistent/bitnet").unwrap_err().to_string();
+        assert!(err.contains("nor a Hugging Face model id") && !err.contains("hub failed"), "{err}");
         std::fs::remove_dir_all(&cache).unwrap();
     }
 
