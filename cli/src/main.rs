@@ -13,7 +13,11 @@ mod model_cmds;
 mod serve_cmds;
 
 #[derive(Parser, Debug)]
-#[command(name = "trinity", version, about = "Ternary (BitNet b1.58) GPU kernels: verify and measure")]
+#[command(
+    name = "trinity",
+    version,
+    about = "Ternary (BitNet b1.58) kernels and inference on NVIDIA GPUs and the CPU: verify, measure, generate, serve"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
