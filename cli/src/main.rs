@@ -276,12 +276,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare { base, new, threshold, allow_different_devices } => {
-            use trinity_measure::{report, results::RunResults, stats::Verdict};
+            use trinity_measure::{report, results::RunResults};
             let (b, n) = (RunResults::load(&base)?, RunResults::load(&new)?);
-            let rows = report::compare(&b, &n, threshold, allow_different_devices)?;
-            print!("{}", report::compare_markdown(&rows));
-            let slower = rows.iter().filter(|r| r.verdict == Verdict::Slower).count();
-            println!("\n{} benchmarks: {} slower (threshold {:.1} %)", rows.len(), slower, threshold * 100.0);
+            let comparison = report::compare(&b, &n, threshold, allow_different_devices)?;
+            print!("{}", report::compare_markdown(&comparison));
+            let slower = comparison.slower();
+            println!(
+                "\n{} benchmarks: {} slower (threshold {:.1} %)",
+                comparison.rows.len(),
+                slower,
+                threshold * 100.0
+            );
             Ok(if slower > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         // The model commands run on a pool thread: see `on_pool_thread`.

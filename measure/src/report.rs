@@ -375,13 +375,33 @@ pub enum CompareError {
     NothingInCommon,
 }
 
+/// Two runs compared: a row per benchmark in both, and the benchmarks of
+/// one run only, named so that one dropped from a suite cannot hide a
+/// regression by its absence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The benchmarks of both runs, in the base run's order.
+    pub rows: Vec<CompareRow>,
+    /// Benchmarks of the base run that the new run lacks.
+    pub only_in_base: Vec<String>,
+    /// Benchmarks of the new run that the base run lacks.
+    pub only_in_new: Vec<String>,
+}
+
+impl Comparison {
+    /// How many benchmarks got slower.
+    pub fn slower(&self) -> usize {
+        self.rows.iter().filter(|r| r.verdict == Verdict::Slower).count()
+    }
+}
+
 /// Compares every benchmark present in both runs.
 pub fn compare(
     base: &RunResults,
     new: &RunResults,
     threshold: f64,
     allow_different_devices: bool,
-) -> Result<Vec<CompareRow>, CompareError> {
+) -> Result<Comparison, CompareError> {
     let (bd, nd) = (device_label(base), device_label(new));
     if !allow_different_devices && (bd != nd || base.backend != new.backend) {
         return Err(CompareError::DifferentDevices { base: bd, new: nd });
@@ -398,13 +418,16 @@ pub fn compare(
     if rows.is_empty() {
         return Err(CompareError::NothingInCommon);
     }
-    Ok(rows)
+    let missing_from = |a: &RunResults, b: &RunResults| {
+        a.benchmarks.iter().filter(|x| b.benchmark(&x.name).is_none()).map(|x| x.name.clone()).collect()
+    };
+    Ok(Comparison { rows, only_in_base: missing_from(base, new), only_in_new: missing_from(new, base) })
 }
 
-/// A comparison as a Markdown table.
-pub fn compare_markdown(rows: &[CompareRow]) -> String {
+/// A comparison as a Markdown table, then the benchmarks of one run only.
+pub fn compare_markdown(c: &Comparison) -> String {
     let mut s = String::from("| Benchmark | Base | New | Change | Verdict |\n|---|---|---|---|---|\n");
-    for r in rows {
+    for r in &c.rows {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:+.1} % | {} |",
@@ -414,6 +437,11 @@ pub fn compare_markdown(rows: &[CompareRow]) -> String {
             100.0 * r.gap,
             r.verdict
         );
+    }
+    for (names, run) in [(&c.only_in_base, "base"), (&c.only_in_new, "new")] {
+        if !names.is_empty() {
+            let _ = writeln!(s, "\nOnly in the {run} run (not compared): {}", names.join(", "));
+        }
     }
     s
 }
@@ -427,8 +455,10 @@ mod tests {
     #[test]
     fn a_run_compared_with_itself_is_the_same() {
         let r = sample();
-        let rows = compare(&r, &r, 0.05, false).unwrap();
-        assert!(rows.iter().all(|row| row.verdict == Verdict::Same), "{rows:?}");
+        let c = compare(&r, &r, 0.05, false).unwrap();
+        assert!(c.rows.iter().all(|row| row.verdict == Verdict::Same), "{c:?}");
+        assert!(c.only_in_base.is_empty() && c.only_in_new.is_empty() && c.slower() == 0);
+        assert!(!compare_markdown(&c).contains("Only in"));
     }
 
     #[test]
@@ -439,9 +469,29 @@ mod tests {
             b.samples.iter_mut().for_each(|s| *s *= 1.3);
             b.time = Summary::of(&b.samples).unwrap();
         }
-        let rows = compare(&base, &slow, 0.05, false).unwrap();
-        assert!(rows.iter().all(|row| row.verdict == Verdict::Slower), "{rows:?}");
-        assert!(compare_markdown(&rows).contains("+30.0 % | SLOWER"));
+        let c = compare(&base, &slow, 0.05, false).unwrap();
+        assert!(c.rows.iter().all(|row| row.verdict == Verdict::Slower), "{c:?}");
+        assert_eq!(c.slower(), c.rows.len());
+        assert!(compare_markdown(&c).contains("+30.0 % | SLOWER"));
+    }
+
+    #[test]
+    fn benchmarks_of_one_run_only_are_named() {
+        let with = |name: &str| {
+            let mut r = sample();
+            let mut extra = r.benchmarks[0].clone();
+            extra.name = name.into();
+            r.benchmarks.push(extra);
+            r
+        };
+        let (base, new) = (with("dropped/bench"), with("read/host-memory"));
+        let c = compare(&base, &new, 0.05, false).unwrap();
+        assert_eq!(c.rows.len(), 1, "the sample's benchmark, in both");
+        assert_eq!(c.only_in_base, ["dropped/bench"]);
+        assert_eq!(c.only_in_new, ["read/host-memory"]);
+        let md = compare_markdown(&c);
+        assert!(md.contains("Only in the base run (not compared): dropped/bench"), "{md}");
+        assert!(md.contains("Only in the new run (not compared): read/host-memory"), "{md}");
     }
 
     #[test]
