@@ -9,6 +9,24 @@ use clap::{Parser, Subcommand};
 use trinity::cpu::on_pool_thread;
 use trinity::{BackendChoice, BackendKind, Device, info, ptx, verify};
 
+/// `print!` for a command's output, as an `io::Result`: a closed pipe
+/// (`trinity logits … | head`) is an error that [`main`] ends the command on
+/// quietly, where `print!` panics.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// [`out!`] with a newline, as `println!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod model_cmds;
 mod serve_cmds;
 
@@ -183,11 +201,11 @@ fn trihash_pow(
     };
     let tx = pow.transaction_with_nonce(v);
     let hash = trihash::hash_trytes(&tx, 243, false)?;
-    println!("nonce index: {v}");
-    println!("nonce: {}", &tx[tx.len() - 27..]);
-    println!("hash: {hash}");
-    println!("trailing zero trits: {}", trihash::trailing_zeros(&trihash::trytes_to_trits(&hash)?));
-    println!("transaction: {tx}");
+    outln!("nonce index: {v}")?;
+    outln!("nonce: {}", &tx[tx.len() - 27..])?;
+    outln!("hash: {hash}")?;
+    outln!("trailing zero trits: {}", trihash::trailing_zeros(&trihash::trytes_to_trits(&hash)?))?;
+    outln!("transaction: {tx}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,23 +228,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Info => {
             let info = info::gather(0);
-            print!("{info}");
+            out!("{info}")?;
             match ptx::toolchain() {
-                Some(tc) => println!(
+                Some(tc) => outln!(
                     "{:>20}: {} (built by {tc})",
                     "embedded PTX",
                     ptx::modules().iter().map(|m| m.arch).collect::<Vec<_>>().join(", ")
-                ),
-                None => println!("{:>20}: none (built without a kernel toolchain)", "embedded PTX"),
+                )?,
+                None => outln!("{:>20}: none (built without a kernel toolchain)", "embedded PTX")?,
             }
             // The CPU backend's threads and ternary matmul path (`TRINITY_CPU_PATH` picks another).
-            println!("{:>20}: {}", "CPU backend", Device::Cpu.describe());
+            outln!("{:>20}: {}", "CPU backend", Device::Cpu.describe())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { backend, seed, large, small } => {
             let device = open_device(backend)?;
             let seed = seed.unwrap_or_else(rand::random);
-            println!("verifying on {} ({}), seed {seed}", device.kind(), device.describe());
+            outln!("verifying on {} ({}), seed {seed}", device.kind(), device.describe())?;
             let full = !small && (large || device.kind() != BackendKind::Emu);
             let plan = if full { verify::Plan::full() } else { verify::Plan::small() };
             let mut checks = verify::verify(&device, &plan, seed);
@@ -237,13 +255,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let failed = checks.iter().filter(|c| !c.passed).count();
             for c in &checks {
                 let status = if c.passed { "ok  " } else { "FAIL" };
-                println!("{status} {:<18} {:<16} {}", c.kernel, c.shape, c.detail);
+                outln!("{status} {:<18} {:<16} {}", c.kernel, c.shape, c.detail)?;
             }
-            println!("{} passed, {} failed", checks.len() - failed, failed);
+            outln!("{} passed, {} failed", checks.len() - failed, failed)?;
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Trihash { command: TrihashCommand::Hash { trytes, squeeze, pad } } => {
-            println!("{}", trinity::trihash::hash_trytes(&trytes, squeeze, pad)?);
+            outln!("{}", trinity::trihash::hash_trytes(&trytes, squeeze, pad)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trihash { command: TrihashCommand::Pow { tx, random: _, mwm, backend, max_batches, seed } } => {
@@ -256,16 +274,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let progress = BarProgress::new();
             let out = run(&opts, &progress).context("trinity run")?;
             progress.finish();
-            print!("{}", trinity_measure::report::run_markdown(&out.results));
+            out!("{}", trinity_measure::report::run_markdown(&out.results))?;
             eprintln!("results: {}\nreport:  {}", out.json.display(), out.markdown.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { files, charts } => {
             use trinity_measure::{report, results::RunResults};
             let runs = files.iter().map(|f| RunResults::load(f)).collect::<Result<Vec<_>, _>>()?;
-            println!("{}", report::runs_markdown(&runs));
+            outln!("{}", report::runs_markdown(&runs))?;
             for r in &runs {
-                println!("{}", report::run_markdown(r));
+                outln!("{}", report::run_markdown(r))?;
             }
             if let Some(dir) = charts {
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -279,14 +297,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             use trinity_measure::{report, results::RunResults};
             let (b, n) = (RunResults::load(&base)?, RunResults::load(&new)?);
             let comparison = report::compare(&b, &n, threshold, allow_different_devices)?;
-            print!("{}", report::compare_markdown(&comparison));
+            out!("{}", report::compare_markdown(&comparison))?;
             let slower = comparison.slower();
-            println!(
-                "\n{} benchmarks: {} slower (threshold {:.1} %)",
-                comparison.rows.len(),
-                slower,
-                threshold * 100.0
-            );
+            outln!("\n{} benchmarks: {} slower (threshold {:.1} %)", comparison.rows.len(), slower, threshold * 100.0)?;
             Ok(if slower > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         // The model commands run on a pool thread: see `on_pool_thread`.
@@ -318,7 +331,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for m in ptx::modules() {
                 let path = out.join(format!("trinity_{}.ptx", m.arch));
                 std::fs::write(&path, m.text).with_context(|| format!("writing {}", path.display()))?;
-                println!("{}", path.display());
+                outln!("{}", path.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -360,11 +373,18 @@ fn main() -> ExitCode {
     let _ = pool.num_threads(cli.threads.map_or(0, |t| t.get())).build_global();
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`| head`): nothing is left to say, and no one to say it to.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", chain_once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has closed it.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The error and its causes on one line, each said once: the library errors

@@ -60,7 +60,7 @@ pub fn logits(args: &ModelArgs, prompt_ids: &str) -> Result<()> {
     let mut cache = model.new_cache(ids.len().max(1))?;
     let logits = model.forward(&ids, &mut cache, true)?;
     let out = serde_json::json!({ "prompt_ids": ids, "logits": logits });
-    println!("{out}");
+    outln!("{out}")?;
     Ok(())
 }
 
@@ -144,33 +144,40 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let mut so_far: Vec<u32> = Vec::new();
     let mut printed = String::new();
     let mut stdout = std::io::stdout();
+    // The first failed write (a closed pipe): streaming stops, and the command
+    // ends on it once the generation returns.
+    let mut write_error: Option<std::io::Error> = None;
     let g = generate(&model, &prompt_ids, a.max_tokens, sampling, &eos, |id| {
-        if !streaming {
+        if !streaming || write_error.is_some() {
             return;
         }
         so_far.push(id);
-        match &tokenizer {
-            Some(t) => {
-                if let Ok(text) = t.decode(&so_far)
-                    && let Some(new) = text.strip_prefix(printed.as_str())
-                {
-                    let _ = write!(stdout, "{new}");
-                    printed = text;
-                }
-            }
-            None => {
-                let _ = write!(stdout, "{id} ");
-            }
-        }
-        let _ = stdout.flush();
+        let written = match &tokenizer {
+            Some(t) => match t.decode(&so_far) {
+                Ok(text) => match text.strip_prefix(printed.as_str()) {
+                    Some(new) => {
+                        let w = write!(stdout, "{new}");
+                        printed = text;
+                        w
+                    }
+                    None => Ok(()),
+                },
+                Err(_) => Ok(()),
+            },
+            None => write!(stdout, "{id} "),
+        };
+        write_error = written.and_then(|()| stdout.flush()).err();
     })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
     let text = match &tokenizer {
         Some(t) => t.decode(&g.new_ids)?,
         None => String::new(),
     };
     match a.format {
-        GenerateFormat::Text => println!(),
-        GenerateFormat::Json => println!(
+        GenerateFormat::Text => outln!()?,
+        GenerateFormat::Json => outln!(
             "{}",
             serde_json::json!({
                 "prompt_ids": prompt_ids,
@@ -180,7 +187,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
                 "prefill_tokens_per_s": g.prefill_tokens_per_s,
                 "decode_tokens_per_s": g.decode_tokens_per_s,
             })
-        ),
+        )?,
     }
     let decode = match g.decode_tokens_per_s {
         Some(rate) => format!("at {rate:.1} tok/s"),
@@ -490,9 +497,9 @@ pub fn bench_model(a: &BenchArgs) -> Result<()> {
         eprintln!("results: {}", path.display());
     }
     match a.output {
-        BenchFormat::Md => print!("{}", model_bench::markdown::render(&report)),
-        BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        BenchFormat::Csv => print!("{}", model_bench::csv::render(&report)),
+        BenchFormat::Md => out!("{}", model_bench::markdown::render(&report))?,
+        BenchFormat::Json => outln!("{}", serde_json::to_string(&report)?)?,
+        BenchFormat::Csv => out!("{}", model_bench::csv::render(&report))?,
     }
     Ok(())
 }

@@ -163,9 +163,9 @@ pub fn bench_serve(a: &BenchServeArgs) -> Result<()> {
     let report =
         ServeBench { model: name, backend: device.kind(), prompt_tokens: a.prompt, generated_tokens: a.n_gen, levels };
     match a.output {
-        BenchFormat::Md => print!("{}", serve_bench::markdown::render(&report)),
-        BenchFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        BenchFormat::Csv => print!("{}", serve_bench::csv::render(&report)),
+        BenchFormat::Md => out!("{}", serve_bench::markdown::render(&report))?,
+        BenchFormat::Json => outln!("{}", serde_json::to_string(&report)?)?,
+        BenchFormat::Csv => out!("{}", serve_bench::csv::render(&report))?,
     }
     Ok(())
 }

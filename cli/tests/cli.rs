@@ -192,6 +192,30 @@ mod model {
             .into_owned()
     }
 
+    #[test]
+    fn a_reader_that_goes_away_ends_the_command_quietly() {
+        // `trinity logits … | head`: the pipe's reader is closed before the
+        // command writes, so its first write fails (print! panicked on it).
+        let model = fixture("hf-bitlinear-f32");
+        for args in [
+            &["logits", "--model", &model, "--prompt-ids", "1,2,3"][..],
+            &["generate", "--model", &model, "--backend", "cpu", "--prompt-ids", "1,2", "--max-tokens", "4"],
+            &["info"],
+        ] {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trinity"))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked") && !stderr.contains("error:"), "{args:?}: {stderr}");
+        }
+    }
+
     fn expected(name: &str) -> serde_json::Value {
         let text = std::fs::read_to_string(PathBuf::from(fixture(name)).join("expected.json")).unwrap();
         serde_json::from_str(&text).unwrap()
