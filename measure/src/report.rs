@@ -97,7 +97,7 @@ pub fn run_markdown(r: &RunResults) -> String {
         (
             "Copy bandwidth",
             opt(h.copy_bandwidth_gb_s, |v| format!("{v:.1} GB/s")),
-            "device-to-device copy, read + write (a GPU's decode ceiling: half of it)",
+            "device-to-device copy, read + write (a GPU's decode ceiling)",
         ),
         (
             "Read bandwidth",

@@ -193,7 +193,7 @@ pub struct Headline {
     pub copy_bandwidth_gb_s: Option<f64>,
     /// All threads reading host memory, GB/s: the CPU's decode ceiling
     /// (CPU runs only; a CPU's memcpy is no read ceiling). Absent from files
-    /// before 2026-12-07, whose CPU decode fractions used half the copy.
+    /// before 2026-12-07, whose decode fractions (CPU and GPU) used half the copy.
     #[serde(default)]
     pub read_bandwidth_gb_s: Option<f64>,
     /// Unpack-to-int8 bandwidth (read + write), GB/s.
@@ -222,9 +222,10 @@ pub struct Headline {
 
 impl Headline {
     /// Bytes per second that bound decode, which only reads: the CPU's read
-    /// bandwidth, else (a GPU) half the device copy's read + write.
+    /// bandwidth, else (a GPU, whose reads and writes share the memory's
+    /// bandwidth) the device copy's read + write.
     pub fn decode_ceiling(&self) -> Option<f64> {
-        self.read_bandwidth_gb_s.or(self.copy_bandwidth_gb_s.map(|c| c / 2.0)).map(|gb| gb * 1e9)
+        self.read_bandwidth_gb_s.or(self.copy_bandwidth_gb_s).map(|gb| gb * 1e9)
     }
 }
 
@@ -392,6 +393,22 @@ pub(crate) mod tests {
             models: vec![],
             headline: Headline { ternary_tokens_per_s: Some(512e3), ..Default::default() },
             notes: vec!["no GPU".into()],
+        }
+    }
+
+    #[test]
+    fn decode_ceiling_is_the_read_bandwidth_else_the_whole_copy() {
+        // (read GB/s, copy GB/s) → bytes/s: a CPU run has its read benchmark;
+        // a GPU's reads and writes share the memory, so its copy's read + write
+        // rate is a read stream's ceiling (not half of it).
+        for (read, copy, want) in [
+            (Some(22.0), Some(21.9), Some(22.0e9)),
+            (None, Some(4208.0), Some(4208.0e9)),
+            (Some(22.0), None, Some(22.0e9)),
+            (None, None, None),
+        ] {
+            let h = Headline { read_bandwidth_gb_s: read, copy_bandwidth_gb_s: copy, ..Headline::default() };
+            assert_eq!(h.decode_ceiling(), want, "read {read:?}, copy {copy:?}");
         }
     }
 
