@@ -144,8 +144,8 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let mut so_far: Vec<u32> = Vec::new();
     let mut printed = String::new();
     let mut stdout = std::io::stdout();
-    // The first failed write (a closed pipe): streaming stops, and the command
-    // ends on it once the generation returns.
+    // The first failed write (a closed pipe is none: `crate::to_stdout`):
+    // streaming stops, and the command ends on it once the generation returns.
     let mut write_error: Option<std::io::Error> = None;
     let g = generate(&model, &prompt_ids, a.max_tokens, sampling, &eos, |id| {
         if !streaming || write_error.is_some() {
@@ -166,7 +166,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
             },
             None => write!(stdout, "{id} "),
         };
-        write_error = written.and_then(|()| stdout.flush()).err();
+        write_error = crate::to_stdout(written.and_then(|()| stdout.flush())).err();
     })?;
     if let Some(e) = write_error {
         return Err(e.into());

@@ -11,6 +11,20 @@ fn trinity(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `trinity args` with its stdout's reader closed before it writes (`| head`):
+/// its exit status and stderr.
+fn trinity_unread(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trinity"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running trinity");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for trinity");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into())
+}
+
 #[test]
 fn info_exits_zero_with_or_without_a_gpu() {
     let (code, stdout, _) = trinity(&["info"]);
@@ -160,6 +174,10 @@ mod run_compare_report {
         std::fs::write(&slow_path, serde_json::to_string(&slow).unwrap()).unwrap();
         let (code, stdout, _) = trinity(&["compare", j, slow_path.to_str().unwrap()]);
         assert_eq!(code, 1, "{stdout}");
+        // Its reader gone before it writes (`| head`), compare still says SLOWER by its status.
+        let (code, stderr) = super::trinity_unread(&["compare", j, slow_path.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(stdout.contains("SLOWER") && !stdout.contains("| SAME |"), "{stdout}");
 
         // Report with charts.
@@ -203,16 +221,8 @@ mod model {
             &["generate", "--model", &model, "--backend", "cpu", "--prompt-ids", "1,2", "--max-tokens", "4"],
             &["info"],
         ] {
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trinity"))
-                .args(args)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            drop(child.stdout.take());
-            let out = child.wait_with_output().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+            let (code, stderr) = super::trinity_unread(args);
+            assert_eq!(code, Some(0), "{args:?}: {stderr}");
             assert!(!stderr.contains("panicked") && !stderr.contains("error:"), "{args:?}: {stderr}");
         }
     }
