@@ -96,6 +96,11 @@ pub struct RunOutput {
 pub trait Progress {
     /// A new step.
     fn step(&self, message: &str);
+    /// Something that failed without failing the run (a baseline or ceiling
+    /// that could not be measured); a step unless the reporter says otherwise.
+    fn warning(&self, message: &str) {
+        self.step(message);
+    }
 }
 
 /// No progress output.

@@ -8,11 +8,16 @@
 //! - [`ModelBench::results_file`]: the results schema, so `trinity report` and
 //!   `trinity compare` read whole-model throughput like any other run.
 //!
+//! [`BenchPlan::run`] times a loaded model and returns it.
+//!
 //! A test that did not run (`-p 0`, `-n 0`, no baseline) is `None`: null in the
 //! JSON and absent from every other output.
 
 pub mod csv;
 pub mod markdown;
+mod plan;
+
+pub use plan::{BenchModelError, BenchPlan};
 
 use serde::Serialize;
 use trinity::{BackendKind, Device};
