@@ -191,12 +191,12 @@ pub fn run_markdown(r: &RunResults) -> String {
     if !r.models.is_empty() {
         let _ = writeln!(
             s,
-            "\n## BitNet linear stack (attention excluded), and the whole model\n\n| Model | Prefill tokens/s (batch) | Decode tokens/s | Packed weights | Decode vs bandwidth bound | Whole model: prefill tokens/s (prompt) | Whole model: decode tokens/s |\n|---|---|---|---|---|---|---|"
+            "\n## BitNet linear stack (attention excluded), and the whole model\n\n| Model | Prefill tokens/s (batch) | Decode tokens/s | Packed weights | Decode vs bandwidth bound | Whole model: prefill tokens/s (prompt) | Whole model: decode tokens/s | Whole model: decode vs bound |\n|---|---|---|---|---|---|---|---|"
         );
         for m in &r.models {
             let _ = writeln!(
                 s,
-                "| {} | {} ({}) | {} | {} | {} | {} | {} |",
+                "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
                 m.model,
                 si(m.prefill_tokens_per_s, "tokens/s"),
                 m.prefill_tokens,
@@ -208,7 +208,8 @@ pub fn run_markdown(r: &RunResults) -> String {
                     si(t, "tokens/s"),
                     m.end_to_end_prefill_tokens.unwrap_or(0)
                 )),
-                opt(m.end_to_end_decode_tokens_per_s, |t| si(t, "tokens/s"))
+                opt(m.end_to_end_decode_tokens_per_s, |t| si(t, "tokens/s")),
+                opt(m.end_to_end_decode_fraction_of_bound, |f| format!("{:.0} %", 100.0 * f))
             );
         }
     }
@@ -451,6 +452,41 @@ mod tests {
     use super::*;
     use crate::results::tests::sample;
     use crate::stats::Summary;
+
+    #[test]
+    fn the_models_table_puts_each_figure_under_its_column() {
+        let mut r = sample();
+        r.models = vec![crate::results::ModelThroughput {
+            model: "bitnet_b1_58-large".into(),
+            prefill_tokens: 512,
+            prefill_tokens_per_s: 221.0,
+            decode_tokens_per_s: 58.9,
+            weight_bytes: 169_869_312,
+            decode_fraction_of_bandwidth_bound: Some(0.46),
+            end_to_end_prefill_tokens: Some(128),
+            end_to_end_prefill_tokens_per_s: Some(168.0),
+            end_to_end_decode_tokens_per_s: Some(40.8),
+            end_to_end_decode_fraction_of_bound: Some(0.7049),
+        }];
+        let md = run_markdown(&r);
+        let header = md.lines().find(|l| l.starts_with("| Model |")).unwrap();
+        let row = md.lines().find(|l| l.starts_with("| bitnet_b1_58-large |")).unwrap();
+        let cells =
+            |l: &str| l.split('|').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+        let table: Vec<(String, String)> = cells(header).into_iter().zip(cells(row)).collect();
+        let want = [
+            ("Prefill tokens/s (batch)", "221.000 tokens/s (512)"),
+            ("Decode tokens/s", "58.900 tokens/s"),
+            ("Decode vs bandwidth bound", "46 %"),
+            ("Whole model: prefill tokens/s (prompt)", "168.000 tokens/s (128)"),
+            ("Whole model: decode tokens/s", "40.800 tokens/s"),
+            ("Whole model: decode vs bound", "70 %"),
+        ];
+        for (column, value) in want {
+            assert!(table.contains(&(column.to_owned(), value.to_owned())), "{column}: {table:?}");
+        }
+        assert_eq!(cells(header).len(), cells(row).len(), "{md}");
+    }
 
     #[test]
     fn a_run_compared_with_itself_is_the_same() {

@@ -153,13 +153,21 @@ pub struct ModelThroughput {
     /// random weights of these shapes: prompt tokens of the prefill measured.
     #[serde(default)]
     pub end_to_end_prefill_tokens: Option<usize>,
-    /// The whole model's prefill, tokens/s (median of the repetitions).
+    /// The whole model's prefill, tokens/s: the mean of `trinity bench-model`'s
+    /// three ppN repetitions (before 2026-12-07, the median of three timed apart from it).
     #[serde(default)]
     pub end_to_end_prefill_tokens_per_s: Option<f64>,
-    /// The whole model's decode after that prefill, tokens/s (median; greedy
-    /// on the device since 2026-11-27's H200 runs, the host's argmax before).
+    /// The whole model's decode, tokens/s: the mean of bench-model's three tgN
+    /// repetitions from an empty cache (before 2026-12-07, the median of three
+    /// decodes after that prefill; greedy on the device since 2026-11-27's H200
+    /// runs, the host's argmax before).
     #[serde(default)]
     pub end_to_end_decode_tokens_per_s: Option<f64>,
+    /// The whole model's decode against its bound, bench-model's figure: every
+    /// weight (lm_head in f32) and the KV cache read once per token, each
+    /// repetition against the decode ceiling measured right after it.
+    #[serde(default)]
+    pub end_to_end_decode_fraction_of_bound: Option<f64>,
 }
 
 /// The report's headline figures (each also present, with its samples, in `benchmarks`).

@@ -26,6 +26,9 @@ use trinity::cuda::GpuError;
 use trinity::ternary::DeviceTernary;
 use trinity::{BackendChoice, BackendKind, Buffer, Device, HostOps, KernelError, KernelResult, trihash, verify};
 
+use trinity_model::HeadPrecision;
+
+use crate::model_bench::{BenchModelError, BenchPlan, ModelBench};
 use crate::models::{Input, MODELS, ModelConfig};
 use crate::noise;
 use crate::results::{
@@ -61,9 +64,12 @@ pub enum RunError {
     /// Results could not be written.
     #[error(transparent)]
     Results(#[from] crate::results::ResultsError),
-    /// The whole-model measurement failed.
+    /// The whole model could not be built.
     #[error(transparent)]
     Model(#[from] trinity_model::ModelError),
+    /// The whole model's timed runs failed.
+    #[error(transparent)]
+    ModelBench(#[from] BenchModelError),
     /// The emulator was asked for.
     #[error(
         "`trinity run` measures the cpu or cuda backend; the emulator runs one OS thread per GPU thread and the report's shapes (4096² matrices, gigabyte copies) would take hours there. Check kernels on the emulator with `trinity verify --backend emu`"
@@ -663,7 +669,11 @@ fn model_stacks(
         b.cfg = saved;
         let bytes = model.weight_bytes();
         progress.step(&format!("whole model of {} (random weights): prefill and decode", model.name));
-        let e2e = end_to_end(&device, model.name, opts.quick)?;
+        let e2e = end_to_end(&device, model.name, opts.quick, progress)?;
+        let (pp, tg) = match &e2e {
+            Some((_, bench)) => (bench.pp.as_ref(), bench.tg.as_ref()),
+            None => (None, None),
+        };
         out.push(ModelThroughput {
             model: model.name.to_owned(),
             prefill_tokens: prefill,
@@ -672,64 +682,38 @@ fn model_stacks(
             weight_bytes: bytes,
             // The bound reads every packed weight once per token at the read ceiling.
             decode_fraction_of_bandwidth_bound: read_bw.map(|bw| bytes as f64 / bw * tps[1]),
-            end_to_end_prefill_tokens: e2e.map(|e| e.0),
-            end_to_end_prefill_tokens_per_s: e2e.map(|e| e.1),
-            end_to_end_decode_tokens_per_s: e2e.map(|e| e.2),
+            end_to_end_prefill_tokens: e2e.as_ref().map(|e| e.0),
+            end_to_end_prefill_tokens_per_s: pp.map(|f| f.tokens_per_s),
+            end_to_end_decode_tokens_per_s: tg.map(|f| f.tokens_per_s),
+            end_to_end_decode_fraction_of_bound: tg.and_then(|f| f.fraction_of_bound),
         });
     }
     Ok(out)
 }
 
-/// The whole model of a published shape with random weights (`trinity_model`):
-/// (prompt tokens, prefill tokens/s, decode tokens/s), medians of three runs;
-/// `None` for shapes the model crate does not know (the quick mode's tiny stack).
-fn end_to_end(device: &Device, name: &str, quick: bool) -> trinity_model::ModelResult<Option<(usize, f64, f64)>> {
+/// The whole model of a published shape with random weights, timed as
+/// `trinity bench-model` times it (three repetitions of ppN and of tgN from an
+/// empty cache, each decode repetition against the bandwidth measured after
+/// it); `None` for shapes the model crate does not know (the quick mode's tiny stack).
+fn end_to_end(
+    device: &Device,
+    name: &str,
+    quick: bool,
+    progress: &dyn Progress,
+) -> Result<Option<(usize, ModelBench)>, RunError> {
     let shape = match name {
         "BitNet-b1.58-2B-4T" => "bitnet-b1.58-2B-4T",
         other => other,
     };
     let Some(cfg) = trinity_model::config::shape(shape) else { return Ok(None) };
-    let (prompt, decode) = match (device.kind(), quick) {
+    let (prompt, n_gen) = match (device.kind(), quick) {
         (_, true) => (16, 4),
         (BackendKind::Cuda, false) => (512, 128),
         (_, false) => (128, 16),
     };
-    let (pp, tg) = whole_model_rates(device, cfg, prompt, decode)?;
-    Ok(Some((prompt, pp, tg)))
-}
-
-/// Prefill and decode tokens/s of a random-weight model: medians of three runs.
-fn whole_model_rates(
-    device: &Device,
-    cfg: trinity_model::ModelConfig,
-    prompt: usize,
-    decode: usize,
-) -> trinity_model::ModelResult<(f64, f64)> {
-    let model = trinity_model::BitNet::random(cfg, device, 7)?;
-    let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 31) % model.config.vocab as u32).collect();
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    // Greedy on the device, as `generate` and `bench-model` do, so that the
-    // two report the same path (on an H200 this figure, then with the host's
-    // argmax, was about half of bench-model's; the cause is not established).
-    let greedy = |cache: &mut trinity_model::KvCache, tokens: &[u32]| {
-        model.step(cache, &[trinity_model::SeqChunk { slot: 0, tokens }], false).map(|out| out.greedy[0])
-    };
-    for _ in 0..3 {
-        let mut cache = model.new_cache(prompt + decode)?;
-        let t = Instant::now();
-        let mut next = greedy(&mut cache, &tokens)?;
-        pp.push(prompt as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for _ in 0..decode {
-            next = greedy(&mut cache, &[next])?;
-        }
-        tg.push(decode as f64 / t.elapsed().as_secs_f64());
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    Ok((median(&mut pp), median(&mut tg)))
+    let plan = BenchPlan { prompt, n_gen, reps: 3, depth: 0, lm_head: HeadPrecision::F32, f16_baseline: false };
+    let mut model = trinity_model::BitNet::random(cfg, device, 7)?;
+    Ok(Some((prompt, plan.run(&mut model, device, name.to_owned(), true, progress)?)))
 }
 
 #[cfg(test)]
@@ -737,12 +721,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn whole_model_rates_run_prefill_and_decode() {
-        let mut cfg = trinity_model::config::shape("bitnet_b1_58-large").unwrap();
-        (cfg.hidden, cfg.intermediate, cfg.layers, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.vocab) =
-            (64, 128, 2, 4, 4, 16, 64);
-        // The emulator runs the same model code (model/tests); the CPU keeps this quick.
-        let (pp, tg) = whole_model_rates(&Device::Cpu, cfg, 9, 3).unwrap();
-        assert!(pp.is_finite() && pp > 0.0 && tg.is_finite() && tg > 0.0, "{pp} {tg}");
+    fn the_whole_model_is_timed_as_bench_model_times_it() {
+        // The CPU keeps this quick: bitnet_b1_58-large's 24 layers, 16 prompt
+        // tokens and 4 decoded, three times each (the shape is what a real run times).
+        let (prompt, bench) = end_to_end(&Device::Cpu, "bitnet_b1_58-large", true, &Silent).unwrap().unwrap();
+        assert_eq!(prompt, 16);
+        let (pp, tg) = (bench.pp.unwrap(), bench.tg.unwrap());
+        assert_eq!((pp.test.as_str(), pp.samples.len(), tg.test.as_str(), tg.samples.len()), ("pp16", 3, "tg4", 3));
+        let f = tg.fraction_of_bound.unwrap();
+        assert!(f > 0.0 && f.is_finite(), "{f}");
+        // A shape the model crate does not know has no whole model.
+        assert!(end_to_end(&Device::Cpu, "tiny (quick mode)", true, &Silent).unwrap().is_none());
     }
 }
