@@ -670,6 +670,8 @@ fn model_stacks(
         let bytes = model.weight_bytes();
         progress.step(&format!("whole model of {} (random weights): prefill and decode", model.name));
         let e2e = end_to_end(&device, model.name, opts.quick, progress)?;
+        // Its tests as benchmarks too, so `trinity compare` matches them between runs.
+        b.results.extend(e2e.iter().flat_map(|(_, bench)| bench.benchmarks()));
         let (pp, tg) = match &e2e {
             Some((_, bench)) => (bench.pp.as_ref(), bench.tg.as_ref()),
             None => (None, None),
@@ -726,6 +728,8 @@ mod tests {
         // tokens and 4 decoded, three times each (the shape is what a real run times).
         let (prompt, bench) = end_to_end(&Device::Cpu, "bitnet_b1_58-large", true, &Silent).unwrap().unwrap();
         assert_eq!(prompt, 16);
+        let names: Vec<(String, usize)> = bench.benchmarks().into_iter().map(|b| (b.name, b.samples.len())).collect();
+        assert_eq!(names, [("model/bitnet_b1_58-large/pp16".into(), 3), ("model/bitnet_b1_58-large/tg4".into(), 3)]);
         let (pp, tg) = (bench.pp.unwrap(), bench.tg.unwrap());
         assert_eq!((pp.test.as_str(), pp.samples.len(), tg.test.as_str(), tg.samples.len()), ("pp16", 3, "tg4", 3));
         let f = tg.fraction_of_bound.unwrap();

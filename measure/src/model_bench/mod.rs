@@ -170,6 +170,13 @@ impl ModelBench {
 
     /// The results-schema file of this run on `device` (`why`: how the backend was chosen).
     pub fn results_file(&self, device: &Device, why: &str) -> RunResults {
+        model_bench_results(device, why, &self.model, self.benchmarks(), self.notes())
+    }
+
+    /// Each test as a results-schema benchmark (`model/{model}/{test}`, its
+    /// repetitions the samples, its fraction of a bound the ratio): the
+    /// entries `trinity compare` matches between runs.
+    pub fn benchmarks(&self) -> Vec<BenchmarkResult> {
         let pp_bound = |f: &TestFigures| {
             f.fraction_of_bound.map(|value| Ratio { to: "int8 multiply-add peak (same run)".into(), value })
         };
@@ -178,19 +185,31 @@ impl ModelBench {
                 .zip(self.bandwidth_ceiling.as_ref())
                 .map(|(value, what)| Ratio { to: format!("{what} (after each repetition)"), value })
         };
-        let test = |f: &TestFigures, mode: &'static str, of_bound: Option<Ratio>| ModelTest {
-            test: f.test.clone(),
-            mode,
-            tokens: f.tokens,
-            seconds: f.seconds.clone(),
-            of_bound,
-            energy: f.energy,
+        let benchmark = |f: &TestFigures, mode: &str, ratio: Option<Ratio>| {
+            let time = Summary::of(&f.seconds)?;
+            Some(BenchmarkResult {
+                name: format!("model/{}/{}", self.model, f.test),
+                kernel: "bitnet_forward".into(),
+                backend: self.backend,
+                shape: f.test.clone(),
+                mode: mode.into(),
+                unit: "token".into(),
+                work_per_iteration: f.tokens as f64,
+                throughput: f.tokens as f64 / time.median,
+                time,
+                samples: f.seconds.clone(),
+                iterations_per_sample: 1,
+                stopped_by: StopReason::MaxSamples,
+                ratio,
+                sensors: None,
+                energy: f.energy,
+            })
         };
-        let mut tests = Vec::new();
-        tests.extend(self.pp.as_ref().map(|f| test(f, "prefill", pp_bound(f))));
-        tests.extend(self.tg.as_ref().map(|f| test(f, "decode", tg_bound(f))));
-        tests.extend(self.pp_dense_f16.as_ref().map(|b| test(&b.figures, "prefill", None)));
-        model_bench_results(device, why, &self.model, &tests, self.notes())
+        let mut out = Vec::new();
+        out.extend(self.pp.as_ref().and_then(|f| benchmark(f, "prefill", pp_bound(f))));
+        out.extend(self.tg.as_ref().and_then(|f| benchmark(f, "decode", tg_bound(f))));
+        out.extend(self.pp_dense_f16.as_ref().and_then(|b| benchmark(&b.figures, "prefill", None)));
+        out
     }
 
     /// The results file's notes: how the run was set up, and the figures
@@ -241,24 +260,6 @@ impl HeadError {
     }
 }
 
-/// One whole-model test (`pp512`, `tg128`) as the results file takes it: seconds per repetition.
-#[derive(Debug, Clone)]
-struct ModelTest {
-    /// `pp512`, `tg128`, ...
-    test: String,
-    /// `prefill` or `decode`.
-    mode: &'static str,
-    /// Tokens per repetition.
-    tokens: usize,
-    /// Seconds of each repetition.
-    seconds: Vec<f64>,
-    /// Its fraction of a bound measured in the same run (bandwidth for decode,
-    /// the int8 peak for prefill), and what that bound is.
-    of_bound: Option<Ratio>,
-    /// The board's energy over the timed repetitions (a GPU with an energy counter).
-    energy: Option<EnergyWindow>,
-}
-
 /// The board's energy counter read around each timed repetition of a test,
 /// summed: joules per token over exactly the timed work.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -292,30 +293,14 @@ impl EnergyTally {
 }
 
 /// A results file for `model`'s tests on `device` (`why`: how the backend was chosen).
-fn model_bench_results(device: &Device, why: &str, model: &str, tests: &[ModelTest], notes: Vec<String>) -> RunResults {
-    let benchmarks = tests
-        .iter()
-        .filter_map(|t| {
-            let time = Summary::of(&t.seconds)?;
-            Some(BenchmarkResult {
-                name: format!("model/{model}/{}", t.test),
-                kernel: "bitnet_forward".into(),
-                backend: device.kind(),
-                shape: t.test.clone(),
-                mode: t.mode.into(),
-                unit: "token".into(),
-                work_per_iteration: t.tokens as f64,
-                throughput: t.tokens as f64 / time.median,
-                time,
-                samples: t.seconds.clone(),
-                iterations_per_sample: 1,
-                stopped_by: StopReason::MaxSamples,
-                ratio: t.of_bound.clone(),
-                sensors: None,
-                energy: t.energy,
-            })
-        })
-        .collect();
+fn model_bench_results(
+    device: &Device,
+    why: &str,
+    model: &str,
+    benchmarks: Vec<BenchmarkResult>,
+    notes: Vec<String>,
+) -> RunResults {
+    let duration_s = benchmarks.iter().flat_map(|b| &b.samples).sum();
     let mut all_notes = vec![
         format!("Backend: {why}."),
         format!(
@@ -329,7 +314,7 @@ fn model_bench_results(device: &Device, why: &str, model: &str, tests: &[ModelTe
         git_commit: trinity::GIT_COMMIT.map(str::to_owned),
         git_dirty: trinity::GIT_DIRTY.map(|d| d == "1"),
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        duration_s: tests.iter().flat_map(|t| &t.seconds).sum(),
+        duration_s,
         host: crate::run::host_info(),
         backend: device.kind(),
         device: trinity::info::gather(0),
@@ -351,31 +336,23 @@ mod tests {
 
     #[test]
     fn tests_become_benchmarks_that_round_trip() {
-        let tests = [
-            ModelTest {
-                test: "pp4".into(),
-                mode: "prefill",
-                tokens: 4,
-                seconds: vec![0.5, 0.4, 0.6],
-                of_bound: Some(Ratio { to: "int8 peak".into(), value: 0.25 }),
-                energy: None,
-            },
-            ModelTest {
-                test: "tg2".into(),
-                mode: "decode",
-                tokens: 2,
-                seconds: vec![1.0],
-                of_bound: None,
-                energy: Some(EnergyWindow { seconds: 1.0, joules: 3.0, iterations: 2 }),
-            },
-        ];
-        let r = model_bench_results(&Device::Cpu, "cpu requested", "tiny", &tests, vec![]);
+        let mut run = full_run();
+        run.model = "tiny".into();
+        let mut pp = TestFigures::new("pp4".into(), 4, vec![0.5, 0.4, 0.6], None);
+        pp.fraction_of_bound = Some(0.25);
+        run.pp = Some(pp);
+        let energy = EnergyWindow { seconds: 1.0, joules: 3.0, iterations: 2 };
+        run.tg = Some(TestFigures::new("tg2".into(), 2, vec![1.0], Some(energy)));
+        run.pp_dense_f16 = None;
+        let r = run.results_file(&Device::Cpu, "cpu requested");
+        assert_eq!(r.benchmarks, run.benchmarks());
         let pp = r.benchmark("model/tiny/pp4").unwrap();
         assert_eq!((pp.throughput, pp.unit.as_str(), pp.mode.as_str()), (8.0, "token", "prefill"));
         assert_eq!(pp.ratio.as_ref().map(|r| r.value), Some(0.25));
         let tg = r.benchmark("model/tiny/tg2").unwrap();
-        assert_eq!(tg.throughput, 2.0);
+        assert_eq!((tg.throughput, tg.mode.as_str(), tg.ratio.as_ref()), (2.0, "decode", None));
         assert_eq!(tg.energy.map(|e| e.joules_per_iteration()), Some(1.5));
+        assert_eq!(r.duration_s, 2.5);
         let text = serde_json::to_string(&r).unwrap();
         let back = RunResults::parse(&text, std::path::Path::new("x.json")).unwrap();
         assert_eq!(back.benchmarks, r.benchmarks);
