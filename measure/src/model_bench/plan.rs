@@ -8,7 +8,9 @@
 //!    the figures;
 //! 3. each repetition: the prefill test, then the decode test, each on its own
 //!    cache emptied first (as llama-bench keeps one context and clears its
-//!    memory), the board's energy counter read around each; after each decode
+//!    memory; a fresh cache per repetition put the first touch of its pages,
+//!    and of the buffers a pass keeps, inside the timing), the board's energy
+//!    counter read around each; after each decode
 //!    repetition, the bandwidth ceiling it is divided by (a shared machine's
 //!    moves by half within minutes);
 //! 4. the dense f16 baseline's prefill, when asked for, after the ternary runs
