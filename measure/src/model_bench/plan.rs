@@ -122,9 +122,10 @@ impl BenchPlan {
         }
     }
 
-    /// Times the plan on `model` (its head f32, as loaded) on `device`, which
-    /// it ran on. `name` and `random_weights` are reported as given. The model
-    /// is left with the plan's head and its ternary linears.
+    /// Times the plan on `model` on `device`, which it was built on. `name`
+    /// and `random_weights` are reported as given. Whatever head and linears
+    /// the model had, it is timed, and left, with the plan's head over its
+    /// ternary linears.
     pub fn run(
         &self,
         model: &mut BitNet,
@@ -136,6 +137,9 @@ impl BenchPlan {
         self.check()?;
         let context = self.context(model.config.max_position_embeddings)?;
         let (run_pp, run_tg) = (self.prompt > 0, self.n_gen > 0);
+        // The f32 head first: the reduced head's error is against its logits.
+        model.set_linears(Linears::Ternary)?;
+        model.set_head_precision(HeadPrecision::F32)?;
         let head_error = match self.lm_head {
             HeadPrecision::F32 => None,
             p => Some(head_error(model, p).map_err(|source| BenchModelError::Head { precision: p, source })?),
@@ -470,6 +474,24 @@ mod tests {
         assert_eq!(head.positions, 16);
         assert!(head.max_abs_logit_diff > 0.0 && head.same_top1 <= 16, "{head:?}");
         assert_eq!(report.threads, Some(rayon::current_num_threads()));
+    }
+
+    #[test]
+    fn a_run_sets_the_plans_head_and_ternary_linears_whatever_the_model_had() {
+        let mut model = tiny_model();
+        let f32_bytes = model.decode_bytes();
+        model.set_head_precision(HeadPrecision::Int8).unwrap();
+        model.set_linears(Linears::DenseF16).unwrap();
+        let report = plan(0, 2, 0).run(&mut model, &Device::Cpu, "tiny".into(), false, &Silent).unwrap();
+        assert_eq!((model.head_precision(), model.linears()), (HeadPrecision::F32, Linears::Ternary));
+        assert_eq!((report.lm_head.as_str(), report.decode_bytes_per_token), ("f32", f32_bytes));
+        // A reduced head's error is against the f32 head, even from a model left in another precision.
+        model.set_head_precision(HeadPrecision::F16).unwrap();
+        let p = BenchPlan { lm_head: HeadPrecision::Int8, ..plan(0, 2, 0) };
+        let report = p.run(&mut model, &Device::Cpu, "tiny".into(), false, &Silent).unwrap();
+        let mut fresh = tiny_model();
+        let want = head_error(&mut fresh, HeadPrecision::Int8).unwrap();
+        assert_eq!(report.head_error.as_ref(), Some(&want));
     }
 
     #[test]
