@@ -390,22 +390,9 @@ fn to_stdout(written: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
-/// The error and its causes on one line, each said once: the library errors
-/// name their source in their own message too (for reports that print only
-/// the message), so a cause already in the text is not repeated.
+/// The error and its causes on one line, each said once ([`trinity::chain_once`]).
 fn chain_once(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    trinity::chain_once(e.as_ref())
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub use buffer::{
     AttentionScratch, Buffer, F16Weights, HOST_ALIGN, HostMemory, QuantizedBuffer, RowPlaces, TernaryBuffer,
 };
 pub use device::{BackendChoice, BackendKind, Device};
-pub use error::{KernelError, KernelResult};
+pub use error::{KernelError, KernelResult, chain_once};
 pub use host_ops::HostOps;
 /// The stored row length of a reduced (f16 / int8) lm_head of `k` columns: rows padded with zeros to a multiple of 16.
 pub use kernels_gpu::head::head_row_len;

@@ -205,7 +205,7 @@ impl BenchPlan {
             true => match dense_f16_prefill(model, &tokens, context, self.reps, progress) {
                 Ok(secs) => Some(secs),
                 Err(e) => {
-                    progress.warning(&format!("the dense f16 baseline did not run: {}", error_chain(&e)));
+                    progress.warning(&format!("the dense f16 baseline did not run: {}", trinity::chain_once(&e)));
                     None
                 }
             },
@@ -283,17 +283,6 @@ impl BenchPlan {
     }
 }
 
-/// `e` and its sources, `: `-separated (as anyhow's `{:#}`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s += &format!(": {cause}");
-        source = cause.source();
-    }
-    s
-}
-
 /// Peak resident set size of this process, bytes (Linux), when known.
 fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -357,7 +346,7 @@ fn int8_ceiling(device: &Device, progress: &dyn Progress) -> Option<(f64, &'stat
         BackendKind::Cuda => device.cuda().and_then(|g| match trinity::ceilings::gpu_int8_macs_per_s(g, 8192, 5) {
             Ok(p) => Some((p, "cuBLASLt INT8 GEMM")),
             Err(e) => {
-                progress.warning(&format!("no int8 tensor-core ceiling: {}", error_chain(&e)));
+                progress.warning(&format!("no int8 tensor-core ceiling: {}", trinity::chain_once(&e)));
                 None
             }
         }),
