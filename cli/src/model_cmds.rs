@@ -1,6 +1,7 @@
 //! `trinity logits`, `trinity generate`, `trinity bench-model`: stdout carries the data, stderr the progress.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -145,12 +146,13 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let mut so_far: Vec<u32> = Vec::new();
     let mut printed = String::new();
     let mut stdout = std::io::stdout();
-    // The first failed write (a closed pipe is none: `crate::to_stdout`):
-    // streaming stops, and the command ends on it once the generation returns.
+    // A failed write ends the generation: a closed pipe (`| head`) quietly,
+    // as `crate::to_stdout` takes it; any other failure also ends the command,
+    // once the generation returns.
     let mut write_error: Option<std::io::Error> = None;
     let g = generate(&model, &prompt_ids, a.max_tokens, sampling, &eos, |id| {
-        if !streaming || write_error.is_some() {
-            return;
+        if !streaming {
+            return ControlFlow::Continue(());
         }
         so_far.push(id);
         let written = match &tokenizer {
@@ -167,7 +169,13 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
             },
             None => write!(stdout, "{id} "),
         };
-        write_error = crate::to_stdout(written.and_then(|()| stdout.flush())).err();
+        match written.and_then(|()| stdout.flush()) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = crate::to_stdout(Err(e)).err();
+                ControlFlow::Break(())
+            }
+        }
     })?;
     if let Some(e) = write_error {
         return Err(e.into());
@@ -194,12 +202,13 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         Some(rate) => format!("at {rate:.1} tok/s"),
         None => "(no decode step)".to_owned(),
     };
+    // Only a failed write breaks the generation here, and only a closed pipe gets this far.
+    let stop = if g.stop == "caller" { "output closed" } else { g.stop };
     eprintln!(
-        "{} prompt tokens at {:.1} tok/s, {} new {decode} (stop: {})",
+        "{} prompt tokens at {:.1} tok/s, {} new {decode} (stop: {stop})",
         prompt_ids.len(),
         g.prefill_tokens_per_s,
         g.new_ids.len(),
-        g.stop
     );
     Ok(())
 }

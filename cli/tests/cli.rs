@@ -225,6 +225,20 @@ mod model {
             assert_eq!(code, Some(0), "{args:?}: {stderr}");
             assert!(!stderr.contains("panicked") && !stderr.contains("error:"), "{args:?}: {stderr}");
         }
+        // generate stops at its first unread token rather than computing the
+        // rest (this prompt's first tokens are words, not the end of sequence).
+        let (_, stderr) = super::trinity_unread(&[
+            "generate",
+            "--model",
+            &model,
+            "--backend",
+            "cpu",
+            "--prompt-ids",
+            "1,17,5,42,9,33,12,60",
+            "--max-tokens",
+            "4",
+        ]);
+        assert!(stderr.contains(", 1 new (no decode step) (stop: output closed)"), "{stderr}");
     }
 
     fn expected(name: &str) -> serde_json::Value {

@@ -4,8 +4,10 @@
 //! logit, as `torch.argmax`), or temperature with optional top-k and top-p
 //! (nucleus) from a seeded generator. [`generate`] runs the prompt as one
 //! prefill, then one token per decode step from the KV cache, and stops at an
-//! end-of-sequence id, at `max_tokens`, or at the context.
+//! end-of-sequence id, at `max_tokens`, at the context, or when its caller
+//! says so (a streamed reply whose reader went away).
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -106,7 +108,8 @@ impl Sampler {
 pub struct Generation {
     /// The new token ids.
     pub new_ids: Vec<u32>,
-    /// Why it stopped: `eos`, `max_tokens` or `context`.
+    /// Why it stopped: `eos`, `max_tokens`, `context`, or `caller` (`on_token`
+    /// returned [`ControlFlow::Break`]).
     pub stop: &'static str,
     /// Prompt tokens per second of the prefill.
     pub prefill_tokens_per_s: f64,
@@ -115,14 +118,16 @@ pub struct Generation {
     pub decode_tokens_per_s: Option<f64>,
 }
 
-/// Generates up to `max_tokens` after `prompt`; `on_token` sees each new id as it comes.
+/// Generates up to `max_tokens` after `prompt`; `on_token` sees each new id
+/// as it comes and ends the generation after that id by returning
+/// [`ControlFlow::Break`] (no step is spent on tokens nobody will read).
 pub fn generate(
     model: &BitNet,
     prompt: &[u32],
     max_tokens: usize,
     sampling: Sampling,
     eos: &[u32],
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> ModelResult<Generation> {
     let context = model.config.max_position_embeddings;
     if prompt.is_empty() {
@@ -151,7 +156,9 @@ pub fn generate(
             break "max_tokens";
         }
         new_ids.push(next);
-        on_token(next);
+        if on_token(next).is_break() {
+            break "caller";
+        }
         if eos.contains(&next) {
             break "eos";
         }

@@ -3,6 +3,7 @@
 //! `linear_class` conventions and the online bf16 master, and a PyTorch
 //! reference of 1bitLLM's BitnetForCausalLM), on `cpu` and `emu`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use trinity::Device;
@@ -70,7 +71,7 @@ fn check(device: Device, name: &str, decode: usize) {
     }
     // Greedy continuation identical to the reference's.
     let n = want.greedy.len().min(decode);
-    let out = generate(&model, &want.prompt, n, Sampling::default(), &[], |_| {}).unwrap();
+    let out = generate(&model, &want.prompt, n, Sampling::default(), &[], |_| ControlFlow::Continue(())).unwrap();
     assert_eq!(out.new_ids, want.greedy[..n], "{name} on {}: greedy tokens", device.kind());
 }
 
@@ -285,10 +286,31 @@ fn generation_reports_a_decode_rate_only_when_a_decode_step_ran() {
     // no decode step to time (a rate of 1 step over nothing was printed once).
     let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
     for (max_tokens, new, rate) in [(0, 0, false), (1, 1, false), (3, 3, true)] {
-        let out = generate(&model, &[1, 2], max_tokens, Sampling::default(), &[], |_| {}).unwrap();
+        let out =
+            generate(&model, &[1, 2], max_tokens, Sampling::default(), &[], |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(out.new_ids.len(), new, "max_tokens {max_tokens}");
         assert_eq!(out.decode_tokens_per_s.is_some(), rate, "max_tokens {max_tokens}");
         assert!(out.decode_tokens_per_s.is_none_or(|r| r > 0.0 && r.is_finite()));
+    }
+}
+
+#[test]
+fn generation_ends_after_the_token_its_caller_breaks_on() {
+    // A streamed reply whose reader went away: no step after the break.
+    let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
+    let all = generate(&model, &[1, 2], 6, Sampling::default(), &[], |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!((all.new_ids.len(), all.stop), (6, "max_tokens"));
+    for keep in 1..=3 {
+        let mut seen = Vec::new();
+        let out = generate(&model, &[1, 2], 6, Sampling::default(), &[], |id| {
+            seen.push(id);
+            if seen.len() == keep { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })
+        .unwrap();
+        assert_eq!(out.stop, "caller", "break after {keep}");
+        assert_eq!(out.new_ids, all.new_ids[..keep], "break after {keep}");
+        assert_eq!(seen, out.new_ids, "break after {keep}");
+        assert_eq!(out.decode_tokens_per_s.is_some(), keep > 1, "break after {keep}");
     }
 }
 
@@ -300,7 +322,7 @@ fn bad_requests_are_clear_errors() {
     assert!(matches!(err, ModelError::TokenOutOfRange { id: 64, vocab: 64 }), "{err}");
     let err = model.forward(&[1; 33], &mut cache, false).unwrap_err();
     assert!(err.to_string().contains("exceeds the context of 32"), "{err}");
-    let err = generate(&model, &[1; 40], 1, Sampling::default(), &[], |_| {}).unwrap_err();
+    let err = generate(&model, &[1; 40], 1, Sampling::default(), &[], |_| ControlFlow::Continue(())).unwrap_err();
     assert!(err.to_string().contains("the prompt of 40 tokens exceeds the context of 32"), "{err}");
     let mut batch = model.new_batch_cache(2, 32).unwrap();
     let twice = [SeqChunk { slot: 1, tokens: &[1] }, SeqChunk { slot: 1, tokens: &[2] }];
