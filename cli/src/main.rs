@@ -351,7 +351,7 @@ impl BarProgress {
     }
 }
 
-impl trinity_measure::run::Progress for BarProgress {
+impl trinity_measure::progress::Progress for BarProgress {
     fn step(&self, message: &str) {
         // indicatif draws nothing when stderr is not a terminal (CI, logs): print plainly there.
         if self.0.is_hidden() {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
 use trinity_measure::model_bench::{self, BenchPlan};
-use trinity_measure::run::Progress;
+use trinity_measure::progress::Progress;
 use trinity_model::generate::{Sampling, Tokenizer, generate};
 use trinity_model::{BitNet, HeadPrecision, Linears, config};
 

@@ -16,12 +16,14 @@
 //! - [`noise`] and [`models`]: the noise-robustness curves and the BitNet
 //!   linear-stack shapes.
 //! - [`run`]: `trinity run`, the whole report in one command.
+//! - [`progress`]: how `run` and [`model_bench`] report their steps.
 //! - [`model_bench`] and [`serve_bench`]: the figures of `trinity bench-model`
 //!   and `trinity bench-serve`, one struct each, with an export module per format.
 
 pub mod model_bench;
 pub mod models;
 pub mod noise;
+pub mod progress;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -31,6 +31,7 @@ use trinity_model::HeadPrecision;
 use crate::model_bench::{BenchModelError, BenchPlan, ModelBench};
 use crate::models::{Input, MODELS, ModelConfig};
 use crate::noise;
+use crate::progress::Progress;
 use crate::results::{
     BenchmarkResult, Headline, HostInfo, ModelThroughput, NoiseRobustness, Ratio, RunResults, SCHEMA_VERSION,
 };
@@ -96,24 +97,6 @@ pub struct RunOutput {
     pub json: PathBuf,
     /// The Markdown report written beside it.
     pub markdown: PathBuf,
-}
-
-/// Progress reporting (indicatif in the binary, nothing in tests).
-pub trait Progress {
-    /// A new step.
-    fn step(&self, message: &str);
-    /// Something that failed without failing the run (a baseline or ceiling
-    /// that could not be measured); a step unless the reporter says otherwise.
-    fn warning(&self, message: &str) {
-        self.step(message);
-    }
-}
-
-/// No progress output.
-#[derive(Debug)]
-pub struct Silent;
-impl Progress for Silent {
-    fn step(&self, _: &str) {}
 }
 
 pub(crate) fn host_info() -> HostInfo {
@@ -721,6 +704,7 @@ fn end_to_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
 
     #[test]
     fn the_whole_model_is_timed_as_bench_model_times_it() {

@@ -23,7 +23,7 @@ use trinity::{BackendKind, Device, KernelError};
 use trinity_model::{BitNet, HeadPrecision, Linears, ModelError, SeqChunk};
 
 use super::{DenseBaseline, EnergyTally, HeadError, ModelBench, TestFigures, mean_sd};
-use crate::run::Progress;
+use crate::progress::Progress;
 use crate::sensor::{NvmlSensor, Sensor};
 
 /// What one `bench-model` run times.
@@ -379,7 +379,7 @@ fn head_error(model: &mut BitNet, precision: HeadPrecision) -> Result<HeadError,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Silent;
+    use crate::progress::Silent;
     use trinity_model::ModelConfig;
 
     fn plan(prompt: usize, n_gen: usize, depth: usize) -> BenchPlan {
