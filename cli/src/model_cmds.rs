@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
 use trinity_measure::model_bench::{self, BenchPlan};
 use trinity_measure::progress::Progress;
-use trinity_model::generate::{Sampling, Tokenizer, generate};
+use trinity_model::generate::{Sampling, Stop, Tokenizer, generate};
 use trinity_model::{BitNet, HeadPrecision, Linears, config};
 
 /// Which model to run.
@@ -192,7 +192,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
                 "prompt_ids": prompt_ids,
                 "new_ids": g.new_ids,
                 "text": text,
-                "stop": g.stop,
+                "stop": g.stop.as_str(),
                 "prefill_tokens_per_s": g.prefill_tokens_per_s,
                 "decode_tokens_per_s": g.decode_tokens_per_s,
             })
@@ -203,7 +203,10 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         None => "(no decode step)".to_owned(),
     };
     // Only a failed write breaks the generation here, and only a closed pipe gets this far.
-    let stop = if g.stop == "caller" { "output closed" } else { g.stop };
+    let stop = match g.stop {
+        Stop::Caller => "output closed",
+        other => other.as_str(),
+    };
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new {decode} (stop: {stop})",
         prompt_ids.len(),

@@ -103,14 +103,44 @@ impl Sampler {
     }
 }
 
+/// Why [`generate`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An end-of-sequence id came (it is the last new id).
+    Eos,
+    /// `max_tokens` new ids.
+    MaxTokens,
+    /// The KV cache reached the model's context.
+    Context,
+    /// `on_token` returned [`ControlFlow::Break`].
+    Caller,
+}
+
+impl Stop {
+    /// Its name in `trinity generate`'s JSON (`"stop"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stop::Eos => "eos",
+            Stop::MaxTokens => "max_tokens",
+            Stop::Context => "context",
+            Stop::Caller => "caller",
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What [`generate`] produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     /// The new token ids.
     pub new_ids: Vec<u32>,
-    /// Why it stopped: `eos`, `max_tokens`, `context`, or `caller` (`on_token`
-    /// returned [`ControlFlow::Break`]).
-    pub stop: &'static str,
+    /// Why it stopped.
+    pub stop: Stop,
     /// Prompt tokens per second of the prefill.
     pub prefill_tokens_per_s: f64,
     /// Generated tokens per second of the decode steps; `None` when none ran
@@ -153,20 +183,20 @@ pub fn generate(
     let t1 = Instant::now();
     let stop = loop {
         if new_ids.len() >= max_tokens {
-            break "max_tokens";
+            break Stop::MaxTokens;
         }
         new_ids.push(next);
         if on_token(next).is_break() {
-            break "caller";
+            break Stop::Caller;
         }
         if eos.contains(&next) {
-            break "eos";
+            break Stop::Eos;
         }
         if new_ids.len() >= max_tokens {
-            break "max_tokens";
+            break Stop::MaxTokens;
         }
         if cache.len() >= cache.context() {
-            break "context";
+            break Stop::Context;
         }
         next = next_after(&[next], &mut cache)?;
     };
@@ -321,6 +351,15 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reasons_keep_their_json_names() {
+        let names =
+            [(Stop::Eos, "eos"), (Stop::MaxTokens, "max_tokens"), (Stop::Context, "context"), (Stop::Caller, "caller")];
+        for (stop, name) in names {
+            assert_eq!((stop.as_str(), stop.to_string()), (name, name.to_owned()));
+        }
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {

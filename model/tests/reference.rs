@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use trinity::Device;
-use trinity_model::generate::{Sampling, argmax, generate};
+use trinity_model::generate::{Sampling, Stop, argmax, generate};
 use trinity_model::{BitNet, ModelError, SeqChunk};
 
 /// Logits must match the reference to this (absolute).
@@ -299,7 +299,7 @@ fn generation_ends_after_the_token_its_caller_breaks_on() {
     // A streamed reply whose reader went away: no step after the break.
     let model = BitNet::load(&fixture("hf-bitlinear-f32"), &Device::Cpu).unwrap();
     let all = generate(&model, &[1, 2], 6, Sampling::default(), &[], |_| ControlFlow::Continue(())).unwrap();
-    assert_eq!((all.new_ids.len(), all.stop), (6, "max_tokens"));
+    assert_eq!((all.new_ids.len(), all.stop), (6, Stop::MaxTokens));
     for keep in 1..=3 {
         let mut seen = Vec::new();
         let out = generate(&model, &[1, 2], 6, Sampling::default(), &[], |id| {
@@ -307,7 +307,7 @@ fn generation_ends_after_the_token_its_caller_breaks_on() {
             if seen.len() == keep { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         })
         .unwrap();
-        assert_eq!(out.stop, "caller", "break after {keep}");
+        assert_eq!(out.stop, Stop::Caller, "break after {keep}");
         assert_eq!(out.new_ids, all.new_ids[..keep], "break after {keep}");
         assert_eq!(seen, out.new_ids, "break after {keep}");
         assert_eq!(out.decode_tokens_per_s.is_some(), keep > 1, "break after {keep}");
