@@ -192,7 +192,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
                 "prompt_ids": prompt_ids,
                 "new_ids": g.new_ids,
                 "text": text,
-                "stop": g.stop.as_str(),
+                "stop": g.stop.name(),
                 "prefill_tokens_per_s": g.prefill_tokens_per_s,
                 "decode_tokens_per_s": g.decode_tokens_per_s,
             })
@@ -205,7 +205,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     // Only a failed write breaks the generation here, and only a closed pipe gets this far.
     let stop = match g.stop {
         Stop::Caller => "output closed",
-        other => other.as_str(),
+        other => other.name(),
     };
     eprintln!(
         "{} prompt tokens at {:.1} tok/s, {} new {decode} (stop: {stop})",

@@ -118,7 +118,7 @@ pub enum Stop {
 
 impl Stop {
     /// Its name in `trinity generate`'s JSON (`"stop"`).
-    pub fn as_str(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Stop::Eos => "eos",
             Stop::MaxTokens => "max_tokens",
@@ -130,7 +130,7 @@ impl Stop {
 
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
@@ -357,7 +357,7 @@ mod tests {
         let names =
             [(Stop::Eos, "eos"), (Stop::MaxTokens, "max_tokens"), (Stop::Context, "context"), (Stop::Caller, "caller")];
         for (stop, name) in names {
-            assert_eq!((stop.as_str(), stop.to_string()), (name, name.to_owned()));
+            assert_eq!((stop.name(), stop.to_string()), (name, name.to_owned()));
         }
     }
 
