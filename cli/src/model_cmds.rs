@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use trinity::{BackendChoice, Device};
 use trinity_measure::model_bench::{self, BenchPlan};
 use trinity_measure::progress::Progress;
-use trinity_model::generate::{Sampling, Stop, Tokenizer, generate};
+use trinity_model::generate::{Sampling, Stop, TextStream, Tokenizer, generate};
 use trinity_model::{BitNet, HeadPrecision, Linears, config};
 
 /// Which model to run.
@@ -143,55 +143,52 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     };
     let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     let streaming = matches!(a.format, GenerateFormat::Text);
-    let mut so_far: Vec<u32> = Vec::new();
-    let mut printed = String::new();
+    let mut stream = TextStream::default();
     let mut stdout = std::io::stdout();
     // A failed write ends the generation: a closed pipe (`| head`) quietly,
-    // as `crate::to_stdout` takes it; any other failure also ends the command,
-    // once the generation returns.
-    let mut write_error: Option<std::io::Error> = None;
+    // as `crate::to_stdout` takes it; any other failure, a write's or the
+    // tokenizer's, also ends the command, once the generation returns.
+    let mut failed: Option<anyhow::Error> = None;
     let g = generate(&model, &prompt_ids, a.max_tokens, sampling, &eos, |id| {
         if !streaming {
             return ControlFlow::Continue(());
         }
-        so_far.push(id);
-        let written = match &tokenizer {
-            Some(t) => match t.decode(&so_far) {
-                Ok(text) => match text.strip_prefix(printed.as_str()) {
-                    Some(new) => {
-                        let w = write!(stdout, "{new}");
-                        printed = text;
-                        w
-                    }
-                    None => Ok(()),
-                },
-                Err(_) => Ok(()),
+        let piece = match &tokenizer {
+            Some(t) => match stream.push(t, id) {
+                Ok(new) => new,
+                Err(e) => {
+                    failed = Some(e.into());
+                    return ControlFlow::Break(());
+                }
             },
-            None => write!(stdout, "{id} "),
+            None => format!("{id} "),
         };
-        match written.and_then(|()| stdout.flush()) {
+        match write!(stdout, "{piece}").and_then(|()| stdout.flush()) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
-                write_error = crate::to_stdout(Err(e)).err();
+                failed = crate::to_stdout(Err(e)).err().map(Into::into);
                 ControlFlow::Break(())
             }
         }
     })?;
-    if let Some(e) = write_error {
-        return Err(e.into());
+    if let Some(e) = failed {
+        return Err(e);
     }
-    let text = match &tokenizer {
-        Some(t) => t.decode(&g.new_ids)?,
-        None => String::new(),
-    };
     match a.format {
-        GenerateFormat::Text => outln!()?,
+        // The newline ends the streamed text, after what still waited in the stream.
+        GenerateFormat::Text => match &tokenizer {
+            Some(t) => outln!("{}", stream.finish(t)?)?,
+            None => outln!()?,
+        },
         GenerateFormat::Json => outln!(
             "{}",
             serde_json::json!({
                 "prompt_ids": prompt_ids,
                 "new_ids": g.new_ids,
-                "text": text,
+                "text": match &tokenizer {
+                    Some(t) => t.decode(&g.new_ids)?,
+                    None => String::new(),
+                },
                 "stop": g.stop.name(),
                 "prefill_tokens_per_s": g.prefill_tokens_per_s,
                 "decode_tokens_per_s": g.decode_tokens_per_s,
@@ -202,7 +199,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         Some(rate) => format!("at {rate:.1} tok/s"),
         None => "(no decode step)".to_owned(),
     };
-    // Only a failed write breaks the generation here, and only a closed pipe gets this far.
+    // Only a failed write or decode breaks the generation here, and only a closed pipe gets this far.
     let stop = match g.stop {
         Stop::Caller => "output closed",
         other => other.name(),

@@ -241,6 +241,47 @@ mod model {
         assert!(stderr.contains(", 1 new (no decode step) (stop: output closed)"), "{stderr}");
     }
 
+    #[test]
+    fn streamed_text_waits_for_characters_cut_across_tokens() {
+        // hf-bitlinear-f32 with a byte-level tokenizer (a token per byte, as
+        // Llama 3's vocabulary cuts rare characters) whose greedy tokens
+        // spell "é日ok!" a byte each (scripts/make-byte-level-tokenizer.py):
+        // streamed as each token comes, the text must wait for each
+        // character's last byte (the first byte alone decodes as U+FFFD,
+        // after which prefix matching printed nothing more).
+        let dir = std::env::temp_dir().join(format!("trinity-byte-level-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(fixture("hf-bitlinear-f32")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+        }
+        std::fs::copy(PathBuf::from(fixture("byte-level-tokenizer.json")), dir.join("tokenizer.json")).unwrap();
+        let want = expected("hf-bitlinear-f32");
+        let model = dir.to_string_lossy().into_owned();
+        let generate = |format| {
+            trinity(&[
+                "generate",
+                "--model",
+                &model,
+                "--backend",
+                "cpu",
+                "--prompt-ids",
+                &ids(&want["prompt_ids"]),
+                "--max-tokens",
+                "8",
+                "--format",
+                format,
+            ])
+        };
+        let (code, stdout, stderr) = generate("text");
+        assert_eq!((code, stdout.as_str()), (0, "é日ok!\n"), "{stderr}");
+        let (code, stdout, stderr) = generate("json");
+        assert_eq!(code, 0, "{stderr}");
+        let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!((&got["new_ids"], got["text"].as_str()), (&want["greedy_ids"], Some("é日ok!")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn expected(name: &str) -> serde_json::Value {
         let text = std::fs::read_to_string(PathBuf::from(fixture(name)).join("expected.json")).unwrap();
         serde_json::from_str(&text).unwrap()

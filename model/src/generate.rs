@@ -348,6 +348,63 @@ impl Tokenizer {
     }
 }
 
+/// Generated ids to text as they arrive, for streaming. Each
+/// [`push`](TextStream::push) decodes only the ids since the last text it
+/// returned, plus the chunk before them as context, not the whole generation
+/// (which costs O(n) per token, O(n²) in all). The context keeps the spaces a
+/// decoder puts between tokens (WordLevel's joins, SentencePiece's `▁`).
+///
+/// Text that ends inside a multi-byte character waits for the ids that
+/// complete it: byte-level vocabularies (Llama 3's, and so 2B-4T's) cut one
+/// character across tokens, and the first half alone decodes as U+FFFD.
+/// [`finish`](TextStream::finish) returns whatever still waits.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    /// Start of the ids decoded as context for the new ones.
+    context: usize,
+    /// End of the ids whose text has been returned.
+    returned: usize,
+}
+
+impl TextStream {
+    /// The text `id` adds: empty while it waits for the rest of a character
+    /// (or `id` is a special token, which decodes to nothing).
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> ModelResult<String> {
+        self.ids.push(id);
+        let new = self.pending(tokenizer)?;
+        if new.is_empty() || new.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        self.context = self.returned;
+        self.returned = self.ids.len();
+        Ok(new)
+    }
+
+    /// The text still waiting (an incomplete last character, as U+FFFD).
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> ModelResult<String> {
+        let new = self.pending(tokenizer)?;
+        self.context = self.returned;
+        self.returned = self.ids.len();
+        Ok(new)
+    }
+
+    /// The text of the ids after `returned`, in the context of the chunk before them.
+    fn pending(&self, tokenizer: &Tokenizer) -> ModelResult<String> {
+        let before = tokenizer.decode(&self.ids[self.context..self.returned])?;
+        let now = tokenizer.decode(&self.ids[self.context..])?;
+        // Decoders extend the text they gave (the context only fixes the
+        // join); should one rewrite it, what differs from the common start is
+        // the new text rather than nothing at all.
+        let same = before
+            .char_indices()
+            .zip(now.chars())
+            .find(|&((_, a), b)| a != b)
+            .map_or(before.len().min(now.len()), |((i, _), _)| i);
+        Ok(now[same..].to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +415,59 @@ mod tests {
             [(Stop::Eos, "eos"), (Stop::MaxTokens, "max_tokens"), (Stop::Context, "context"), (Stop::Caller, "caller")];
         for (stop, name) in names {
             assert_eq!((stop.name(), stop.to_string()), (name, name.to_owned()));
+        }
+    }
+
+    /// The byte-level BPE tokenizer of scripts/make-byte-level-tokenizer.py:
+    /// no merges, a token per byte in GPT-2's alphabet (as Llama 3's
+    /// vocabulary spells bytes), loaded as a checkpoint's is.
+    fn byte_level_tokenizer() -> Tokenizer {
+        let dir = std::env::temp_dir().join(format!("trinity-byte-level-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/byte-level-tokenizer.json");
+        std::fs::copy(fixture, dir.join("tokenizer.json")).unwrap();
+        let loaded = Tokenizer::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
+    fn stream_all(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
+        let mut stream = TextStream::default();
+        let mut pieces: Vec<String> = ids.iter().map(|&id| stream.push(t, id).unwrap()).collect();
+        pieces.push(stream.finish(t).unwrap());
+        pieces
+    }
+
+    #[test]
+    fn streamed_text_waits_for_whole_characters() {
+        let t = byte_level_tokenizer();
+        let text = "héllo wörld 😀 日本, ok";
+        let ids = t.encode_plain(text).unwrap();
+        assert_eq!(ids.len(), text.len(), "a token per byte");
+        let pieces = stream_all(&t, &ids);
+        assert_eq!(pieces.concat(), text);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        // 'h', then 'é' once both of its bytes are in; the emoji's four
+        // bytes give "", "", "", "😀".
+        assert_eq!((pieces[0].as_str(), pieces[1].as_str(), pieces[2].as_str()), ("h", "", "é"));
+        let at = text.find('😀').unwrap();
+        assert_eq!(pieces[at..at + 4], ["", "", "", "😀"]);
+        // A generation that ends inside a character ends with its U+FFFD.
+        let cut = t.encode_plain("aé").unwrap();
+        assert_eq!(stream_all(&t, &cut[..2]), ["a", "", "\u{FFFD}"]);
+    }
+
+    #[test]
+    fn streamed_text_keeps_the_decoders_joins() {
+        // The fixtures' WordLevel tokenizer joins words with spaces and skips
+        // its special tokens (0–2).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-bitlinear-f32");
+        let t = Tokenizer::load(&dir).unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        for len in [1, 2, 7, 40] {
+            let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..64)).collect();
+            let pieces = stream_all(&t, &ids);
+            assert_eq!(pieces.concat(), t.decode(&ids).unwrap(), "{ids:?} → {pieces:?}");
         }
     }
 

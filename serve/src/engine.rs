@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
-use trinity_model::generate::{Sampler, Sampling, Tokenizer};
+use trinity_model::generate::{Sampler, Sampling, TextStream, Tokenizer};
 use trinity_model::{BitNet, KvCache, SeqChunk};
 
 use crate::metrics::Metrics;
@@ -177,9 +177,14 @@ struct Seq {
     fed: usize,
     /// The token to run next (decode), once the prompt is in.
     next: Option<u32>,
-    generated: Vec<u32>,
+    /// Tokens generated.
+    generated: usize,
     sampler: Sampler,
-    /// Bytes of the generated text already sent.
+    /// The generated ids as text, whole characters only until the last.
+    stream: TextStream,
+    /// The text `stream` gave so far.
+    text: String,
+    /// Bytes of `text` already sent.
     sent: usize,
 }
 
@@ -230,7 +235,17 @@ impl Engine {
                 let slot = self.free.pop().expect("a free slot");
                 self.cache.clear(slot);
                 let sampler = Sampler::new(req.sampling);
-                self.running.push(Seq { req, slot, fed: 0, next: None, generated: vec![], sampler, sent: 0 });
+                self.running.push(Seq {
+                    req,
+                    slot,
+                    fed: 0,
+                    next: None,
+                    generated: 0,
+                    sampler,
+                    stream: TextStream::default(),
+                    text: String::new(),
+                    sent: 0,
+                });
             }
             // Clients that went away free their slots now.
             let before = self.running.len();
@@ -301,19 +316,19 @@ impl Engine {
                 (Some(rows), true) => s.sampler.sample(&rows[k]),
                 _ => greedy_ids[k],
             };
-            if s.generated.is_empty() {
+            if s.generated == 0 {
                 self.metrics.observe_ttft(s.req.arrived.elapsed().as_secs_f64());
             }
-            s.generated.push(id);
+            s.generated += 1;
             self.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
             let finish = if self.eos.contains(&id) {
                 Some(FinishReason::Stop)
-            } else if s.generated.len() >= s.req.max_tokens || self.cache.slot_len(s.slot) + 1 > self.cache.context() {
+            } else if s.generated >= s.req.max_tokens || self.cache.slot_len(s.slot) + 1 > self.cache.context() {
                 Some(FinishReason::Length)
             } else {
                 None
             };
-            let (text, stopped) = visible_text(self.tokenizer.as_deref(), s, finish.is_some());
+            let (text, stopped) = visible_text(self.tokenizer.as_deref(), s, id, finish.is_some());
             let finish = if stopped { Some(FinishReason::Stop) } else { finish };
             let _ = s.req.events.send(Event::Token { id, text });
             match finish {
@@ -321,7 +336,7 @@ impl Engine {
                     let _ = s.req.events.send(Event::Done {
                         finish_reason: reason,
                         prompt_tokens: s.req.prompt.len(),
-                        completion_tokens: s.generated.len(),
+                        completion_tokens: s.generated,
                     });
                     done.push(*i);
                 }
@@ -338,22 +353,25 @@ impl Engine {
     }
 }
 
-/// The text to send now, and whether a stop string ended the sequence. Text
-/// that could still become a stop string, or ends in an incomplete
-/// character, waits unless `last`.
-fn visible_text(tokenizer: Option<&Tokenizer>, s: &mut Seq, last: bool) -> (String, bool) {
+/// The text to send now that `id` is generated, and whether a stop string
+/// ended the sequence. Text that could still become a stop string, or ends
+/// in an incomplete character ([`TextStream`] holds that back), waits unless
+/// `last`.
+fn visible_text(tokenizer: Option<&Tokenizer>, s: &mut Seq, id: u32, last: bool) -> (String, bool) {
     let Some(t) = tokenizer else { return (String::new(), false) };
-    let full = t.decode(&s.generated).unwrap_or_default();
-    let (end, stopped) = release_point(&full, &s.req.stop, last);
-    let text = full.get(s.sent..end).unwrap_or_default().to_owned();
+    s.text += &s.stream.push(t, id).unwrap_or_default();
+    if last {
+        s.text += &s.stream.finish(t).unwrap_or_default();
+    }
+    let (end, stopped) = release_point(&s.text, &s.req.stop, last);
+    let text = s.text.get(s.sent..end).unwrap_or_default().to_owned();
     s.sent = s.sent.max(end);
     (text, stopped)
 }
 
 /// How much of `full` may be released: up to the first stop string (which
 /// ends the sequence), else all but a tail that is a prefix of a stop string
-/// or an incomplete character (`U+FFFD` from a split multi-byte sequence) —
-/// everything when `last`.
+/// — everything when `last`.
 pub fn release_point(full: &str, stop: &[String], last: bool) -> (usize, bool) {
     if let Some(at) = stop.iter().filter(|s| !s.is_empty()).filter_map(|s| full.find(s.as_str())).min() {
         return (at, true);
@@ -369,9 +387,6 @@ pub fn release_point(full: &str, stop: &[String], last: bool) -> (usize, bool) {
                 end = end.min(full.len() - k);
             }
         }
-    }
-    if full[..end].ends_with('\u{FFFD}') {
-        end -= '\u{FFFD}'.len_utf8();
     }
     (end, false)
 }
@@ -430,7 +445,6 @@ mod tests {
         assert_eq!(release_point("hello world!", &stops(&["world"]), false), (6, true));
         assert_eq!(release_point("hello wor", &stops(&["world"]), true), (9, false));
         assert_eq!(release_point("abc", &stops(&["x", "bcd"]), false), (1, false));
-        assert_eq!(release_point("a\u{FFFD}", &[], false), (1, false));
         assert_eq!(release_point("stop here", &stops(&["here", "stop"]), false), (0, true));
         assert_eq!(release_point("plain", &[], false), (5, false));
     }

@@ -186,6 +186,37 @@ async fn streaming_chat_and_completions_agree_with_whole_responses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_text_waits_for_characters_cut_across_tokens() {
+    // hf-bitlinear-f32's greedy tokens spell "é日ok!" a byte each through the
+    // byte-level tokenizer of scripts/make-byte-level-tokenizer.py: the text
+    // waits for each character's last byte, a stop string after one still
+    // ends it, and a completion cut inside one ends with its U+FFFD.
+    let name = "hf-bitlinear-f32";
+    let dir = std::env::temp_dir().join(format!("trinity-serve-byte-level-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("byte-level-tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let tokenizer = Tokenizer::load(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut opts = ServeOptions::new("tiny");
+    (opts.port, opts.context) = (0, 32);
+    let base = start(BitNet::load(&fixture(name), &Device::Cpu).unwrap(), Some(tokenizer), opts).await;
+    let (prompt, greedy) = expected(name);
+    let cases =
+        [(8, json!([]), "é日ok!", "length"), (8, json!(["日o"]), "é", "stop"), (3, json!([]), "é\u{FFFD}", "length")];
+    for (max_tokens, stop, text, finish) in cases {
+        let body = json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stop": stop, "return_token_ids": true});
+        let (s, whole) = post(&base, "/v1/completions", body.clone()).await;
+        assert_eq!(s, 200, "{whole}");
+        assert!(greedy[..max_tokens].starts_with(&ids_of(&whole)), "{whole}");
+        assert_eq!(whole["choices"][0]["text"], text);
+        let mut body = body;
+        body["stream"] = json!(true);
+        let (streamed, _, got, done) = stream(&base, "/v1/completions", body).await;
+        assert_eq!((streamed.as_str(), got.as_str(), done), (text, finish, true));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openai_errors() {
     let base = start_fixture("hf-bitlinear-f32", |o| o.max_body_bytes = 4096).await;
     let client = reqwest::Client::new();
