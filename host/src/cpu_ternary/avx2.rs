@@ -41,7 +41,8 @@ const PREFETCH_WORDS: usize = 2048;
 const GEMV_ROWS: usize = super::GEMV_GROUP;
 /// Half-blocks summed in 16 bits before widening (decode): 8 × 2048 ≤ 16 384.
 const GEMV_WIDEN_EVERY: usize = 8;
-/// 32-byte steps summed in 16 bits before widening (prefill): 32 × 512 = 16 384.
+/// 32-byte steps summed in 16 bits before widening (prefill): 32 × 512 = 16 384
+/// (even: [`gemm_micro`] takes two steps per pass).
 const GEMM_WIDEN_EVERY: usize = 32;
 /// Weight rows of the prefill micro-kernel.
 const GEMM_ROWS: usize = 2;
@@ -220,7 +221,7 @@ pub(super) unsafe fn gemm_task<O: OutputElem>(
         let mut tile = [[0f32; ROWS_PER_TASK]; GEMM_ACTS];
         for r0 in (0..rows_here).step_by(GEMM_ROWS) {
             let codes: [&[u8]; GEMM_ROWS] = std::array::from_fn(|i| &panel[(r0 + i) * stride..][..stride]);
-            // SAFETY: AVX2 is present; every row here is `stride` bytes, a multiple of 32.
+            // SAFETY: AVX2 is present; every row here is `stride` bytes, whole blocks.
             let dots = unsafe { gemm_micro(&codes, &acts) };
             for (i, d) in dots.iter().enumerate() {
                 for r in 0..GEMM_ACTS {
@@ -261,31 +262,46 @@ unsafe fn decode_row(words: &[u32], out: &mut [u8]) {
 }
 
 /// Σ code · a for 2 rows of decoded codes × 4 activation rows (all of one
-/// length, a multiple of 32).
+/// length, a multiple of 64).
+///
+/// The inner loop takes two 32-byte steps per pass and indexes every row by
+/// one byte offset: its scalar work was half its instructions (two
+/// induction variables and a shifted copy, per step), and Zen 3 dispatches
+/// six per cycle. On a 2-core Zen 3 EPYC (2026-12-08, one thread, L1-resident
+/// rows of 1536 bytes, 40 alternated rounds) this loop ran 1.19–1.22× the
+/// one-step loop with a step index (median ratio of two runs).
 ///
 /// # Safety
 /// The CPU has AVX2; every slice is at least as long as `codes[0]`.
 #[target_feature(enable = "avx2")]
 unsafe fn gemm_micro(codes: &[&[u8]; GEMM_ROWS], acts: &[&[i8]; GEMM_ACTS]) -> [[i32; GEMM_ACTS]; GEMM_ROWS] {
+    const STEPS_PER_PASS: usize = 2;
     let ones = _mm256_set1_epi16(1);
-    let steps = codes[0].len() / 32;
+    let len = codes[0].len();
+    debug_assert_eq!(len % (32 * STEPS_PER_PASS), 0);
+    let c_rows: [*const u8; GEMM_ROWS] = std::array::from_fn(|i| codes[i].as_ptr());
+    // Bytes as the codes' pointers are, so that one offset register serves both.
+    let a_rows: [*const u8; GEMM_ACTS] = std::array::from_fn(|r| acts[r].as_ptr().cast());
     let mut acc32 = [[_mm256_setzero_si256(); GEMM_ACTS]; GEMM_ROWS];
-    let mut s = 0;
-    while s < steps {
-        let end = (s + GEMM_WIDEN_EVERY).min(steps);
+    let mut at = 0;
+    while at < len {
+        let end = (at + 32 * GEMM_WIDEN_EVERY).min(len);
         let mut acc16 = [[_mm256_setzero_si256(); GEMM_ACTS]; GEMM_ROWS];
-        while s < end {
-            // SAFETY: `32s + 32 ≤ len` for every slice (the contract).
-            let c: [__m256i; GEMM_ROWS] =
-                std::array::from_fn(|i| unsafe { _mm256_loadu_si256(codes[i].as_ptr().add(32 * s).cast()) });
-            for r in 0..GEMM_ACTS {
-                // SAFETY: as above.
-                let a = unsafe { _mm256_loadu_si256(acts[r].as_ptr().add(32 * s).cast()) };
-                for i in 0..GEMM_ROWS {
-                    acc16[i][r] = _mm256_add_epi16(acc16[i][r], _mm256_maddubs_epi16(c[i], a));
+        while at < end {
+            for step in 0..STEPS_PER_PASS {
+                let at = at + 32 * step;
+                // SAFETY: `at + 32 ≤ len` for every slice (the contract).
+                let c: [__m256i; GEMM_ROWS] =
+                    std::array::from_fn(|i| unsafe { _mm256_loadu_si256(c_rows[i].add(at).cast()) });
+                for r in 0..GEMM_ACTS {
+                    // SAFETY: as above.
+                    let a = unsafe { _mm256_loadu_si256(a_rows[r].add(at).cast()) };
+                    for i in 0..GEMM_ROWS {
+                        acc16[i][r] = _mm256_add_epi16(acc16[i][r], _mm256_maddubs_epi16(c[i], a));
+                    }
                 }
             }
-            s += 1;
+            at += 32 * STEPS_PER_PASS;
         }
         for (a32, a16) in acc32.iter_mut().zip(&acc16) {
             for (x, y) in a32.iter_mut().zip(a16) {
