@@ -328,7 +328,15 @@ impl Engine {
             } else {
                 None
             };
-            let (text, stopped) = visible_text(self.tokenizer.as_deref(), s, id, finish.is_some());
+            let (text, stopped) = match visible_text(self.tokenizer.as_deref(), s, id, finish.is_some()) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Text the client would never see is a failure, not an empty string.
+                    let _ = s.req.events.send(Event::Failed(format!("decoding token {id}: {e}")));
+                    done.push((*i, false));
+                    continue;
+                }
+            };
             let finish = if stopped { Some(FinishReason::Stop) } else { finish };
             let _ = s.req.events.send(Event::Token { id, text });
             match finish {
@@ -338,16 +346,16 @@ impl Engine {
                         prompt_tokens: s.req.prompt.len(),
                         completion_tokens: s.generated,
                     });
-                    done.push(*i);
+                    done.push((*i, true));
                 }
                 None => s.next = Some(id),
             }
         }
         done.sort_unstable();
-        for &i in done.iter().rev() {
+        for &(i, finished) in done.iter().rev() {
             let s = self.running.remove(i);
             self.free.push(s.slot);
-            self.metrics.finished.fetch_add(1, Ordering::Relaxed);
+            self.metrics.finished.fetch_add(finished as u64, Ordering::Relaxed);
         }
         self.metrics.running.store(self.running.len() as u64, Ordering::Relaxed);
     }
@@ -356,17 +364,22 @@ impl Engine {
 /// The text to send now that `id` is generated, and whether a stop string
 /// ended the sequence. Text that could still become a stop string, or ends
 /// in an incomplete character ([`TextStream`] holds that back), waits unless
-/// `last`.
-fn visible_text(tokenizer: Option<&Tokenizer>, s: &mut Seq, id: u32, last: bool) -> (String, bool) {
-    let Some(t) = tokenizer else { return (String::new(), false) };
-    s.text += &s.stream.push(t, id).unwrap_or_default();
+/// `last`. An error is the tokenizer's, decoding the ids since the last text.
+fn visible_text(
+    tokenizer: Option<&Tokenizer>,
+    s: &mut Seq,
+    id: u32,
+    last: bool,
+) -> Result<(String, bool), trinity_model::ModelError> {
+    let Some(t) = tokenizer else { return Ok((String::new(), false)) };
+    s.text += &s.stream.push(t, id)?;
     if last {
-        s.text += &s.stream.finish(t).unwrap_or_default();
+        s.text += &s.stream.finish(t)?;
     }
     let (end, stopped) = release_point(&s.text, &s.req.stop, last);
     let text = s.text.get(s.sent..end).unwrap_or_default().to_owned();
     s.sent = s.sent.max(end);
-    (text, stopped)
+    Ok((text, stopped))
 }
 
 /// How much of `full` may be released: up to the first stop string (which
